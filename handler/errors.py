@@ -1,0 +1,47 @@
+"""The error type every stage raises; its message is the exact body Next.js would send."""
+
+from __future__ import annotations
+
+URL_REQUIRED = '"url" parameter is required'
+URL_ARRAY = '"url" parameter cannot be an array'
+URL_TOO_LONG = '"url" parameter is too long'
+URL_PROTOCOL_RELATIVE = '"url" parameter cannot be a protocol-relative URL (//)'
+URL_RECURSIVE = '"url" parameter cannot be recursive'
+URL_NOT_ALLOWED = '"url" parameter is not allowed'
+URL_INVALID = '"url" parameter is invalid'
+W_REQUIRED = '"w" parameter (width) is required'
+W_ARRAY = '"w" parameter (width) cannot be an array'
+W_INVALID = '"w" parameter (width) must be an integer greater than 0'
+Q_REQUIRED = '"q" parameter (quality) is required'
+Q_ARRAY = '"q" parameter (quality) cannot be an array'
+Q_INVALID = '"q" parameter (quality) must be an integer between 1 and 100'
+UPSTREAM_INVALID = '"url" parameter is valid but upstream response is invalid'
+UPSTREAM_TIMEOUT = '"url" parameter is valid but upstream response timed out'
+INTERNAL_INVALID = '"url" parameter is valid but internal response is invalid'
+NOT_AN_IMAGE = "The requested resource isn't a valid image."
+TYPE_NOT_ALLOWED = '"url" parameter is valid but image type is not allowed'
+# Our own messages, for inputs where Next.js answers a bare 500 (documented in the README).
+ACCEPT_INVALID = "Invalid Accept header"
+URL_MALFORMED_ESCAPE = '"url" parameter has a malformed percent-encoding'
+TIME_BUDGET_EXCEEDED = '"url" parameter is valid but the request exceeded its time budget'
+
+
+def width_not_allowed(width: str) -> str:
+    return f'"w" parameter (width) of {width} is not allowed'
+
+
+def quality_not_allowed(raw_q: str) -> str:
+    return f'"q" parameter (quality) of {raw_q} is not allowed'
+
+
+class ImageError(Exception):
+    """A failure with Next's status and message; ``transient`` marks upstream hiccups worth a retry.
+
+    Like Next's ``ImageError``, a status below 400 (an upstream 3xx, say) becomes 500.
+    """
+
+    def __init__(self, status: int, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status if status >= 400 else 500
+        self.message = message
+        self.transient = transient

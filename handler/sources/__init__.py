@@ -1,0 +1,1 @@
+"""Where source images come from: public dir, S3 assets, the app's origin, allowed remote URLs."""

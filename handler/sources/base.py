@@ -1,0 +1,34 @@
+"""The contract every source loader meets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A loaded source: its bytes plus the upstream caching headers Next.js reads.
+
+    ``not_modified`` is set (and ``body`` empty) when a conditional fetch with ``if_none_match``
+    got a 304: the caller keeps the bytes it already has.
+    """
+
+    body: bytes
+    cache_control: str | None = None
+    etag: str | None = None  # the raw upstream ETag header value
+    not_modified: bool = False
+
+
+class Source(Protocol):
+    async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
+        """Load ``href`` or raise ``ImageError`` with Next's status and message.
+
+        Raise ``SourceNotFound`` when this source does not have the file, so that a chain of
+        relative sources can try the next one.
+        """
+        ...
+
+
+class SourceNotFound(Exception):
+    """This source has no such file; the next source in a chain may."""

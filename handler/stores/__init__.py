@@ -1,0 +1,1 @@
+"""Where finished variants and source pointers live: memory, filesystem, S3."""

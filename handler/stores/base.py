@@ -1,0 +1,44 @@
+"""Records and the store interface.
+
+Two kinds of record:
+- a *variant*: finished bytes, keyed on (source-bytes hash, width, quality, negotiated type,
+  pipeline version); immutable, so concurrent writers are harmless;
+- a *pointer*: from a source URL to the hash of its current bytes, with the upstream ETag and
+  an expiry, so a hit never touches the source and an expired one revalidates cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+VariantKind = Literal["optimized", "original", "fallback"]
+
+
+@dataclass(frozen=True)
+class Pointer:
+    source_hash: str  # hex sha256 of the source bytes
+    etag: str  # Next's upstreamEtag: base64url of the upstream ETag header, or of the bytes' sha256
+    upstream_etag: str | None  # the raw upstream ETag header, for conditional revalidation
+    max_age: int  # max(minimumCacheTTL, upstream max-age): the Cache-Control max-age
+    expire_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class Variant:
+    body: bytes
+    content_type: str
+    etag: str  # base64url(sha256(body)) for optimized output; the pointer's etag otherwise
+    kind: VariantKind
+
+
+class Store(Protocol):
+    """Blocking calls; the optimizer runs them off the event loop."""
+
+    def get_pointer(self, key: str) -> Pointer | None: ...
+
+    def put_pointer(self, key: str, pointer: Pointer) -> None: ...
+
+    def get_variant(self, key: str) -> Variant | None: ...
+
+    def put_variant(self, key: str, variant: Variant) -> None: ...
