@@ -1,0 +1,95 @@
+"""``next-image``: serve the optimizer locally, print the resolved config, invoke the handler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from handler.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="next-image", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve /_next/image over HTTP (uvicorn)")
+    serve.add_argument("--host", help="bind address [NEXT_IMAGE_HOST, 127.0.0.1]")
+    serve.add_argument("--port", type=int, help="port [NEXT_IMAGE_PORT, 3000]")
+    serve.add_argument("--public-dir", help="the app's public/ folder [NEXT_IMAGE_PUBLIC_DIR]")
+    serve.add_argument("--origin", help="the app's origin for relative URLs [NEXT_IMAGE_ORIGIN]")
+    _add_config_flag(serve)
+    serve.add_argument(
+        "--store",
+        choices=["memory", "filesystem", "s3"],
+        help="variant store [NEXT_IMAGE_STORE, memory]",
+    )
+    serve.add_argument(
+        "--cache-dir", help="filesystem store folder [NEXT_IMAGE_CACHE_DIR, ./.next-image-cache]"
+    )
+    serve.add_argument(
+        "--cache-max-bytes", type=int, help="filesystem store bound [NEXT_IMAGE_CACHE_MAX_BYTES]"
+    )
+    serve.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds per request, fetch + transform [NEXT_IMAGE_TIMEOUT, 30]",
+    )
+    serve.add_argument(
+        "--max-attempts",
+        type=int,
+        help="tries of a transient upstream failure [NEXT_IMAGE_MAX_ATTEMPTS, 3]",
+    )
+
+    config = commands.add_parser("config", help="print the resolved Next images config as JSON")
+    _add_config_flag(config)
+
+    args = parser.parse_args(argv)
+    if args.command == "config":
+        return _print_config(args.config)
+    return _serve(args)
+
+
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        help="a .next folder, required-server-files.json, images-manifest.json, "
+        "a JSON file with the images config, or inline JSON [NEXT_IMAGE_CONFIG]",
+    )
+
+
+def _print_config(source: str | None) -> int:
+    from handler.config import load_images_config
+
+    settings = Settings.from_env(config=source)
+    json.dump(load_images_config(settings.config).to_json(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from handler.app import create_app
+    from handler.wiring import build_optimizer
+
+    settings = Settings.from_env(
+        host=args.host,
+        port=args.port,
+        public_dir=args.public_dir,
+        origin=args.origin,
+        config=args.config,
+        store=args.store,
+        cache_dir=args.cache_dir,
+        cache_max_bytes=args.cache_max_bytes,
+        timeout=args.timeout,
+        max_attempts=args.max_attempts,
+    )
+    app = create_app(build_optimizer(settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, server_header=False, date_header=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

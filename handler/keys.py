@@ -1,0 +1,27 @@
+"""Store keys: content-addressed variants, and pointers by source URL."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from handler.pipeline import PIPELINE_VERSION
+
+
+def pointer_key(href: str) -> str:
+    return hashlib.sha256(href.encode()).hexdigest()
+
+
+def variant_key(source_hash: str, width: int, quality: int, mime_type: str) -> str:
+    """Readable and grouped by source, so every variant of one source sits under one prefix."""
+    fmt = mime_type.removeprefix("image/") if mime_type else "auto"
+    return f"{source_hash}/{width}w-{quality}q-{fmt}-p{PIPELINE_VERSION}"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def etag_of(body: bytes) -> str:
+    """Next's ETag for bytes it produced: base64url(sha256), unquoted."""
+    return b64url(hashlib.sha256(body).digest())

@@ -1,0 +1,62 @@
+"""Our own settings (stores, sources, limits): environment variables, overridable by CLI flags.
+
+Every setting has one environment variable, so ``next-image serve`` and the Lambda function are
+configured the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+StoreKind = Literal["memory", "filesystem", "s3"]
+
+ENV_PREFIX = "NEXT_IMAGE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    public_dir: str | None = None
+    origin: str | None = None
+    config: str | None = None  # path to a Next build/config file, or inline JSON
+    store: StoreKind = "memory"
+    cache_dir: str = "./.next-image-cache"
+    cache_max_bytes: int = 1_000_000_000
+    timeout: float = 30.0  # budget per request, covering fetch and transform
+    max_attempts: int = 3  # tries of a transient upstream failure
+    fetch_timeout: float = 7.0  # per upstream hop, as Next.js
+    bucket: str | None = None
+    prefix: str = ""
+    assets_bucket: str | None = None
+    assets_prefix: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Environment first, then explicit overrides (CLI flags) that are not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.type, raw, f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        if settings.store not in ("memory", "filesystem", "s3"):
+            raise ValueError(f"{ENV_PREFIX}STORE must be memory, filesystem or s3")
+        return settings
+
+
+def _coerce(type_name: object, raw: str, name: str) -> object:
+    text = str(type_name)
+    try:
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()} must be a number, got {raw!r}") from None
+    return raw

@@ -1,0 +1,66 @@
+"""Builds the optimizer from settings: which store, which sources, which limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from handler.config import ImagesConfig, load_images_config
+from handler.optimizer import Optimizer, Revalidation
+from handler.settings import Settings
+from handler.sources.base import Source
+from handler.sources.chain import SourceChain
+from handler.sources.local import PublicDirSource
+from handler.sources.origin import OriginSource
+from handler.sources.remote import RemoteSource
+from handler.sources.retry import RetryingSource
+from handler.stores.base import Store
+
+
+def build_store(settings: Settings) -> Store:
+    if settings.store == "filesystem":
+        from handler.stores.filesystem import FilesystemStore
+
+        return FilesystemStore(settings.cache_dir, settings.cache_max_bytes)
+    if settings.store == "s3":
+        from handler.stores.s3 import S3Store
+
+        if not settings.bucket:
+            raise ValueError("the s3 store needs NEXT_IMAGE_BUCKET")
+        return S3Store(settings.bucket, settings.prefix)
+    from handler.stores.memory import MemoryStore
+
+    return MemoryStore(settings.cache_max_bytes)
+
+
+def build_relative_source(settings: Settings, config: ImagesConfig) -> Source:
+    """Relative URLs: the public folder, then S3 assets, then the app's origin, first hit wins."""
+    chain: list[Source] = []
+    if settings.public_dir:
+        chain.append(PublicDirSource(Path(settings.public_dir), config))
+    if settings.assets_bucket:
+        from handler.sources.s3_assets import S3AssetsSource
+
+        chain.append(S3AssetsSource(settings.assets_bucket, settings.assets_prefix, config))
+    if settings.origin:
+        origin = OriginSource(settings.origin, config, timeout=settings.fetch_timeout)
+        chain.append(RetryingSource(origin, max_attempts=settings.max_attempts))
+    return SourceChain(chain)
+
+
+def build_optimizer(
+    settings: Settings,
+    *,
+    config: ImagesConfig | None = None,
+    store: Store | None = None,
+    revalidation: Revalidation = "background",
+) -> Optimizer:
+    config = config or load_images_config(settings.config)
+    remote = RemoteSource(config, timeout=settings.fetch_timeout)
+    return Optimizer(
+        config,
+        store or build_store(settings),
+        relative=build_relative_source(settings, config),
+        remote=RetryingSource(remote, max_attempts=settings.max_attempts),
+        timeout=settings.timeout,
+        revalidation=revalidation,
+    )
