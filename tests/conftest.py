@@ -1,0 +1,146 @@
+"""Shared fixtures: a real loopback upstream server and a client for the real app."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from handler.app import create_app
+from handler.config import ImagesConfig
+from handler.optimizer import Optimizer
+from handler.settings import Settings
+from handler.stores.base import Store
+from handler.stores.memory import MemoryStore
+from handler.wiring import build_optimizer
+
+
+@dataclass
+class Route:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Upstream:
+    """A real HTTP server on 127.0.0.1 whose routes a test sets and whose hits it counts."""
+
+    port: int
+    routes: dict[str, Route] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    state = Upstream(port=0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            state.hits[path] = state.hits.get(path, 0) + 1
+            state.requests.append({k.lower(): v for k, v in self.headers.items()})
+            route = state.routes.get(path, Route(404, b"not found"))
+            etag = route.headers.get("ETag")
+            if etag and self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                for name, value in route.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                return
+            self.send_response(route.status)
+            for name, value in route.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(route.body)))
+            self.end_headers()
+            self.wfile.write(route.body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+class Clock:
+    """A settable clock, so expiry is tested without sleeping."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class App:
+    client: TestClient
+    optimizer: Optimizer
+    store: Store
+    clock: Clock
+
+    def get(self, query: str, accept: str | None = "image/webp", **headers: str) -> Any:
+        if accept is not None:
+            headers["accept"] = accept
+        return self.client.get(f"/_next/image?{query}", headers=headers)
+
+    def drain(self) -> None:
+        self.client.portal.call(self.optimizer.drain)  # type: ignore[union-attr]
+
+
+MakeApp = Callable[..., App]
+
+
+@pytest.fixture
+def public_dir(tmp_path: Path) -> Path:
+    from tests import imagegen
+
+    root = tmp_path / "public"
+    root.mkdir()
+    (root / "test.png").write_bytes(imagegen.png(800, 600))
+    (root / "test.jpg").write_bytes(imagegen.jpeg(800, 600))
+    return root
+
+
+@pytest.fixture
+def make_app(public_dir: Path) -> Iterator[MakeApp]:
+    clients: list[TestClient] = []
+
+    def make(
+        config: ImagesConfig | None = None,
+        store: Store | None = None,
+        revalidation: str = "background",
+        **settings: Any,
+    ) -> App:
+        clock = Clock()
+        store = store or MemoryStore()
+        optimizer = build_optimizer(
+            Settings(public_dir=str(public_dir), **settings),
+            config=config or ImagesConfig(),
+            store=store,
+            revalidation=revalidation,  # type: ignore[arg-type]
+        )
+        optimizer._clock = clock
+        client = TestClient(create_app(optimizer))
+        client.__enter__()
+        clients.append(client)
+        return App(client, optimizer, store, clock)
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
