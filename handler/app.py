@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
@@ -10,7 +13,7 @@ from fastapi.responses import RedirectResponse
 from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.headers import cache_control, content_disposition, is_fresh
-from handler.optimizer import Optimizer, Served
+from handler.optimizer import Optimizer, Served, Stats
 from handler.params import ImageParams
 from handler.validate import validate_params
 
@@ -18,24 +21,51 @@ log = logging.getLogger(__name__)
 
 ROUTE_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]  # Next does not check the method
 
+RequestRecord = dict[str, Any]
+Observer = Callable[[Request, RequestRecord], None]
 
-def create_app(optimizer: Optimizer) -> FastAPI:
+
+def create_app(optimizer: Optimizer, *, observer: Observer | None = None) -> FastAPI:
+    """``observer`` receives one record per request (the Lambda handler logs it and emits metrics)."""
     config = optimizer.config
     path = f"{config.base_path}/_next/image"
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.api_route(path, methods=ROUTE_METHODS)
     async def next_image(request: Request) -> Response:
+        started = time.perf_counter()
+        stats = Stats()
+        record: RequestRecord = {"query": request.url.query}
+        response = await _answer(request, stats, record)
+        if observer is not None:
+            record |= {
+                "status": response.status_code,
+                "source_bytes": stats.source_bytes,
+                "stages_ms": stats.stages_ms,
+                "total_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            observer(request, record)
+        return response
+
+    async def _answer(request: Request, stats: Stats, record: RequestRecord) -> Response:
         if config.loader != "default" or config.unoptimized:
             return Response("This page could not be found.", status_code=404)
         try:
             params = validate_params(request.url.query, request.headers.get("accept"), config)
-            served = await optimizer.serve(params)
+            record |= {"url": params.href, "w": params.width, "q": params.quality}
+            served = await optimizer.serve(params, stats)
         except ImageError as exc:
+            record["error"] = exc.message
             return Response(exc.message, status_code=exc.status)
-        except Exception:
+        except Exception as exc:
             log.exception("unexpected failure for %s", request.url.query)
+            record["error"] = type(exc).__name__
             return Response("Internal Server Error", status_code=500)
+        record |= {
+            "format": served.variant.content_type,
+            "cache": served.cache,
+            "output_bytes": len(served.variant.body),
+        }
         return image_response(request, params, served, config)
 
     @app.api_route(path + "/", methods=ROUTE_METHODS, include_in_schema=False)
