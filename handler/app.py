@@ -26,7 +26,7 @@ Observer = Callable[[Request, RequestRecord], None]
 
 
 def create_app(optimizer: Optimizer, *, observer: Observer | None = None) -> FastAPI:
-    """``observer`` receives one record per request (the Lambda handler logs it and emits metrics)."""
+    """``observer`` gets one record per request (the Lambda handler logs it, emits metrics)."""
     config = optimizer.config
     path = f"{config.base_path}/_next/image"
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
