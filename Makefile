@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARCH ?= arm64
 PYTHON_VERSION ?= 3.13
+# The CDK CLI, pinned (it reads aws-cdk-lib 2.275's cloud assembly); fetched by npx on first use.
+CDK_CLI_VERSION ?= 2.1148.1
+CDK := npx --yes aws-cdk@$(CDK_CLI_VERSION)
 
 .PHONY: setup serve test lint unit layer check-layer synth bench
 
@@ -30,13 +33,14 @@ unit: setup
 test: lint unit
 
 layer: setup
-	$(BIN)/python layers/build_layer.py --arch $(ARCH) --python-version $(PYTHON_VERSION)
+	$(BIN)/python -m layers.build_layer --arch $(ARCH) --python-version $(PYTHON_VERSION)
 
 check-layer: setup
-	$(BIN)/python layers/check_layer.py
+	$(BIN)/python -m layers.check_layer
 
 synth: setup
-	$(BIN)/python infra/synth.py
+	$(BIN)/python -m layers.build_layer --arch $(ARCH) --python-version $(PYTHON_VERSION) --if-stale
+	$(CDK) synth --quiet -c arch=$(ARCH) -c pythonVersion=$(PYTHON_VERSION)
 
 bench: setup
 	$(BIN)/python bench/bench_miss.py
