@@ -1,0 +1,248 @@
+"""What the HTTP sources share: one hop's GET under a hard deadline, and a decoded, capped body.
+
+Next decodes ``Content-Encoding`` itself and counts the DECODED bytes against
+``maximumResponseBody`` (contract §5.1 step E), so httpx's own decoding is bypassed: raw chunks go
+through our decoders with bounded output, and the download stops as soon as the cap is passed.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Protocol
+
+import anyio
+import brotli
+import httpx
+
+from handler import errors
+from handler.errors import ImageError
+from handler.sources.base import Upstream
+
+MAX_CODINGS = 5
+_CHUNK = 64 * 1024  # output bound per decoder step, so a compression bomb never balloons memory
+
+
+class DecodeError(Exception):
+    """A corrupt or truncated content-coded body."""
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying context per process: building it (certifi load) costs tens of ms."""
+    return httpx.create_ssl_context()
+
+
+def _caused_by_tls(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+@asynccontextmanager
+async def hop_deadline(timeout: float) -> AsyncIterator[None]:
+    """Bound one hop (DNS, connect, headers, whole body) and turn network failures into errors.
+
+    Timeouts are 504 as in Next; refused/reset connections are 502 and worth a retry (Next: 500).
+    A TLS failure is 502 too, but retrying cannot fix a bad certificate.
+    """
+    try:
+        with anyio.fail_after(timeout):
+            yield
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise ImageError(504, errors.UPSTREAM_TIMEOUT, transient=True) from exc
+    except httpx.TransportError as exc:
+        transient = not _caused_by_tls(exc)
+        raise ImageError(502, errors.UPSTREAM_INVALID, transient=transient) from exc
+
+
+@asynccontextmanager
+async def open_get(
+    candidates: Sequence[httpx.URL],
+    headers: Mapping[str, str],
+    *,
+    sni_hostname: str | None = None,
+) -> AsyncIterator[httpx.Response]:
+    """GET the first candidate URL that accepts a connection; stream the response, then close.
+
+    Exactly ``headers`` are sent (plus ``Host`` when absent): the request is built by hand so no
+    client default, cookie or environment proxy gets in. Each hop has its own connection, so a
+    connection is never reused for another hostname that happens to share a pinned address.
+    """
+    extensions = {"sni_hostname": sni_hostname} if sni_hostname else {}
+    async with httpx.AsyncClient(verify=_ssl_context(), trust_env=False) as client:
+
+        async def send(url: httpx.URL) -> httpx.Response:
+            request = httpx.Request("GET", url, headers=headers, extensions=extensions)
+            return await client.send(request, stream=True)
+
+        async def send_first() -> httpx.Response:
+            for url in candidates[:-1]:
+                try:
+                    return await send(url)
+                except httpx.ConnectError:
+                    continue  # like Node's lookup-all: try the next checked address
+            return await send(candidates[-1])
+
+        response = await send_first()
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+
+def first_header(response: httpx.Response, name: str) -> str | None:
+    """The first value of a header Node keeps only once (``etag``, ``location``)."""
+    values = response.headers.get_list(name)
+    return values[0] if values else None
+
+
+async def read_upstream(
+    response: httpx.Response, *, conditional: bool, limit: int, message: str
+) -> Upstream:
+    """Turn a final (non-redirect) response into an ``Upstream`` or Next's error for it.
+
+    A 304 is only acceptable as the answer to our own ``If-None-Match``; upstream 5xx are
+    marked transient so a retry wrapper may try again.
+    """
+    cache_control = response.headers.get("cache-control")
+    etag = first_header(response, "etag")
+    status = response.status_code
+    if status == 304 and conditional:
+        return Upstream(b"", cache_control, etag, not_modified=True)
+    if not 200 <= status < 300:
+        raise ImageError(status, message, transient=status >= 500)
+    body = await read_body(response, limit=limit, message=message)
+    return Upstream(body, cache_control, etag)
+
+
+async def read_body(response: httpx.Response, *, limit: int, message: str) -> bytes:
+    """The decoded body: 413 past ``limit`` (equal is fine), 400 when empty, 500 when corrupt."""
+    stages = decoders_for(response.headers.get("content-encoding"), message)
+    body = bytearray()
+    try:
+        async with aclosing(_decode(response.aiter_raw(), stages)) as pieces:
+            async for piece in pieces:
+                body += piece
+                if len(body) > limit:
+                    raise ImageError(413, message)
+    except DecodeError as exc:
+        raise ImageError(500, message) from exc
+    if not body:
+        raise ImageError(400, message)
+    return bytes(body)
+
+
+class _Decoder(Protocol):
+    def feed(self, data: bytes) -> Iterator[bytes]: ...
+
+    def finish(self) -> Iterator[bytes]: ...
+
+
+def decoders_for(content_encoding: str | None, message: str) -> list[_Decoder]:
+    """Decoders in the order to apply them; none if any coding is unknown (Next passes it raw)."""
+    if content_encoding is None or not content_encoding.strip():
+        return []
+    codings = [coding.strip() for coding in content_encoding.lower().split(",")]
+    if len(codings) > MAX_CODINGS:
+        raise ImageError(400, message)
+    if any(coding not in _DECODERS for coding in codings):
+        return []
+    return [_DECODERS[coding]() for coding in reversed(codings)]
+
+
+async def _decode(
+    chunks: AsyncIterator[bytes], stages: Sequence[_Decoder]
+) -> AsyncGenerator[bytes, None]:
+    async for chunk in chunks:
+        for piece in _through(stages, chunk):
+            yield piece
+    for index, stage in enumerate(stages):
+        for piece in stage.finish():
+            for out in _through(stages[index + 1 :], piece):
+                yield out
+
+
+def _through(stages: Sequence[_Decoder], data: bytes) -> Iterator[bytes]:
+    if not stages:
+        if data:
+            yield data
+        return
+    for piece in stages[0].feed(data):
+        yield from _through(stages[1:], piece)
+
+
+class _ZlibDecoder:
+    """Streaming inflate with bounded output per step.
+
+    gzip: like Node, a further member starting with 0x1f is decoded too. deflate: zlib-wrapped or
+    raw, chosen as Next does by the first byte's low nibble (8 means zlib).
+    """
+
+    def __init__(self, *, gzip: bool) -> None:
+        self._gzip = gzip
+        self._inflater: zlib._Decompress | None = None
+
+    def _start(self, first_byte: int) -> zlib._Decompress:
+        if self._gzip:
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        wrapped = first_byte & 0x0F == 0x08
+        return zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        try:
+            while data:
+                if self._inflater is not None and self._inflater.eof:
+                    if not (self._gzip and data[0] == 0x1F):
+                        return  # bytes after the end of the stream are ignored, as Node does
+                    self._inflater = None
+                inflater = self._inflater = self._inflater or self._start(data[0])
+                out = inflater.decompress(data, _CHUNK)
+                while out:
+                    yield out
+                    out = (
+                        b""
+                        if inflater.eof
+                        else inflater.decompress(inflater.unconsumed_tail, _CHUNK)
+                    )
+                data = inflater.unused_data
+        except zlib.error as exc:
+            raise DecodeError(str(exc)) from exc
+
+    def finish(self) -> Iterator[bytes]:
+        if self._inflater is not None and not self._inflater.eof:
+            raise DecodeError("unexpected end of file")
+        yield from ()
+
+
+class _BrotliDecoder:
+    def __init__(self) -> None:
+        self._decompressor = brotli.Decompressor()
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        try:
+            out = self._decompressor.process(data, output_buffer_limit=_CHUNK)
+            while out:
+                yield out
+                out = self._decompressor.process(b"", output_buffer_limit=_CHUNK)
+        except brotli.error as exc:
+            raise DecodeError(str(exc)) from exc
+
+    def finish(self) -> Iterator[bytes]:
+        if not self._decompressor.is_finished():
+            raise DecodeError("unexpected end of file")
+        yield from ()
+
+
+_DECODERS: dict[str, Callable[[], _Decoder]] = {
+    "gzip": functools.partial(_ZlibDecoder, gzip=True),
+    "x-gzip": functools.partial(_ZlibDecoder, gzip=True),
+    "deflate": functools.partial(_ZlibDecoder, gzip=False),
+    "br": _BrotliDecoder,
+}

@@ -1,0 +1,45 @@
+"""Relative URLs served by the Next.js app's own origin, like Next's ``fetchInternalImage`` (§5.2).
+
+Next runs the request through its own router with empty headers and no redirect following; over
+HTTP that is a plain GET with no client header, where a 3xx is an error (500). The origin is the
+operator's own app, so there is no private-IP guard.
+
+A 404 raises ``SourceNotFound`` rather than an error, so a ``SourceChain`` can try its next source;
+the chain answers Next's ``404 "url" parameter is valid but internal response is invalid`` when
+every source missed.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from handler import errors
+from handler.config import ImagesConfig
+from handler.sources.base import SourceNotFound, Upstream
+from handler.sources.http import hop_deadline, open_get, read_upstream
+
+_HEADERS = {"accept": "*/*", "accept-encoding": "identity", "user-agent": "next-image"}
+
+
+class OriginSource:
+    def __init__(self, base_url: str, config: ImagesConfig, *, timeout: float = 7.0) -> None:
+        self._base = httpx.URL(base_url)
+        self._prefix = self._base.raw_path.split(b"?", 1)[0].rstrip(b"/")
+        self._config = config
+        self._timeout = timeout
+
+    async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
+        """GET ``origin + href``; ``href`` was validated by the caller and starts with ``/``."""
+        url = self._base.copy_with(raw_path=self._prefix + href.encode())
+        headers = dict(_HEADERS)
+        if if_none_match is not None:
+            headers["if-none-match"] = if_none_match
+        async with hop_deadline(self._timeout), open_get([url], headers) as response:
+            if response.status_code == 404:
+                raise SourceNotFound(href)
+            return await read_upstream(
+                response,
+                conditional=if_none_match is not None,
+                limit=self._config.maximum_response_body,
+                message=errors.INTERNAL_INVALID,
+            )
