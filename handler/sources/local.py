@@ -1,0 +1,89 @@
+"""Relative URLs read from a ``public/`` folder, with the headers Next's static server sends.
+
+The href is WHATWG-normalised (dot segments resolved, backslashes turned into slashes), then
+percent-decoded; each decoded segment must be a plain name. The resolved file must lie inside the
+resolved root, which also stops symlinks that lead out of the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+import ada_url
+import anyio
+
+from handler import errors
+from handler.config import ImagesConfig
+from handler.errors import ImageError
+from handler.sources.base import SourceNotFound, Upstream
+
+_PUBLIC_CACHE_CONTROL = "public, max-age=0"
+_STATIC_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+class PublicDirSource:
+    def __init__(self, root: Path, config: ImagesConfig) -> None:
+        self._root = root.resolve()
+        self._limit = config.maximum_response_body
+
+    async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
+        segments = _segments(href)
+        if segments is None:
+            raise SourceNotFound(href)
+        cache_control = (
+            _STATIC_CACHE_CONTROL if segments[:2] == ["_next", "static"] else _PUBLIC_CACHE_CONTROL
+        )
+        return await anyio.to_thread.run_sync(
+            self._load, href, segments, cache_control, if_none_match
+        )
+
+    def _load(
+        self, href: str, segments: list[str], cache_control: str, if_none_match: str | None
+    ) -> Upstream:
+        """Blocking part, run in a worker thread: resolve, contain, stat, then read."""
+        try:
+            path = self._root.joinpath(*segments).resolve(strict=True)
+            if not path.is_relative_to(self._root):
+                raise SourceNotFound(href)
+            # O_NONBLOCK: opening a FIFO planted in the folder must not hang the worker.
+            with open(path, "rb", opener=_open_nonblocking) as file:
+                info = os.fstat(file.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise SourceNotFound(href)
+                if info.st_size > self._limit:
+                    raise ImageError(413, errors.INTERNAL_INVALID)
+                if info.st_size == 0:
+                    raise ImageError(400, errors.INTERNAL_INVALID)
+                etag = f'W/"{info.st_size:x}-{info.st_mtime_ns // 1_000_000:x}"'
+                if if_none_match == etag:
+                    return Upstream(b"", cache_control, etag, not_modified=True)
+                body = file.read(self._limit + 1)  # the file may have grown since fstat
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise SourceNotFound(href) from exc
+        if len(body) > self._limit:
+            raise ImageError(413, errors.INTERNAL_INVALID)
+        if not body:
+            raise ImageError(400, errors.INTERNAL_INVALID)
+        return Upstream(body, cache_control, etag)
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _segments(href: str) -> list[str] | None:
+    """The decoded path segments of ``href``, or None if any could escape or confuse the root."""
+    pathname = ada_url.URL(href, "http://n").pathname
+    try:
+        decoded = unquote_to_bytes(pathname).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\x00" in decoded or "\\" in decoded:
+        return None
+    segments = [segment for segment in decoded.split("/") if segment]
+    if not segments or any(segment in (".", "..") for segment in segments):
+        return None
+    return segments
