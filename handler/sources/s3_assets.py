@@ -1,0 +1,83 @@
+"""Relative URLs read from an S3 bucket holding the app's ``public/`` and ``_next/static/media``.
+
+The bucket mirrors what Next's static server would serve: ``/img/a.png`` is the object
+``{prefix}img/a.png``. Paths are decoded and checked exactly as for the public folder. The
+object's own ``Cache-Control`` wins (the uploader's equivalent of a ``headers()`` rule); without
+one we assume what Next's static server sends. The size is checked on the response headers, before
+the body is read, and a revalidation is a conditional GET with the object's ETag.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+
+from handler import errors
+from handler.config import ImagesConfig
+from handler.errors import ImageError
+from handler.sources.base import SourceNotFound, Upstream
+from handler.sources.local import _PUBLIC_CACHE_CONTROL, _STATIC_CACHE_CONTROL, _segments
+from handler.stores.s3 import error_code, s3_client
+
+log = logging.getLogger(__name__)
+
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_NOT_MODIFIED = {"304", "NotModified"}
+
+
+class S3AssetsSource:
+    def __init__(
+        self, bucket: str, prefix: str, config: ImagesConfig, *, client: Any = None
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self._limit = config.maximum_response_body
+        self._client = client
+
+    async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
+        segments = _segments(href)
+        if segments is None:
+            raise SourceNotFound(href)
+        default_cache_control = (
+            _STATIC_CACHE_CONTROL if segments[:2] == ["_next", "static"] else _PUBLIC_CACHE_CONTROL
+        )
+        key = self.prefix + "/".join(segments)
+        return await anyio.to_thread.run_sync(
+            self._load, href, key, default_cache_control, if_none_match
+        )
+
+    def _load(
+        self, href: str, key: str, default_cache_control: str, if_none_match: str | None
+    ) -> Upstream:
+        """Blocking part, in a worker thread: one GetObject, its headers checked before the body."""
+        client = self._client if self._client is not None else s3_client()
+        conditional = {"IfNoneMatch": if_none_match} if if_none_match else {}
+        try:
+            response = client.get_object(Bucket=self.bucket, Key=key, **conditional)
+        except Exception as exc:
+            code = error_code(exc)
+            if code in _MISSING:
+                raise SourceNotFound(href) from exc
+            if code in _NOT_MODIFIED and if_none_match:
+                headers = exc.response["ResponseMetadata"].get("HTTPHeaders", {})  # type: ignore[attr-defined]
+                etag = headers.get("etag") or if_none_match
+                return Upstream(b"", headers.get("cache-control"), etag, not_modified=True)
+            log.warning("S3 assets read of s3://%s/%s failed: %r", self.bucket, key, exc)
+            raise ImageError(500, errors.UPSTREAM_INVALID) from exc
+        if response.get("ContentLength", 0) > self._limit:
+            response["Body"].close()
+            raise ImageError(413, errors.INTERNAL_INVALID)
+        try:
+            body: bytes = response["Body"].read(self._limit + 1)
+        except Exception as exc:  # the connection dropped mid-body
+            raise ImageError(500, errors.UPSTREAM_INVALID) from exc
+        finally:
+            response["Body"].close()
+        if len(body) > self._limit:
+            raise ImageError(413, errors.INTERNAL_INVALID)
+        if not body:
+            raise ImageError(400, errors.INTERNAL_INVALID)
+        cache_control = response.get("CacheControl") or default_cache_control
+        return Upstream(body, cache_control, response.get("ETag"))

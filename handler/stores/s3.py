@@ -1,0 +1,193 @@
+"""Variants and pointers in S3, laid out so CloudFront can serve variants straight from the bucket.
+
+- ``{prefix}_next/image-variants/{variant_key}``: the image bytes as the object body, with
+  ``Content-Type``, an immutable ``Cache-Control`` and our ETag and kind as user metadata. Written
+  with ``If-None-Match: *``: the key is content-addressed, so a concurrent writer's 412/409 means
+  the same bytes are already there.
+- ``{prefix}_next/image-pointers/{pointer_key}``: the pointer record (``records.encode_pointer``).
+
+boto3 is imported on first use, not at import: the Lambda init phase stays short. A warm process
+keeps recent unexpired pointers in memory, so a hit costs one GET (the variant), at most two.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from handler.stores.base import Pointer, Variant
+from handler.stores.records import decode_pointer, encode_pointer
+
+VARIANTS = "_next/image-variants/"
+POINTERS = "_next/image-pointers/"
+VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
+_WRITE_LOST = {"PreconditionFailed", "ConditionalRequestConflict"}  # someone else wrote it first
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+_client: Any = None
+_client_lock = threading.Lock()
+
+
+def s3_client() -> Any:
+    """The process's one S3 client, created on first use (shared by the store and assets source).
+
+    boto3 reads ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` itself; with such an endpoint we
+    use path-style addressing, which every S3-compatible server (MinIO, moto) understands.
+    Timeouts are short and retries few: an unreachable bucket must cost a transform, not the budget.
+    """
+    global _client
+    with _client_lock:
+        if _client is None:
+            import boto3
+            from botocore.config import Config
+
+            custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            config = Config(
+                connect_timeout=2,
+                read_timeout=10,
+                retries={"mode": "standard", "max_attempts": 2},
+                s3={"addressing_style": "path" if custom else "auto"},
+            )
+            _client = boto3.session.Session().client("s3", config=config)
+        return _client
+
+
+def reset_s3_client() -> None:
+    """Drop the client, e.g. after a SnapStart restore: new credentials, no stale connections."""
+    global _client
+    with _client_lock:
+        _client = None
+
+
+def error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ``ClientError`` (``""`` for anything else)."""
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+class PointerCache:
+    """A small LRU of pointers that drops entries once they expire."""
+
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.time) -> None:
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, Pointer] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Pointer | None:
+        with self._lock:
+            pointer = self._entries.get(key)
+            if pointer is None:
+                return None
+            if self._clock() > pointer.expire_at:
+                del self._entries[key]  # another instance may have refreshed it: ask S3
+                return None
+            self._entries.move_to_end(key)
+            return pointer
+
+    def put(self, key: str, pointer: Pointer) -> None:
+        if self._max <= 0 or self._clock() > pointer.expire_at:
+            return
+        with self._lock:
+            self._entries[key] = pointer
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+
+class S3Store:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any = None,
+        pointer_cache_size: int = 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self._client = client
+        self._pointers = PointerCache(pointer_cache_size, clock)
+        self._known: OrderedDict[str, None] = OrderedDict()  # variant keys seen in the bucket
+        self._known_max = max(pointer_cache_size, 1)
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        return self._client if self._client is not None else s3_client()
+
+    def variant_object_key(self, key: str) -> str:
+        return f"{self.prefix}{VARIANTS}{key}"
+
+    def pointer_object_key(self, key: str) -> str:
+        return f"{self.prefix}{POINTERS}{key}"
+
+    def get_pointer(self, key: str) -> Pointer | None:
+        pointer = self._pointers.get(key)
+        if pointer is None:
+            data = self._get(self.pointer_object_key(key))
+            pointer = decode_pointer(data["Body"].read()) if data else None
+            if pointer is not None:
+                self._pointers.put(key, pointer)
+        return pointer
+
+    def put_pointer(self, key: str, pointer: Pointer) -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.pointer_object_key(key),
+            Body=encode_pointer(pointer),
+            ContentType="application/json",
+        )
+        self._pointers.put(key, pointer)
+
+    def get_variant(self, key: str) -> Variant | None:
+        data = self._get(self.variant_object_key(key))
+        if data is None:
+            return None
+        meta = data.get("Metadata", {})
+        kind = meta.get("kind")
+        if kind not in ("optimized", "original", "fallback") or not meta.get("etag"):
+            return None  # not written by us: regenerate rather than serve something unknown
+        variant = Variant(data["Body"].read(), data["ContentType"], meta["etag"], kind)
+        self._remember(key)
+        return variant
+
+    def put_variant(self, key: str, variant: Variant) -> None:
+        """Idempotent and cheap to repeat: a key this process saw stored is not sent again."""
+        if key in self._known:
+            return
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.variant_object_key(key),
+                Body=variant.body,
+                ContentType=variant.content_type,
+                CacheControl=VARIANT_CACHE_CONTROL,
+                Metadata={"etag": variant.etag, "kind": variant.kind},
+                IfNoneMatch="*",
+            )
+        except Exception as exc:
+            if error_code(exc) not in _WRITE_LOST:
+                raise
+        self._remember(key)
+
+    def _remember(self, key: str) -> None:
+        with self._lock:
+            self._known[key] = None
+            self._known.move_to_end(key)
+            while len(self._known) > self._known_max:
+                self._known.popitem(last=False)
+
+    def _get(self, object_key: str) -> dict[str, Any] | None:
+        try:
+            response: dict[str, Any] = self.client.get_object(Bucket=self.bucket, Key=object_key)
+        except Exception as exc:
+            if error_code(exc) in _MISSING:
+                return None
+            raise
+        return response
