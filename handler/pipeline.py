@@ -4,6 +4,8 @@ Interface:
     PIPELINE_VERSION: str  -- goes into variant keys; bump on any change of output bytes
     transform_image(source: bytes, *, width: int, quality: int, mime_type: str,
                     config: ImagesConfig) -> Transformed
+    output_type(mime_type: str, upstream: str) -> str  -- §7.2
+    avif_quality(quality: int) -> int  -- §7.3
 Implements Next 16.4.6 ``imageOptimizerTransform`` (contract §6.2, §7): sniff, policy
 (reject / pass-through), choose output type and quality, then pyvips; on a pyvips failure serve
 the original bytes (kind "fallback").
@@ -13,7 +15,8 @@ bit, premultiplied resize) and one save with sharp 0.35.5's encoder parameters. 
 done by us rather than by ``thumbnail`` so that the in-memory copy it needs stays cancellable.
 
 The process should run with ``pyvips.cache_set_max(0)``: libvips' operation cache would otherwise
-keep recent source buffers alive. That is the entry point's decision, not this module's.
+keep copies of recent source buffers alive (about 17 cached operations per transform). That is
+the entry point's decision, not this module's.
 """
 
 from __future__ import annotations
@@ -126,12 +129,12 @@ def _optimize(
     save = _SAVERS.get(content_type)
     if save is None:
         raise _Unprocessable(content_type)
-    timeout = config.img_opt_timeout_seconds
+    timeout = config.img_opt_timeout_seconds  # 0 means none, as with sharp's timeout()
     deadline = time.monotonic() + timeout if timeout > 0 else None
 
     header = pyvips.Image.new_from_buffer(source, "")  # lazy: reads the header only
     limit = config.img_opt_max_input_pixels
-    if limit > 0 and header.width * header.height > limit:
+    if limit > 0 and header.width * header.height > limit:  # 0 means none, as with sharp
         raise _Unprocessable("too many input pixels")
     orientation = _orientation(header)
     swap = orientation >= 5  # 5-8 turn the image by 90°: w then limits the source's height
