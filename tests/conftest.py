@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +27,7 @@ class Route:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering
 
 
 @dataclass
@@ -51,6 +53,7 @@ def upstream() -> Iterator[Upstream]:
             state.hits[path] = state.hits.get(path, 0) + 1
             state.requests.append({k.lower(): v for k, v in self.headers.items()})
             route = state.routes.get(path, Route(404, b"not found"))
+            time.sleep(route.delay)
             etag = route.headers.get("ETag")
             if etag and self.headers.get("If-None-Match") == etag:
                 self.send_response(304)
