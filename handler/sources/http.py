@@ -71,16 +71,18 @@ async def open_get(
 ) -> AsyncIterator[httpx.Response]:
     """GET the first candidate URL that accepts a connection; stream the response, then close.
 
-    Exactly ``headers`` are sent (plus ``Host`` when absent): the request is built by hand so no
-    client default, cookie or environment proxy gets in. Each hop has its own connection, so a
-    connection is never reused for another hostname that happens to share a pinned address.
+    The transport is used without a client: exactly ``headers`` are sent (plus ``Host`` when
+    absent), with no client default, cookie, redirect handling or environment proxy. Each hop gets
+    its own connection, so one is never reused for another hostname sharing a pinned address.
     """
     extensions = {"sni_hostname": sni_hostname} if sni_hostname else {}
-    async with httpx.AsyncClient(verify=_ssl_context(), trust_env=False) as client:
+    async with httpx.AsyncHTTPTransport(verify=_ssl_context(), trust_env=False) as transport:
 
         async def send(url: httpx.URL) -> httpx.Response:
             request = httpx.Request("GET", url, headers=headers, extensions=extensions)
-            return await client.send(request, stream=True)
+            response = await transport.handle_async_request(request)
+            response.request = request
+            return response
 
         async def send_first() -> httpx.Response:
             for url in candidates[:-1]:
