@@ -159,6 +159,11 @@ def _optimize(
     return save(image, quality, config)
 
 
+def encode(image: pyvips.Image, content_type: str, quality: int, config: ImagesConfig) -> bytes:
+    """The encoder call alone, as the pipeline makes it (the benchmark's raw baseline uses it)."""
+    return _SAVERS[content_type](image, quality, config)
+
+
 def _orientation(header: pyvips.Image) -> int:
     """EXIF orientation 1-8 as libvips reads it; anything else means upright."""
     if not header.get_typeof("orientation"):

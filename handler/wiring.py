@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from starlette.applications import Starlette
+
+from handler.app import Observer, Oversize, create_app
 from handler.config import ImagesConfig, load_images_config
 from handler.optimizer import Optimizer, Revalidation
 from handler.settings import Settings
@@ -14,6 +19,7 @@ from handler.sources.origin import OriginSource
 from handler.sources.remote import RemoteSource
 from handler.sources.retry import RetryingSource
 from handler.stores.base import Store
+from handler.stores.s3 import VARIANTS
 
 
 def build_store(settings: Settings) -> Store:
@@ -53,7 +59,11 @@ def build_optimizer(
     config: ImagesConfig | None = None,
     store: Store | None = None,
     revalidation: Revalidation = "background",
+    clock: Callable[[], float] = time.time,
 ) -> Optimizer:
+    import pyvips
+
+    pyvips.cache_set_max(0)  # each source is new: the cache would only pin old images in memory
     config = config or load_images_config(settings.config)
     remote = RemoteSource(config, timeout=settings.fetch_timeout)
     return Optimizer(
@@ -63,4 +73,19 @@ def build_optimizer(
         remote=RetryingSource(remote, max_attempts=settings.max_attempts),
         timeout=settings.timeout,
         revalidation=revalidation,
+        clock=clock,
     )
+
+
+def build_app(
+    settings: Settings,
+    *,
+    revalidation: Revalidation = "background",
+    observer: Observer | None = None,
+) -> Starlette:
+    """The one app, for ``next-image serve`` and the Lambda handler alike."""
+    store = build_store(settings)
+    optimizer = build_optimizer(settings, store=store, revalidation=revalidation)
+    limit = settings.max_inline_bytes
+    oversize = Oversize(limit, store, "/" + VARIANTS) if limit is not None else None
+    return create_app(optimizer, observer=observer, oversize=oversize)

@@ -4,43 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support import App, Clock, MakeApp, Route, Upstream
 
 from handler.app import create_app
-from handler.config import ImagesConfig
-from handler.optimizer import Optimizer
+from handler.config import ImagesConfig, load_images_config
 from handler.settings import Settings
 from handler.stores.base import Store
 from handler.stores.memory import MemoryStore
 from handler.wiring import build_optimizer
-
-
-@dataclass
-class Route:
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0  # seconds before answering
-
-
-@dataclass
-class Upstream:
-    """A real HTTP server on 127.0.0.1 whose routes a test sets and whose hits it counts."""
-
-    port: int
-    routes: dict[str, Route] = field(default_factory=dict)
-    hits: dict[str, int] = field(default_factory=dict)
-    requests: list[dict[str, str]] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
 
 
 @pytest.fixture
@@ -80,38 +58,9 @@ def upstream() -> Iterator[Upstream]:
     server.server_close()
 
 
-class Clock:
-    """A settable clock, so expiry is tested without sleeping."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class App:
-    client: TestClient
-    optimizer: Optimizer
-    store: Store
-    clock: Clock
-
-    def get(self, query: str, accept: str | None = "image/webp", **headers: str) -> Any:
-        if accept is not None:
-            headers["accept"] = accept
-        return self.client.get(f"/_next/image?{query}", headers=headers)
-
-    def drain(self) -> None:
-        self.client.portal.call(self.optimizer.drain)  # type: ignore[union-attr]
-
-
-MakeApp = Callable[..., App]
-
-
 @pytest.fixture
 def public_dir(tmp_path: Path) -> Path:
-    from tests import imagegen
+    import imagegen
 
     root = tmp_path / "public"
     root.mkdir()
@@ -134,11 +83,11 @@ def make_app(public_dir: Path) -> Iterator[MakeApp]:
         store = store or MemoryStore()
         optimizer = build_optimizer(
             Settings(public_dir=str(public_dir), **settings),
-            config=config or ImagesConfig(),
+            config=config or load_images_config(None),
             store=store,
             revalidation=revalidation,  # type: ignore[arg-type]
+            clock=clock,
         )
-        optimizer._clock = clock
         client = TestClient(create_app(optimizer))
         client.__enter__()
         clients.append(client)

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import imagegen
 import pytest
+from support import MakeApp, Route, Upstream
 
 from handler.config import ImagesConfig, load_images_config
-from tests import imagegen
-from tests.conftest import MakeApp, Route, Upstream
 
 OLD_SAFARI = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
 CSP = "script-src 'none'; frame-src 'none'; sandbox;"

@@ -7,9 +7,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import imagegen
+from support import MakeApp, Route, Upstream
+
 from handler.config import ImagesConfig, load_images_config
-from tests import imagegen
-from tests.conftest import MakeApp, Route, Upstream
 
 
 def remote_config(upstream: Upstream, **images: Any) -> ImagesConfig:
