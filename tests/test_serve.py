@@ -1,0 +1,115 @@
+"""`next-image serve` and `next-image config` as a user runs them: real processes, real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import imagegen
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[httpx.Client]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "handler.cli", "serve", "--port", str(port), *args],
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.get("/_next/image")
+                    break
+                except httpx.TransportError:
+                    assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                    assert time.monotonic() < deadline, "server did not start"
+                    time.sleep(0.1)
+            yield client
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_readme_curl_example_and_restart(tmp_path: Path) -> None:
+    args = ("--public-dir", str(REPO / "public"), "--store", "filesystem")
+    args += ("--cache-dir", str(tmp_path / "cache"))
+    url = "/_next/image?url=%2Fa.jpg&w=640&q=75"
+    with serving(*args) as client:
+        response = client.get(url, headers={"accept": "image/webp"})
+        assert response.status_code == 200
+        assert imagegen.decode(response.content).format == "webp"
+        assert imagegen.decode(response.content).width == 640
+        assert response.headers["content-type"] == "image/webp"
+        assert response.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+        assert response.headers["vary"] == "Accept"
+        assert response.headers["x-nextjs-cache"] == "MISS"
+        assert "server" not in response.headers
+    with serving(*args) as client:  # the filesystem store survives a restart
+        again = client.get(url, headers={"accept": "image/webp"})
+        assert again.headers["x-nextjs-cache"] == "HIT"
+        assert again.content == response.content
+
+
+def test_settings_from_environment(tmp_path: Path) -> None:
+    public = tmp_path / "pub"
+    public.mkdir()
+    (public / "x.png").write_bytes(imagegen.png(300, 200))
+    env = {
+        "NEXT_IMAGE_PUBLIC_DIR": str(public),
+        "NEXT_IMAGE_CONFIG": json.dumps({"qualities": [50], "minimumCacheTTL": 60}),
+    }
+    with serving(env=env) as client:
+        response = client.get("/_next/image?url=/x.png&w=640&q=50")
+        assert response.status_code == 200
+        assert imagegen.decode(response.content)[:3] == ("png", 300, 200)
+        assert response.headers["cache-control"] == "public, max-age=60, must-revalidate"
+        assert client.get("/_next/image?url=/x.png&w=640&q=75").text == (
+            '"q" parameter (quality) of 75 is not allowed'
+        )
+
+
+def test_config_command_prints_resolved_defaults(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "handler.cli", "config"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("NEXT_IMAGE_")},
+    )
+    images = json.loads(out.stdout)
+    assert images["deviceSizes"] == [640, 750, 828, 1080, 1200, 1920, 2048, 3840]
+    assert images["qualities"] == [75]
+    assert images["minimumCacheTTL"] == 14400
+    assert images["localPatterns"] == [{"pathname": "**", "search": ""}]
+    custom = tmp_path / "images.json"
+    custom.write_text(json.dumps({"images": {"formats": ["image/avif", "image/webp"]}}))
+    out = subprocess.run(
+        [sys.executable, "-m", "handler.cli", "config", "--config", str(custom)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    assert json.loads(out.stdout)["formats"] == ["image/avif", "image/webp"]
