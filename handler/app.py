@@ -5,33 +5,55 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import RedirectResponse
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
 
 from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.headers import cache_control, content_disposition, is_fresh
 from handler.optimizer import Optimizer, Served, Stats
 from handler.params import ImageParams
+from handler.stores.base import Store
 from handler.validate import validate_params
 
 log = logging.getLogger(__name__)
 
 ROUTE_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]  # Next does not check the method
 
+OVERSIZE_UNSTORED = "The optimized image is too large to send and could not be stored"
+
 RequestRecord = dict[str, Any]
 Observer = Callable[[Request, RequestRecord], None]
 
 
-def create_app(optimizer: Optimizer, *, observer: Observer | None = None) -> FastAPI:
-    """``observer`` gets one record per request (the Lambda handler logs it, emits metrics)."""
+@dataclass(frozen=True)
+class Oversize:
+    """Bodies over ``limit`` bytes would break Lambda's 6 MB response cap: redirect to the stored
+    variant instead, at ``location_prefix + variant_key`` (served by CloudFront from the store)."""
+
+    limit: int
+    store: Store
+    location_prefix: str
+
+
+def create_app(
+    optimizer: Optimizer, *, observer: Observer | None = None, oversize: Oversize | None = None
+) -> Starlette:
+    """``observer`` gets one record per request (the Lambda handler logs it, emits metrics).
+
+    Plain Starlette rather than FastAPI: nothing here uses FastAPI's extras, and importing them
+    costs ~170 ms of pydantic model building on every Lambda cold start.
+    """
     config = optimizer.config
     path = f"{config.base_path}/_next/image"
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
-    @app.api_route(path, methods=ROUTE_METHODS)
     async def next_image(request: Request) -> Response:
         started = time.perf_counter()
         stats = Stats()
@@ -66,14 +88,48 @@ def create_app(optimizer: Optimizer, *, observer: Observer | None = None) -> Fas
             "cache": served.cache,
             "output_bytes": len(served.variant.body),
         }
-        return image_response(request, params, served, config)
+        response = image_response(request, params, served, config)
+        if oversize is None or response.status_code != 200:
+            return response
+        if len(served.variant.body) <= oversize.limit:
+            return response
+        return await variant_redirect(params, served, oversize, record)
 
-    @app.api_route(path + "/", methods=ROUTE_METHODS, include_in_schema=False)
     async def trailing_slash(request: Request) -> Response:
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(path + query, status_code=308)
 
-    return app
+    return Starlette(
+        routes=[
+            Route(path, next_image, methods=ROUTE_METHODS),
+            Route(path + "/", trailing_slash, methods=ROUTE_METHODS),
+        ]
+    )
+
+
+async def variant_redirect(
+    params: ImageParams, served: Served, oversize: Oversize, record: RequestRecord
+) -> Response:
+    """302 to the stored variant, cacheable like the 200 it replaces; 503 if it is not stored.
+
+    The store write is idempotent, so this only costs a request when the optimizer's own write
+    failed, and then a broken redirect becomes a clear, uncached error instead.
+    """
+    try:
+        await anyio.to_thread.run_sync(
+            oversize.store.put_variant, served.variant_key, served.variant
+        )
+    except Exception:
+        log.exception("oversize variant %s could not be stored", served.variant_key)
+        record["error"] = "OversizeNotStored"
+        return Response(OVERSIZE_UNSTORED, status_code=503, headers={"Cache-Control": "no-store"})
+    headers = {
+        "Vary": "Accept",
+        "Cache-Control": cache_control(params.is_static, served.max_age),
+        "Location": oversize.location_prefix + quote(served.variant_key),
+        "X-Nextjs-Cache": served.cache,
+    }
+    return Response(status_code=302, headers=headers)
 
 
 def image_response(

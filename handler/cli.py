@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from handler.settings import Settings
 
@@ -45,9 +46,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = commands.add_parser("config", help="print the resolved Next images config as JSON")
     _add_config_flag(config)
 
+    invoke = commands.add_parser("invoke", help="run the Lambda handler on a sample event")
+    invoke.add_argument("event", type=Path, help="an event JSON file, e.g. events/*.json")
+    invoke.add_argument("--env-file", type=Path, help="KEY=VALUE lines added to the environment")
+    invoke.add_argument(
+        "--moto", action="store_true", help="S3 in-process (moto), buckets created on the fly"
+    )
+    invoke.add_argument("--seed", type=Path, help="with --moto: upload this folder as assets")
+    invoke.add_argument(
+        "--out", type=Path, default=Path("invoke-out"), help="folder for response bodies"
+    )
+
     args = parser.parse_args(argv)
     if args.command == "config":
         return _print_config(args.config)
+    if args.command == "invoke":
+        from handler.invoke import run
+
+        run(args.event, env_file=args.env_file, moto=args.moto, seed=args.seed, out_dir=args.out)
+        return 0
     return _serve(args)
 
 
@@ -71,8 +88,7 @@ def _print_config(source: str | None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from handler.app import create_app
-    from handler.wiring import build_optimizer
+    from handler.wiring import build_app
 
     settings = Settings.from_env(
         host=args.host,
@@ -86,7 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_attempts=args.max_attempts,
     )
-    app = create_app(build_optimizer(settings))
+    app = build_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, server_header=False, date_header=True)
     return 0
 

@@ -33,6 +33,7 @@ class Settings:
     prefix: str = ""
     assets_bucket: str | None = None
     assets_prefix: str = ""
+    max_inline_bytes: int | None = None  # larger bodies: 302 to the stored variant (Lambda's cap)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,0 +1,68 @@
+"""The AWS Lambda entry point, ``handler.lambda_handler.handler``: the serve app behind Mangum.
+
+Mangum adapts Function URL, API Gateway (HTTP API and REST) and ALB events to the same ASGI app
+``next-image serve`` runs. This import is the Lambda init phase, so it builds the app but leaves
+boto3 for the first S3 call. Under SnapStart, the hooks load boto3 before the snapshot and drop
+the S3 client after a restore, so no credentials or sockets are carried across.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mangum import Mangum
+
+from handler.observability import RequestObserver, make_logger, make_metrics
+from handler.settings import ENV_PREFIX, Settings
+from handler.stores.s3 import reset_s3_client, s3_client
+from handler.wiring import build_app
+
+# Lambda's buffered response is 6 MB including base64 (x4/3) and headers: ~4.4 MB of image.
+LAMBDA_MAX_INLINE_BYTES = 4_400_000
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def lambda_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """``Settings.from_env`` with Lambda defaults: an S3 store when a bucket is named, and the
+    inline-body limit that keeps responses under the payload cap."""
+    env = os.environ if environ is None else environ
+    settings = Settings.from_env(env)
+    if settings.bucket and not env.get(f"{ENV_PREFIX}STORE"):
+        settings = dataclasses.replace(settings, store="s3")
+    if settings.max_inline_bytes is None and settings.store == "s3":
+        settings = dataclasses.replace(settings, max_inline_bytes=LAMBDA_MAX_INLINE_BYTES)
+    return settings
+
+
+def build_handler(settings: Settings) -> LambdaHandler:
+    """Revalidation is inline: background work does not survive a Lambda response."""
+    logger = make_logger()
+    metrics = make_metrics()
+    app = build_app(settings, revalidation="inline", observer=RequestObserver(logger, metrics))
+    adapter = Mangum(app, lifespan="off")
+
+    @logger.inject_lambda_context(clear_state=True)
+    @metrics.log_metrics
+    def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return adapter(event, context)
+
+    return handle
+
+
+def _before_snapshot() -> None:
+    s3_client()  # imports boto3 and loads the S3 model into the snapshot
+
+
+try:
+    from snapshot_restore_py import register_after_restore, register_before_snapshot
+except ImportError:  # only present in the Lambda runtime
+    pass
+else:
+    register_before_snapshot(_before_snapshot)
+    register_after_restore(reset_s3_client)
+
+handler = build_handler(lambda_settings())
