@@ -1,0 +1,165 @@
+"""PublicDirSource: Next's static-file headers, and a folder nothing can escape (§5.2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from handler import errors
+from handler.config import ImagesConfig
+from handler.errors import ImageError
+from handler.sources.base import SourceNotFound, Upstream
+from handler.sources.local import PublicDirSource
+
+pytestmark = pytest.mark.anyio
+
+BODY = b"\x89PNG fake image bytes"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    public = tmp_path / "public"
+    (public / "img" / "nested").mkdir(parents=True)
+    (public / "_next" / "static" / "media").mkdir(parents=True)
+    (public / "test.png").write_bytes(BODY)
+    (public / "img" / "nested" / "a b.png").write_bytes(BODY)
+    (public / "日本.png").write_bytes(BODY)
+    (public / "_next" / "static" / "media" / "x.abc123.png").write_bytes(BODY)
+    (tmp_path / "secret.png").write_bytes(b"outside the public folder")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.png").write_bytes(b"outside the public folder")
+    return public
+
+
+def source(root: Path, limit: int = 50_000_000) -> PublicDirSource:
+    return PublicDirSource(root, ImagesConfig(maximum_response_body=limit))
+
+
+def weak_etag(path: Path) -> str:
+    info = path.stat()
+    return f'W/"{info.st_size:x}-{info.st_mtime_ns // 1_000_000:x}"'
+
+
+async def test_public_file_with_static_server_headers(root: Path) -> None:
+    upstream = await source(root).fetch("/test.png")
+    assert upstream == Upstream(BODY, "public, max-age=0", weak_etag(root / "test.png"))
+
+
+async def test_next_static_files_are_immutable(root: Path) -> None:
+    upstream = await source(root).fetch("/_next/static/media/x.abc123.png")
+    assert upstream.cache_control == "public, max-age=31536000, immutable"
+
+
+async def test_etag_uses_size_and_mtime_in_hex(root: Path) -> None:
+    os.utime(root / "test.png", ns=(0, 1_700_000_000_123_456_789))
+    upstream = await source(root).fetch("/test.png")
+    assert upstream.etag == f'W/"{len(BODY):x}-{1_700_000_000_123:x}"'
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "/img/nested/a%20b.png",
+        "/img/./nested/../nested/a%20b.png",
+        "/test.png?w=1&q=2",
+        "/test.png#x",
+        "/%E6%97%A5%E6%9C%AC.png",
+        "/img//nested/a%20b.png",
+        "/img/nested/%61%20b.png",
+    ],
+)
+async def test_path_is_normalised_and_decoded(root: Path, href: str) -> None:
+    assert (await source(root).fetch(href)).body == BODY
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "/../secret.png",
+        "/%2e%2e/secret.png",
+        "/img/%2E%2E/%2e%2e/secret.png",
+        "/img%2F..%2F..%2Fsecret.png",
+        "/..%2Fsecret.png",
+        "/img/nested/..%2f..%2f..%2fsecret.png",
+        "/..%5Csecret.png",
+        "/img\\..\\..\\secret.png",
+        "/test.png%00.txt",
+        "/%2Fetc%2Fpasswd",
+        "/etc/passwd",
+        "/%FF.png",
+        "/",
+        "/img",
+        "/img/",
+        "/does_not_exist.jpg",
+    ],
+)
+async def test_escapes_directories_and_misses_are_not_found(root: Path, href: str) -> None:
+    with pytest.raises(SourceNotFound):
+        await source(root).fetch(href)
+
+
+async def test_symlinks_out_of_the_folder_are_not_followed(root: Path) -> None:
+    (root / "link.png").symlink_to(root.parent / "secret.png")
+    (root / "linkdir").symlink_to(root.parent / "outside", target_is_directory=True)
+    (root / "loop.png").symlink_to(root / "loop.png")
+    for href in ("/link.png", "/linkdir/secret.png", "/loop.png"):
+        with pytest.raises(SourceNotFound):
+            await source(root).fetch(href)
+
+
+async def test_symlinks_inside_the_folder_work(root: Path) -> None:
+    (root / "alias.png").symlink_to(root / "test.png")
+    assert (await source(root).fetch("/alias.png")).body == BODY
+
+
+async def test_a_symlinked_root_is_resolved(root: Path, tmp_path: Path) -> None:
+    (tmp_path / "public-link").symlink_to(root, target_is_directory=True)
+    assert (await source(tmp_path / "public-link").fetch("/test.png")).body == BODY
+
+
+async def test_fifo_does_not_hang(root: Path) -> None:
+    os.mkfifo(root / "pipe.png")
+    with pytest.raises(SourceNotFound):
+        await source(root).fetch("/pipe.png")
+
+
+async def test_missing_root_is_a_miss(tmp_path: Path) -> None:
+    with pytest.raises(SourceNotFound):
+        await source(tmp_path / "nope").fetch("/test.png")
+
+
+async def test_size_limit(root: Path) -> None:
+    assert (await source(root, limit=len(BODY)).fetch("/test.png")).body == BODY
+    with pytest.raises(ImageError) as caught:
+        await source(root, limit=len(BODY) - 1).fetch("/test.png")
+    assert (caught.value.status, caught.value.message) == (413, errors.INTERNAL_INVALID)
+
+
+async def test_oversize_file_is_refused_before_reading(root: Path) -> None:
+    with open(root / "huge.png", "wb") as sparse:
+        sparse.truncate(8 * 1024**3)  # 8 GiB of holes: reading it would be obvious
+    with pytest.raises(ImageError) as caught:
+        await source(root, limit=1024).fetch("/huge.png")
+    assert caught.value.status == 413
+
+
+async def test_empty_file_is_400(root: Path) -> None:
+    (root / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError) as caught:
+        await source(root).fetch("/empty.png")
+    assert (caught.value.status, caught.value.message) == (400, errors.INTERNAL_INVALID)
+
+
+async def test_conditional_fetch(root: Path) -> None:
+    etag = weak_etag(root / "test.png")
+    fresh = await source(root).fetch("/test.png", if_none_match=etag)
+    assert fresh == Upstream(b"", "public, max-age=0", etag, not_modified=True)
+    changed = await source(root).fetch("/test.png", if_none_match='W/"1-1"')
+    assert changed.body == BODY and not changed.not_modified

@@ -1,0 +1,152 @@
+"""OriginSource and SourceChain against a real loopback app: Next's internal fetch (§5.2)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from upstream_server import IMAGE, IMAGE_CACHE_CONTROL, IMAGE_ETAG, Server, serve
+
+from handler import errors
+from handler.config import ImagesConfig
+from handler.errors import ImageError
+from handler.sources.base import SourceNotFound, Upstream
+from handler.sources.chain import SourceChain
+from handler.sources.local import PublicDirSource
+from handler.sources.origin import OriginSource
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = ImagesConfig()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with serve() as state:
+        yield state
+
+
+def origin(server: Server, config: ImagesConfig = CONFIG, **kwargs: float) -> OriginSource:
+    return OriginSource(server.url(""), config, **kwargs)
+
+
+async def expect_error(source: OriginSource, href: str, status: int) -> ImageError:
+    with pytest.raises(ImageError) as caught:
+        await source.fetch(href)
+    assert (caught.value.status, caught.value.message) == (status, errors.INTERNAL_INVALID)
+    return caught.value
+
+
+async def test_image_with_headers(server: Server) -> None:
+    upstream = await origin(server).fetch("/img")
+    assert upstream == Upstream(IMAGE, IMAGE_CACHE_CONTROL, IMAGE_ETAG)
+
+
+async def test_href_is_appended_raw_with_its_query_and_no_client_header(server: Server) -> None:
+    await origin(server).fetch("/img?v=1&w=%2F")
+    request = server.requests[-1]
+    assert request.path == "/img?v=1&w=%2F"
+    assert sorted(name for name, _ in request.headers) == [
+        "accept",
+        "accept-encoding",
+        "host",
+        "user-agent",
+    ]
+    assert ("accept-encoding", "identity") in request.headers
+
+
+async def test_base_url_path_prefix_is_kept(server: Server) -> None:
+    source = OriginSource(server.url("/app/"), CONFIG)
+    assert (await source.fetch("/img")).body == IMAGE
+    assert server.requests[-1].path == "/app/img"
+
+
+async def test_conditional_fetch(server: Server) -> None:
+    upstream = await origin(server).fetch("/img", if_none_match=IMAGE_ETAG)
+    assert upstream == Upstream(b"", IMAGE_CACHE_CONTROL, IMAGE_ETAG, not_modified=True)
+
+
+async def test_missing_file_lets_a_chain_go_on(server: Server) -> None:
+    with pytest.raises(SourceNotFound):
+        await origin(server).fetch("/does_not_exist.jpg")
+
+
+async def test_chain_misses_everywhere_with_nexts_404(server: Server, tmp_path: Path) -> None:
+    chain = SourceChain([PublicDirSource(tmp_path, CONFIG), origin(server)])
+    with pytest.raises(ImageError) as caught:
+        await chain.fetch("/does_not_exist.jpg")
+    assert (caught.value.status, caught.value.message) == (404, errors.INTERNAL_INVALID)
+
+
+async def test_chain_falls_back_in_order(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "local.png").write_bytes(b"local bytes")
+    chain = SourceChain([PublicDirSource(tmp_path, CONFIG), origin(server)])
+    assert (await chain.fetch("/local.png")).body == b"local bytes"
+    assert (await chain.fetch("/img")).body == IMAGE
+    with pytest.raises(ImageError):
+        await SourceChain([]).fetch("/img")  # no relative source configured: a plain miss
+
+
+async def test_chain_does_not_swallow_errors(server: Server) -> None:
+    chain = SourceChain([origin(server), origin(server)])
+    before = server.hits.get("/status/500", 0)
+    with pytest.raises(ImageError) as caught:
+        await chain.fetch("/status/500")
+    assert caught.value.status == 500
+    assert server.hits["/status/500"] - before == 1
+
+
+async def test_redirects_are_not_followed(server: Server) -> None:
+    before = server.hits.get("/img", 0)
+    error = await expect_error(origin(server), "/307", 500)
+    assert not error.transient
+    assert server.hits.get("/img", 0) == before
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "transient"),
+    [(403, 403, False), (500, 500, True), (503, 503, True), (399, 500, False), (304, 500, False)],
+)
+async def test_statuses(server: Server, code: int, status: int, transient: bool) -> None:
+    error = await expect_error(origin(server), f"/status/{code}", status)
+    assert error.transient is transient
+
+
+@pytest.mark.parametrize("href", ["/empty", "/204"])
+async def test_empty_body_is_400(server: Server, href: str) -> None:
+    await expect_error(origin(server), href, 400)
+
+
+async def test_oversize_body_is_413(server: Server) -> None:
+    config = ImagesConfig(maximum_response_body=100_000)
+    start = time.monotonic()
+    await expect_error(origin(server, config), "/big", 413)
+    assert time.monotonic() - start < 1.0
+
+
+async def test_a_compressed_answer_is_decoded_anyway(server: Server) -> None:
+    assert (await origin(server).fetch("/gzip")).body == IMAGE
+
+
+async def test_timeout_is_504_transient(server: Server) -> None:
+    with pytest.raises(ImageError) as caught:
+        await origin(server, timeout=0.3).fetch("/slow-headers")
+    assert (caught.value.status, caught.value.message) == (504, errors.UPSTREAM_TIMEOUT)
+    assert caught.value.transient
+
+
+async def test_connection_refused_is_502_transient() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ImageError) as caught:
+        await OriginSource(f"http://127.0.0.1:{port}", CONFIG).fetch("/img")
+    assert (caught.value.status, caught.value.transient) == (502, True)
