@@ -44,8 +44,13 @@ def server() -> Iterator[Server]:
         yield state
 
 
-def remote(config: ImagesConfig = LOCAL, **kwargs: object) -> RemoteSource:
-    return RemoteSource(config, **kwargs)  # type: ignore[arg-type]
+def remote(
+    config: ImagesConfig = LOCAL,
+    *,
+    timeout: float = 7.0,
+    resolver: netguard.Resolver = netguard.system_lookup,
+) -> RemoteSource:
+    return RemoteSource(config, timeout=timeout, resolver=resolver)
 
 
 async def expect_error(
@@ -146,7 +151,7 @@ async def test_upstream_statuses(server: Server, code: int, status: int, transie
     assert error.transient is transient
 
 
-@pytest.mark.parametrize("path", ["/empty", "/204"])
+@pytest.mark.parametrize("path", ["/empty", "/204", "/empty-gzip", "/empty-br"])
 async def test_empty_body_is_400(server: Server, path: str) -> None:
     await expect_error(remote(), server.url(path), 400, errors.UPSTREAM_INVALID)
 
@@ -171,7 +176,17 @@ async def test_body_exactly_at_the_cap_is_allowed(server: Server) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/gzip", "/x-gzip", "/gzip-members", "/deflate", "/deflate-raw", "/br", "/gzip-br", "/five"],
+    [
+        "/gzip",
+        "/x-gzip",
+        "/gzip-members",
+        "/gzip-trailing",
+        "/deflate",
+        "/deflate-raw",
+        "/br",
+        "/gzip-br",
+        "/five",
+    ],
 )
 async def test_content_encodings_are_decoded(server: Server, path: str) -> None:
     assert (await remote().fetch(server.url(path))).body == IMAGE
@@ -361,7 +376,8 @@ async def test_client_errors_are_never_retried(server: Server, path: str) -> Non
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server context with a cert for ``img.example``, client context trusting only its CA)."""
-    x509 = pytest.importorskip("cryptography.x509")
+    pytest.importorskip("cryptography")
+    from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 

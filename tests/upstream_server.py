@@ -176,6 +176,9 @@ _ROUTES: dict[str, Route] = {
     "/five": _encoded(_gzip_times(IMAGE, 5), ", ".join(["gzip"] * 5)),
     "/six": _encoded(_gzip_times(IMAGE, 6), ", ".join(["gzip"] * 6)),
     "/bomb": _encoded(gzip.compress(b"\0" * 20_000_000), "GZIP"),
+    "/gzip-trailing": _encoded(gzip.compress(IMAGE) + b"trailing garbage", "gzip"),
+    "/empty-gzip": _encoded(b"", "gzip"),
+    "/empty-br": _encoded(b"", "br"),
     "/truncated-gzip": _encoded(gzip.compress(IMAGE)[:-20], "gzip"),
     "/corrupt-br": _encoded(b"not brotli at all", "br"),
 }
@@ -196,7 +199,7 @@ def serve(tls: ssl.SSLContext | None = None) -> Iterator[Server]:
     httpd.daemon_threads = True
     httpd.block_on_close = False
     if tls is not None:
-        tls.sni_callback = lambda _sock, name, _ctx: state.sni.append(name)  # type: ignore[assignment, func-returns-value]
+        tls.sni_callback = lambda _sock, name, _ctx: state.sni.append(name)
         httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     state.port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

@@ -22,11 +22,11 @@ from handler import errors
 from handler.errors import ImageError
 from handler.sources.base import Upstream
 
-MAX_CODINGS = 5
+_MAX_CODINGS = 5
 _CHUNK = 64 * 1024  # output bound per decoder step, so a compression bomb never balloons memory
 
 
-class DecodeError(Exception):
+class _DecodeError(Exception):
     """A corrupt or truncated content-coded body."""
 
 
@@ -55,7 +55,7 @@ async def hop_deadline(timeout: float) -> AsyncIterator[None]:
     try:
         with anyio.fail_after(timeout):
             yield
-    except (TimeoutError, httpx.TimeoutException) as exc:
+    except TimeoutError as exc:
         raise ImageError(504, errors.UPSTREAM_TIMEOUT, transient=True) from exc
     except httpx.TransportError as exc:
         transient = not _caused_by_tls(exc)
@@ -120,13 +120,13 @@ async def read_upstream(
         return Upstream(b"", cache_control, etag, not_modified=True)
     if not 200 <= status < 300:
         raise ImageError(status, message, transient=status >= 500)
-    body = await read_body(response, limit=limit, message=message)
+    body = await _read_body(response, limit=limit, message=message)
     return Upstream(body, cache_control, etag)
 
 
-async def read_body(response: httpx.Response, *, limit: int, message: str) -> bytes:
+async def _read_body(response: httpx.Response, *, limit: int, message: str) -> bytes:
     """The decoded body: 413 past ``limit`` (equal is fine), 400 when empty, 500 when corrupt."""
-    stages = decoders_for(response.headers.get("content-encoding"), message)
+    stages = _decoders_for(response.headers.get("content-encoding"), message)
     body = bytearray()
     try:
         async with aclosing(_decode(response.aiter_raw(), stages)) as pieces:
@@ -134,7 +134,7 @@ async def read_body(response: httpx.Response, *, limit: int, message: str) -> by
                 body += piece
                 if len(body) > limit:
                     raise ImageError(413, message)
-    except DecodeError as exc:
+    except _DecodeError as exc:
         raise ImageError(500, message) from exc
     if not body:
         raise ImageError(400, message)
@@ -147,12 +147,12 @@ class _Decoder(Protocol):
     def finish(self) -> Iterator[bytes]: ...
 
 
-def decoders_for(content_encoding: str | None, message: str) -> list[_Decoder]:
+def _decoders_for(content_encoding: str | None, message: str) -> list[_Decoder]:
     """Decoders in the order to apply them; none if any coding is unknown (Next passes it raw)."""
     if content_encoding is None or not content_encoding.strip():
         return []
     codings = [coding.strip() for coding in content_encoding.lower().split(",")]
-    if len(codings) > MAX_CODINGS:
+    if len(codings) > _MAX_CODINGS:
         raise ImageError(400, message)
     if any(coding not in _DECODERS for coding in codings):
         return []
@@ -215,30 +215,33 @@ class _ZlibDecoder:
                     )
                 data = inflater.unused_data
         except zlib.error as exc:
-            raise DecodeError(str(exc)) from exc
+            raise _DecodeError(str(exc)) from exc
 
     def finish(self) -> Iterator[bytes]:
+        """Raise if the stream was cut short; an empty body is left to the emptiness check."""
         if self._inflater is not None and not self._inflater.eof:
-            raise DecodeError("unexpected end of file")
+            raise _DecodeError("unexpected end of file")
         yield from ()
 
 
 class _BrotliDecoder:
     def __init__(self) -> None:
         self._decompressor = brotli.Decompressor()
+        self._fed = False
 
     def feed(self, data: bytes) -> Iterator[bytes]:
+        self._fed = True
         try:
             out = self._decompressor.process(data, output_buffer_limit=_CHUNK)
             while out:
                 yield out
                 out = self._decompressor.process(b"", output_buffer_limit=_CHUNK)
         except brotli.error as exc:
-            raise DecodeError(str(exc)) from exc
+            raise _DecodeError(str(exc)) from exc
 
     def finish(self) -> Iterator[bytes]:
-        if not self._decompressor.is_finished():
-            raise DecodeError("unexpected end of file")
+        if self._fed and not self._decompressor.is_finished():
+            raise _DecodeError("unexpected end of file")
         yield from ()
 
 
