@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 from support import App, Clock, MakeApp, Route, Upstream
 
 from handler.app import create_app
