@@ -1,0 +1,43 @@
+"""Next's allow-lists: ``hasRemoteMatch`` and ``hasLocalMatch`` (match-*-pattern.ts).
+
+Both run on WHATWG-parsed URLs (ada), so hosts are lower-cased and punycoded, IPv4 shorthand is
+normalised and ``..`` segments are resolved before any glob sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ada_url
+
+from handler.config import LocalPattern, RemotePattern
+
+
+def has_remote_match(
+    domains: Sequence[str], remote_patterns: Sequence[RemotePattern], url: ada_url.URL
+) -> bool:
+    """``domains`` is an exact host match that then allows any protocol, port, path and query."""
+    return url.hostname in domains or any(_matches_remote(p, url) for p in remote_patterns)
+
+
+def _matches_remote(pattern: RemotePattern, url: ada_url.URL) -> bool:
+    if pattern.protocol is not None and pattern.protocol != url.protocol.removesuffix(":"):
+        return False
+    if pattern.port is not None and pattern.port != url.port:
+        return False
+    if pattern.hostname.search(url.hostname) is None:
+        return False
+    if pattern.search is not None and pattern.search != url.search:
+        return False
+    return pattern.pathname.search(url.pathname) is not None
+
+
+def has_local_match(local_patterns: Sequence[LocalPattern] | None, url: str) -> bool:
+    """``None`` (Next 15's default) allows all; raises ``ValueError`` if ``url`` won't parse."""
+    if local_patterns is None:
+        return True
+    parsed = ada_url.URL(url, "http://n")
+    return any(
+        (p.search is None or p.search == parsed.search) and p.pathname.search(parsed.pathname)
+        for p in local_patterns
+    )
