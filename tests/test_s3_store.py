@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import Clock
+from support import Clock
 
 from handler.invoke import mocked_s3
 from handler.settings import Settings

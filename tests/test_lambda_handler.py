@@ -1,0 +1,234 @@
+"""The Lambda handler on every event source: same status, headers and bytes as the local app."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import imagegen
+import pytest
+from fastapi.testclient import TestClient
+
+from handler import errors
+from handler.invoke import FakeContext, response_body, response_headers
+from handler.keys import variant_key
+from handler.lambda_handler import LAMBDA_MAX_INLINE_BYTES, build_handler, lambda_settings
+from handler.observability import SERVICE
+from handler.settings import Settings
+from handler.wiring import build_app
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROME_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+QUERY = "url=%2Ftest.jpg&w=640&q=75"
+
+Event = dict[str, Any]
+
+
+def function_url(method: str, query: str, headers: dict[str, str]) -> Event:
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/_next/image",
+        "rawQueryString": query,
+        "headers": {"host": "abc.lambda-url.us-east-1.on.aws", **headers},
+        "requestContext": {
+            "domainName": "abc.lambda-url.us-east-1.on.aws",
+            "http": {"method": method, "path": "/_next/image", "sourceIp": "203.0.113.9"},
+            "requestId": "r1",
+            "stage": "$default",
+        },
+        "isBase64Encoded": False,
+    }
+
+
+def http_api(method: str, query: str, headers: dict[str, str]) -> Event:
+    event = function_url(method, query, headers)
+    event["routeKey"] = "GET /_next/image"
+    event["requestContext"]["domainName"] = "id.execute-api.us-east-1.amazonaws.com"
+    return event
+
+
+def rest_api(method: str, query: str, headers: dict[str, str]) -> Event:
+    params = parse_qs(query)
+    return {
+        "resource": "/_next/image",
+        "path": "/_next/image",
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in params.items()},
+        "multiValueQueryStringParameters": params,
+        "requestContext": {"stage": "prod", "httpMethod": method, "requestId": "r1"},
+        "body": None,
+        "isBase64Encoded": False,
+    }
+
+
+def alb(method: str, query: str, headers: dict[str, str]) -> Event:
+    """Multi-value mode: ALB passes query values still percent-encoded, as the client sent them."""
+    params: dict[str, list[str]] = {}
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        params.setdefault(key, []).append(value)
+    return {
+        "requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:tg"}},
+        "httpMethod": method,
+        "path": "/_next/image",
+        "multiValueQueryStringParameters": params,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "body": "",
+        "isBase64Encoded": False,
+    }
+
+
+SOURCES: dict[str, Callable[[str, str, dict[str, str]], Event]] = {
+    "function-url": function_url,
+    "http-api": http_api,
+    "rest-api": rest_api,
+    "alb": alb,
+}
+
+
+@pytest.fixture
+def settings(public_dir: Path) -> Settings:
+    return Settings(public_dir=str(public_dir))
+
+
+def invoke(settings: Settings, event: Event) -> dict[str, Any]:
+    return build_handler(settings)(event, FakeContext())
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_same_response_as_the_local_app(source: str, settings: Settings) -> None:
+    headers = {"accept": CHROME_ACCEPT}
+    local = TestClient(build_app(settings)).get(f"/_next/image?{QUERY}", headers=headers)
+    response = invoke(settings, SOURCES[source]("GET", QUERY, headers))
+
+    assert response["statusCode"] == local.status_code == 200
+    assert response["isBase64Encoded"] is True
+    assert response_headers(response) == dict(local.headers)
+    body = response_body(response)
+    assert body == local.content
+    decoded = imagegen.decode(body)
+    assert (decoded.format, decoded.width, decoded.height) == ("webp", 640, 480)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_head_and_if_none_match(source: str, settings: Settings) -> None:
+    build = SOURCES[source]
+    handle = build_handler(settings)
+    got = handle(build("GET", QUERY, {"accept": "image/webp"}), FakeContext())
+    etag = response_headers(got)["etag"]
+
+    head = handle(build("HEAD", QUERY, {"accept": "image/webp"}), FakeContext())
+    assert head["statusCode"] == 200
+    assert response_body(head) == b""
+    assert response_headers(head)["content-length"] == str(len(response_body(got)))
+    assert response_headers(head)["x-nextjs-cache"] == "HIT"
+
+    revalidate = build("GET", QUERY, {"accept": "image/webp", "if-none-match": etag})
+    not_modified = handle(revalidate, FakeContext())
+    assert not_modified["statusCode"] == 304
+    assert response_body(not_modified) == b""
+    assert response_headers(not_modified)["etag"] == etag
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_repeated_url_is_an_array_error(source: str, settings: Settings) -> None:
+    query = "url=%2Ftest.jpg&url=%2Ftest.png&w=640&q=75"
+    response = invoke(settings, SOURCES[source]("GET", query, {"accept": "image/webp"}))
+    assert response["statusCode"] == 400
+    assert response_body(response) == errors.URL_ARRAY.encode()
+
+
+def test_oversize_body_is_a_redirect_to_the_stored_variant(public_dir: Path) -> None:
+    settings = Settings(public_dir=str(public_dir), max_inline_bytes=100)
+    response = invoke(settings, function_url("GET", QUERY, {"accept": "image/webp"}))
+
+    assert response["statusCode"] == 302
+    headers = response_headers(response)
+    source_hash = hashlib.sha256((public_dir / "test.jpg").read_bytes()).hexdigest()
+    key = variant_key(source_hash, 640, 75, "image/webp")
+    assert headers["location"] == "/_next/image-variants/" + key
+    assert headers["cache-control"] == "public, max-age=14400, must-revalidate"
+    assert headers["vary"] == "Accept"
+    assert response_body(response) == b""
+
+
+def test_one_json_log_line_and_emf_metrics_per_request(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handle = build_handler(settings)
+    for powertools_handler in logging.getLogger(SERVICE).handlers:  # bound to an earlier stdout
+        powertools_handler.setStream(sys.stdout)  # type: ignore[attr-defined]
+    context = FakeContext()
+    handle(function_url("GET", QUERY, {"accept": "image/webp"}), context)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+
+    logs = [line for line in lines if line.get("message") == "image request"]
+    assert len(logs) == 1
+    log = logs[0]
+    assert log["function_request_id"] == context.aws_request_id
+    assert (log["url"], log["w"], log["q"], log["cache"], log["status"]) == (
+        "/test.jpg",
+        640,
+        75,
+        "MISS",
+        200,
+    )
+    assert log["format"] == "image/webp" and log["source_bytes"] > 0 and log["output_bytes"] > 0
+    assert set(log["stages_ms"]) >= {"fetch", "transform"}
+
+    emf = [line for line in lines if "_aws" in line and "Requests" in line]
+    assert len(emf) == 1
+    names = {m["Name"] for m in emf[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"Requests", "Misses", "TransformMs", "TotalMs", "OutputBytes"} <= names
+    assert emf[0]["Misses"] == [1.0] or emf[0]["Misses"] == 1.0
+
+
+def test_lambda_settings_default_to_s3_and_the_inline_cap() -> None:
+    settings = lambda_settings({"NEXT_IMAGE_BUCKET": "b", "NEXT_IMAGE_PREFIX": "p/"})
+    assert (settings.store, settings.bucket, settings.prefix) == ("s3", "b", "p/")
+    assert settings.max_inline_bytes == LAMBDA_MAX_INLINE_BYTES
+    assert LAMBDA_MAX_INLINE_BYTES * 4 / 3 < 6 * 1024 * 1024 - 64 * 1024  # base64 + headers
+    explicit = lambda_settings({"NEXT_IMAGE_BUCKET": "b", "NEXT_IMAGE_STORE": "memory"})
+    assert (explicit.store, explicit.max_inline_bytes) == ("memory", None)
+
+
+def test_import_time_budget() -> None:
+    """The Lambda init phase, in fresh processes; the fastest of five must meet the budget."""
+    out = subprocess.run(
+        [sys.executable, "bench/bench_import.py", "-n", "5", "--json"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    result = json.loads(out.stdout)
+    assert result["min_ms"] <= result["budget_ms"] == 250.0, result
+
+
+def test_snapstart_hooks(tmp_path: Path) -> None:
+    """Before the snapshot boto3 is loaded; after a restore the S3 client is created anew."""
+    (tmp_path / "snapshot_restore_py.py").write_text(
+        "hooks = {}\n"
+        "def register_before_snapshot(f): hooks['before'] = f\n"
+        "def register_after_restore(f): hooks['after'] = f\n"
+    )
+    script = (
+        "import sys, snapshot_restore_py as s, handler.lambda_handler\n"
+        "from handler.stores import s3\n"
+        "assert 'boto3' not in sys.modules and s3._client is None\n"
+        "s.hooks['before'](); assert 'boto3' in sys.modules and s3._client is not None\n"
+        "s.hooks['after'](); assert s3._client is None\n"
+    )
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = os.environ | {"PYTHONPATH": path, "AWS_DEFAULT_REGION": "us-east-1"}
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True)
