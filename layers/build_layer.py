@@ -302,6 +302,14 @@ def is_current(out_dir: Path, arch: str, python_version: str) -> bool:
     return bool(manifest.get("inputs") == inputs_digest(arch, python_version) and zips_present)
 
 
+def ensure_layers(arch: str, python_version: str, out_dir: Path = DEFAULT_OUT) -> bool:
+    """Build unless ``out_dir`` already holds layers from identical inputs; True if built."""
+    if is_current(out_dir, arch, python_version):
+        return False
+    print_report(build_layers(arch, python_version, out_dir))
+    return True
+
+
 def lock(python_version: str) -> None:
     """Resolve every layer for both architectures and pin the transitive dependencies."""
     requirements = runtime_requirements()
@@ -363,8 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lock(args.python_version)
         print(f"wrote {CONSTRAINTS}")
         return 0
-    if args.if_stale and is_current(args.out_dir, args.arch, args.python_version):
-        print(f"layers for {args.arch}/python{args.python_version} are up to date")
+    if args.if_stale:
+        if not ensure_layers(args.arch, args.python_version, args.out_dir):
+            print(f"layers for {args.arch}/python{args.python_version} are up to date")
         return 0
     print_report(build_layers(args.arch, args.python_version, args.out_dir))
     return 0

@@ -1,0 +1,1 @@
+"""The CDK app (``infra.app``) and the reusable ``NextImageOptimizer`` construct."""

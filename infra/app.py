@@ -1,0 +1,64 @@
+"""CDK app entry point (``cdk.json``): one ``NextImageStack``, configured by context values.
+
+Context (``-c key=value`` or ``cdk.json``): ``appOrigin`` (host of the app's origin), ``nextDir``
+(the app's ``.next`` folder) or ``imagesConfig`` (a JSON file with the images config), ``arch``,
+``pythonVersion``, ``memory``, ``timeout``, ``originReadTimeout``, ``variantExpiryDays``,
+``variantsPrefix``, ``publicDir``, ``assetsPrefix``, ``layersDir``, ``stackName``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, cast
+
+from aws_cdk import App, Environment, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from infra.next_image import NextImageOptimizerProps, NextImageStack
+from infra.next_image.optimizer import DEFAULT_LAYERS_DIR, Arch, PythonVersion
+
+
+def props_from_context(app: App) -> NextImageOptimizerProps:
+    def get(key: str, default: Any = None) -> Any:
+        value = app.node.try_get_context(key)
+        return default if value is None or value == "" else value
+
+    images_file = get("imagesConfig")
+    next_dir = get("nextDir")
+    public_dir = get("publicDir")
+    layers_dir = get("layersDir")
+    return NextImageOptimizerProps(
+        app_origin_domain=get("appOrigin"),
+        images_config=json.loads(Path(images_file).read_text()) if images_file else None,
+        next_dir=Path(next_dir) if next_dir else None,
+        public_dir=Path(public_dir) if public_dir else None,
+        assets_prefix=get("assetsPrefix", ""),
+        architecture=cast(Arch, get("arch", "arm64")),
+        python_version=cast(PythonVersion, str(get("pythonVersion", "3.13"))),
+        memory_mib=int(get("memory", 2048)),
+        timeout_seconds=int(get("timeout", 25)),
+        origin_read_timeout_seconds=int(get("originReadTimeout", 30)),
+        variant_expiry_days=int(get("variantExpiryDays", 30)),
+        variants_prefix=get("variantsPrefix", ""),
+        layers_dir=Path(layers_dir) if layers_dir else DEFAULT_LAYERS_DIR,
+    )
+
+
+def build(app: App) -> NextImageStack:
+    """The stack plus the cdk-nag AwsSolutions checks, which run when the app synthesizes."""
+    stack = NextImageStack(
+        app,
+        str(app.node.try_get_context("stackName") or "NextImage"),
+        props_from_context(app),
+        env=Environment(),
+        description="Next.js /_next/image optimizer on Lambda behind CloudFront",
+    )
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return stack
+
+
+if __name__ == "__main__":
+    application = App()
+    build(application)
+    application.synth()

@@ -1,0 +1,82 @@
+"""Synth-time inputs: the app's Next images config and the CloudFront Function rendered from it.
+
+Deliberately minimal and independent of ``handler``: infra only needs ``formats`` (for the edge
+Accept normalisation) and a file to bundle; the function itself parses the config fully.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CLOUDFRONT_DIR = Path(__file__).resolve().parent.parent / "cloudfront"
+ACCEPT_FUNCTION_SOURCE = CLOUDFRONT_DIR / "normalize_accept.js"
+FORMATS_PLACEHOLDER = "__NEXT_IMAGE_FORMATS__"
+# CloudFront Functions reject code over 10 KB.
+CLOUDFRONT_FUNCTION_MAX_BYTES = 10_240
+NEXT_FORMATS = ("image/avif", "image/webp")
+DEFAULT_FORMATS = ("image/webp",)
+
+
+@dataclass(frozen=True)
+class BundledConfig:
+    """A config file to ship next to the function code, in the shape it was found in.
+
+    ``filename`` keeps the Next build file's name (``required-server-files.json`` holds globs,
+    ``images-manifest.json`` holds compiled regex sources), so the function can tell them apart.
+    """
+
+    filename: str
+    content: dict[str, Any]
+    images: dict[str, Any]
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        formats = self.images.get("formats", list(DEFAULT_FORMATS))
+        if not isinstance(formats, list) or not all(f in NEXT_FORMATS for f in formats):
+            raise ValueError(f"images.formats must list image/avif and/or image/webp: {formats!r}")
+        return tuple(formats)
+
+
+def load_images_config(
+    images_config: Mapping[str, Any] | None = None, next_dir: Path | None = None
+) -> BundledConfig:
+    """From a config dict, or the app's ``.next`` folder; Next's defaults when given neither."""
+    if images_config is not None and next_dir is not None:
+        raise ValueError("pass images_config or next_dir, not both")
+    if next_dir is not None:
+        server_files = next_dir / "required-server-files.json"
+        if server_files.exists():
+            config = json.loads(server_files.read_text())["config"]
+            kept = {"images": config["images"], "basePath": config.get("basePath", "")}
+            experimental = {
+                k: v for k, v in config.get("experimental", {}).items() if k.startswith("imgOpt")
+            }
+            if experimental:
+                kept["experimental"] = experimental
+            content = {"version": 1, "config": kept}
+            return BundledConfig("required-server-files.json", content, dict(config["images"]))
+        manifest = next_dir / "images-manifest.json"
+        if manifest.exists():
+            content = json.loads(manifest.read_text())
+            return BundledConfig("images-manifest.json", content, dict(content["images"]))
+        raise FileNotFoundError(
+            f"{next_dir} has neither required-server-files.json nor images-manifest.json"
+        )
+    images = dict(images_config or {})
+    return BundledConfig("images-config.json", images, images)
+
+
+def render_accept_function(formats: tuple[str, ...]) -> str:
+    """The viewer-request function with the configured formats templated in."""
+    source = ACCEPT_FUNCTION_SOURCE.read_text()
+    if source.count(FORMATS_PLACEHOLDER) != 1:
+        raise ValueError(f"{ACCEPT_FUNCTION_SOURCE.name} must contain {FORMATS_PLACEHOLDER} once")
+    code = source.replace(FORMATS_PLACEHOLDER, json.dumps(list(formats)))
+    size = len(code.encode())
+    if size > CLOUDFRONT_FUNCTION_MAX_BYTES:
+        raise ValueError(f"CloudFront Function is {size} bytes, over the 10 KB limit")
+    return code

@@ -1,0 +1,514 @@
+"""``NextImageOptimizer``: the ``/_next/image`` Lambda, its S3 variant cache and CloudFront wiring.
+
+Add it to any stack. Without ``distribution`` it creates one whose default behaviour goes to the
+app's origin; with a ``cloudfront.Distribution`` from your own stack it only adds its two
+behaviours (``/_next/image`` and ``/_next/image-variants/*``) and the permissions scoped to it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from aws_cdk import (
+    Acknowledgment,
+    Annotations,
+    CfnResource,
+    Duration,
+    RemovalPolicy,
+    Stack,
+    Validations,
+)
+from aws_cdk import aws_cloudfront as cloudfront
+from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_deployment as s3deploy
+from constructs import Construct, IConstruct
+
+from infra.next_image.config import BundledConfig, load_images_config, render_accept_function
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_LAYERS_DIR = ROOT / "layers" / "dist"
+DEFAULT_HANDLER_DIR = ROOT / "handler"
+HANDLER = "handler.lambda_handler.handler"
+TASK_ROOT = "/var/task"
+CONFIG_DIR = "next-image-config"
+IMAGE_PATH = "/_next/image"
+VARIANTS_PATH = "/_next/image-variants/*"
+VARIANTS = "_next/image-variants/"
+POINTERS = "_next/image-pointers/"
+CACHE_KEY_QUERY = ("url", "w", "q", "dpl")
+LAYER_NAMES = ("pyvips", "deps")
+BUCKET_DEPLOYMENT_FINDINGS = (
+    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+    "AWSLambdaBasicExecutionRole]",
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-"
+    "<AWS::AccountId>-<AWS::Region>/*]",
+    "AwsSolutions-IAM5[Action::s3:GetObject*]",
+    "AwsSolutions-IAM5[Action::s3:GetBucket*]",
+    "AwsSolutions-IAM5[Action::s3:List*]",
+    "AwsSolutions-IAM5[Action::s3:DeleteObject*]",
+    "AwsSolutions-IAM5[Action::s3:Abort*]",
+)
+
+DEFAULT_CSP = "script-src 'none'; frame-src 'none'; sandbox;"
+# The stand-alone distribution is a starting point; production setups attach the optimizer to
+# their own distribution (``distribution=``), where these choices belong to its owner.
+CREATED_DISTRIBUTION_FINDINGS = {
+    "AwsSolutions-CFR1": "Geo restriction is a business decision of the app, not of the optimizer.",
+    "AwsSolutions-CFR2": "WAF is the app's choice; pass your own distribution with a web ACL.",
+    "AwsSolutions-CFR3": "Access logs are the app's choice; pass your own distribution with them.",
+    "AwsSolutions-CFR4": "The default *.cloudfront.net certificate cannot pin TLS 1.2; a custom "
+    "domain with an ACM certificate (your own distribution) can.",
+}
+Arch = Literal["arm64", "x86_64"]
+PythonVersion = Literal["3.12", "3.13", "3.14"]
+RUNTIMES: dict[str, lambda_.Runtime] = {
+    "3.12": lambda_.Runtime.PYTHON_3_12,
+    "3.13": lambda_.Runtime.PYTHON_3_13,
+    "3.14": lambda_.Runtime.PYTHON_3_14,
+}
+LATEST_PYTHON = lambda_.Runtime.PYTHON_3_14
+ARCHITECTURES: dict[str, lambda_.Architecture] = {
+    "arm64": lambda_.Architecture.ARM_64,
+    "x86_64": lambda_.Architecture.X86_64,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NextImageOptimizerProps:
+    """Everything a deployment chooses; defaults suit a typical Next.js 16 app on arm64."""
+
+    app_origin_domain: str | None = None
+    """The app's origin host (``app.example.com``). Relative image URLs are fetched from
+    ``https://<host>``; a distribution created here sends everything but images to it."""
+    distribution: cloudfront.Distribution | None = None
+    """Add the image behaviours to this distribution instead of creating one."""
+    images_config: Mapping[str, Any] | None = None
+    """The ``images`` object of next.config.js. Alternative: ``next_dir``."""
+    next_dir: Path | None = None
+    """The built app's ``.next`` folder; its resolved images config is read at synth time."""
+    assets_bucket: s3.IBucket | None = None
+    """Bucket holding ``public/`` and ``_next/static/media`` for relative URLs (read-only)."""
+    assets_prefix: str = ""
+    public_dir: Path | None = None
+    """Upload this ``public/`` folder (and ``next_dir``'s ``static/media``) to the assets
+    bucket, created here if ``assets_bucket`` is not given."""
+    architecture: Arch = "arm64"
+    python_version: PythonVersion = "3.13"
+    memory_mib: int = 2048
+    timeout_seconds: int = 25
+    request_budget_seconds: float | None = None
+    """``NEXT_IMAGE_TIMEOUT``; defaults to five seconds under ``timeout_seconds``."""
+    origin_read_timeout_seconds: int = 30
+    max_attempts: int | None = None
+    variant_expiry_days: int = 30
+    variants_prefix: str = ""
+    """Key prefix in the variants bucket: empty, or ending in ``/`` (CloudFront's origin path)."""
+    snap_start: bool = True
+    layers_dir: Path = DEFAULT_LAYERS_DIR
+    handler_dir: Path = DEFAULT_HANDLER_DIR
+    log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
+
+
+def validate(props: NextImageOptimizerProps) -> float:
+    """Fail at synth on settings that would only break at request time; returns the budget."""
+    budget = props.request_budget_seconds
+    if budget is None:
+        budget = props.timeout_seconds - 5
+    if not 0 < budget < props.timeout_seconds < props.origin_read_timeout_seconds:
+        raise ValueError(
+            "need request budget < function timeout < CloudFront origin read timeout, got "
+            f"{budget} < {props.timeout_seconds} < {props.origin_read_timeout_seconds}"
+        )
+    prefix = props.variants_prefix
+    if prefix and (not prefix.endswith("/") or prefix.startswith("/") or "//" in prefix):
+        raise ValueError(f"variants_prefix must be empty or like 'site/', got {prefix!r}")
+    if props.distribution is None and not props.app_origin_domain:
+        raise ValueError(
+            "app_origin_domain is required when the construct creates the distribution"
+        )
+    if props.app_origin_domain and "/" in props.app_origin_domain:
+        raise ValueError("app_origin_domain is a host name, without scheme or path")
+    return budget
+
+
+def read_layer_manifest(layers_dir: Path, arch: str, python_version: str) -> dict[str, Path]:
+    """The layer zips for this arch, after checking they were built for this runtime's Python."""
+    manifest_path = layers_dir / f"layers-{arch}.json"
+    hint = f"run `make layer ARCH={arch} PYTHON_VERSION={python_version}`"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"no layers in {layers_dir}: {hint}")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["python_version"] != python_version or manifest["arch"] != arch:
+        raise ValueError(
+            f"{manifest_path} is for python{manifest['python_version']}/{manifest['arch']}: {hint}"
+        )
+    return {name: layers_dir / f"{name}-{arch}.zip" for name in LAYER_NAMES}
+
+
+def stage_function_code(handler_dir: Path, config: BundledConfig) -> Path:
+    """A folder holding only the ``handler`` package and the images config: the function code."""
+    staging = Path(tempfile.mkdtemp(prefix="next-image-code-"))
+    shutil.copytree(
+        handler_dir, staging / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    (staging / CONFIG_DIR).mkdir()
+    (staging / CONFIG_DIR / config.filename).write_text(
+        json.dumps(config.content, indent=1, sort_keys=True) + "\n"
+    )
+    return staging
+
+
+def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
+    Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=reason))
+
+
+class NextImageOptimizer(Construct):
+    """The function, its buckets, its Function URL and the CloudFront behaviours in front."""
+
+    def __init__(self, scope: Construct, construct_id: str, props: NextImageOptimizerProps):
+        super().__init__(scope, construct_id)
+        budget = validate(props)
+        self.props = props
+        self.images = load_images_config(props.images_config, props.next_dir)
+        self.bucket = self._variants_bucket()
+        self.assets_bucket = self._assets_bucket()
+        self.function = self._function(budget)
+        self.alias = self.function.add_alias("live")
+        self.function_url = self.alias.add_function_url(
+            auth_type=lambda_.FunctionUrlAuthType.AWS_IAM
+        )
+        self.distribution = props.distribution or self._distribution()
+        self._add_behaviours(self.distribution)
+
+    def _variants_bucket(self) -> s3.Bucket:
+        prefix = self.props.variants_prefix
+        expiry = Duration.days(self.props.variant_expiry_days)
+        bucket = s3.Bucket(
+            self,
+            "Variants",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                s3.LifecycleRule(id="ExpireVariants", prefix=prefix + VARIANTS, expiration=expiry),
+                s3.LifecycleRule(id="ExpirePointers", prefix=prefix + POINTERS, expiration=expiry),
+                s3.LifecycleRule(
+                    id="AbortUploads", abort_incomplete_multipart_upload_after=Duration.days(1)
+                ),
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            bucket,
+            "AwsSolutions-S1",
+            "A derived, content-addressed cache: every object can be rebuilt and reads are "
+            "already visible in CloudFront and Lambda logs, so S3 access logs add cost, not audit.",
+        )
+        return bucket
+
+    def _assets_bucket(self) -> s3.IBucket | None:
+        props = self.props
+        bucket = props.assets_bucket
+        if props.public_dir is None:
+            return bucket
+        if bucket is None:
+            created = s3.Bucket(
+                self,
+                "Assets",
+                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+                encryption=s3.BucketEncryption.S3_MANAGED,
+                enforce_ssl=True,
+                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+            acknowledge(
+                created,
+                "AwsSolutions-S1",
+                "Holds copies of the app's build output, written only by this stack's deployment.",
+            )
+            bucket = created
+        sources = [s3deploy.Source.asset(str(props.public_dir))]
+        if props.next_dir is not None and (props.next_dir / "static" / "media").is_dir():
+            sources.append(s3deploy.Source.asset(str(props.next_dir / "static" / "media")))
+        self._deploy(bucket, sources[:1], props.assets_prefix, "DeployPublic")
+        if len(sources) > 1:
+            self._deploy(
+                bucket, sources[1:], props.assets_prefix + "_next/static/media/", "DeployMedia"
+            )
+        return bucket
+
+    def _deploy(
+        self, bucket: s3.IBucket, sources: list[s3deploy.ISource], prefix: str, name: str
+    ) -> None:
+        deployment = s3deploy.BucketDeployment(
+            self,
+            name,
+            destination_bucket=bucket,
+            destination_key_prefix=prefix or None,
+            sources=sources,
+            prune=False,
+            memory_limit=512,
+        )
+        handler_role = deployment.handler_role
+        reason = (
+            "CDK's BucketDeployment provider: a deploy-time custom resource that copies the app's "
+            "files from the CDK asset bucket; its runtime and policy are managed by aws-cdk-lib."
+        )
+        for rule in BUCKET_DEPLOYMENT_FINDINGS:
+            acknowledge(handler_role, rule, reason)
+        if handler_role.node.scope is not None:
+            acknowledge(handler_role.node.scope, "AwsSolutions-L1", reason)
+        arn = self._arn_in_findings(bucket)
+        acknowledge(handler_role, f"AwsSolutions-IAM5[Resource::{arn}/*]", reason)
+
+    def _function(self, budget: float) -> lambda_.Function:
+        props = self.props
+        runtime = RUNTIMES[props.python_version]
+        architecture = ARCHITECTURES[props.architecture]
+        layers = [
+            lambda_.LayerVersion(
+                self,
+                f"{name.capitalize()}Layer",
+                code=lambda_.Code.from_asset(str(zip_path)),
+                compatible_runtimes=[runtime],
+                compatible_architectures=[architecture],
+                description=f"{name} for python{props.python_version} on {props.architecture}",
+            )
+            for name, zip_path in read_layer_manifest(
+                props.layers_dir, props.architecture, props.python_version
+            ).items()
+        ]
+        log_group = logs.LogGroup(
+            self, "Logs", retention=props.log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="next-image optimizer: its log group and its S3 prefixes, nothing else",
+        )
+        log_group.grant_write(role)
+        self._grant_s3(role)
+        environment = {
+            "NEXT_IMAGE_STORE": "s3",
+            "NEXT_IMAGE_BUCKET": self.bucket.bucket_name,
+            "NEXT_IMAGE_PREFIX": props.variants_prefix,
+            "NEXT_IMAGE_CONFIG": f"{TASK_ROOT}/{CONFIG_DIR}/{self.images.filename}",
+            "NEXT_IMAGE_TIMEOUT": f"{budget:g}",
+        }
+        if props.app_origin_domain:
+            environment["NEXT_IMAGE_ORIGIN"] = f"https://{props.app_origin_domain}"
+        if self.assets_bucket is not None:
+            environment["NEXT_IMAGE_ASSETS_BUCKET"] = self.assets_bucket.bucket_name
+            environment["NEXT_IMAGE_ASSETS_PREFIX"] = props.assets_prefix
+        if props.max_attempts is not None:
+            environment["NEXT_IMAGE_MAX_ATTEMPTS"] = str(props.max_attempts)
+        function = lambda_.Function(
+            self,
+            "Function",
+            runtime=runtime,
+            architecture=architecture,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(str(stage_function_code(props.handler_dir, self.images))),
+            layers=layers,
+            memory_size=props.memory_mib,
+            timeout=Duration.seconds(props.timeout_seconds),
+            environment=environment,
+            role=role,
+            log_group=log_group,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if props.snap_start else None,
+            description="Next.js /_next/image optimizer (FastAPI + pyvips)",
+        )
+        if runtime.name != LATEST_PYTHON.name:
+            acknowledge(
+                function,
+                "AwsSolutions-L1",
+                f"python{props.python_version} is chosen to match the layers built for it "
+                "(make layer PYTHON_VERSION=...); any 3.12+ runtime works with pyvips-binary.",
+            )
+        return function
+
+    def _grant_s3(self, role: iam.Role) -> None:
+        """Read/write on the two variant-store prefixes, read on the assets prefix; no more."""
+        prefix = self.props.variants_prefix
+        self._grant_prefixes(
+            role,
+            self.bucket,
+            [prefix + VARIANTS, prefix + POINTERS],
+            ["s3:GetObject", "s3:PutObject"],
+        )
+        if self.assets_bucket is not None:
+            self._grant_prefixes(
+                role, self.assets_bucket, [self.props.assets_prefix], ["s3:GetObject"]
+            )
+
+    def _grant_prefixes(
+        self, role: iam.Role, bucket: s3.IBucket, prefixes: list[str], actions: list[str]
+    ) -> None:
+        patterns = [p + "*" for p in prefixes]
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=actions, resources=[bucket.arn_for_objects(p) for p in patterns]
+            )
+        )
+        # ListBucket, limited to the same prefixes, makes a missing key a 404 instead of a 403.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": patterns}},
+            )
+        )
+        arn = self._arn_in_findings(bucket)
+        for pattern in patterns:
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::{arn}/{pattern}]",
+                "Keys are content hashes or app asset paths under this one prefix; the wildcard "
+                "is the prefix boundary, not a wider grant.",
+            )
+
+    def _arn_in_findings(self, bucket: s3.IBucket) -> str:
+        """How cdk-nag spells a bucket ARN in a finding: ``<LogicalId.Arn>`` or the literal."""
+        stack = Stack.of(self)
+        child = bucket.node.default_child
+        if isinstance(child, CfnResource):
+            return f"<{stack.resolve(stack.get_logical_id(child))}.Arn>"
+        return str(stack.resolve(bucket.bucket_arn))
+
+    def _distribution(self) -> cloudfront.Distribution:
+        origin = origins.HttpOrigin(
+            self.props.app_origin_domain or "",
+            protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY,
+        )
+        distribution = cloudfront.Distribution(
+            self,
+            "Distribution",
+            comment="Next.js app with /_next/image on Lambda",
+            http_version=cloudfront.HttpVersion.HTTP2_AND_3,
+            default_behavior=cloudfront.BehaviorOptions(
+                origin=origin,
+                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
+                allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
+                cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,
+                origin_request_policy=cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER,
+            ),
+        )
+        for rule, reason in CREATED_DISTRIBUTION_FINDINGS.items():
+            acknowledge(distribution, rule, reason)
+        return distribution
+
+    def _add_behaviours(self, distribution: cloudfront.Distribution) -> None:
+        props = self.props
+        accept = cloudfront.Function(
+            self,
+            "NormalizeAccept",
+            code=cloudfront.FunctionCode.from_inline(render_accept_function(self.images.formats)),
+            runtime=cloudfront.FunctionRuntime.JS_2_0,
+            comment="Accept -> the one format Next would negotiate (cache key)",
+        )
+        image_policy = cloudfront.CachePolicy(
+            self,
+            "ImageCachePolicy",
+            comment="/_next/image: url, w, q, dpl and the normalised Accept",
+            query_string_behavior=cloudfront.CacheQueryStringBehavior.allow_list(*CACHE_KEY_QUERY),
+            header_behavior=cloudfront.CacheHeaderBehavior.allow_list("Accept"),
+            cookie_behavior=cloudfront.CacheCookieBehavior.none(),
+            min_ttl=Duration.seconds(0),
+            default_ttl=Duration.days(1),
+            max_ttl=Duration.days(365),
+            enable_accept_encoding_gzip=False,
+            enable_accept_encoding_brotli=False,
+        )
+        distribution.add_behavior(
+            IMAGE_PATH,
+            origins.FunctionUrlOrigin.with_origin_access_control(
+                self.function_url,
+                read_timeout=Duration.seconds(props.origin_read_timeout_seconds),
+            ),
+            viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
+            allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD,
+            cached_methods=cloudfront.CachedMethods.CACHE_GET_HEAD,
+            cache_policy=image_policy,
+            compress=False,
+            function_associations=[
+                cloudfront.FunctionAssociation(
+                    function=accept, event_type=cloudfront.FunctionEventType.VIEWER_REQUEST
+                )
+            ],
+        )
+        self._add_variants_behaviour(distribution)
+
+    def _add_variants_behaviour(self, distribution: cloudfront.Distribution) -> None:
+        """Oversize variants: the function answers 302 here and CloudFront reads them from S3."""
+        prefix = self.props.variants_prefix.rstrip("/")
+        # An imported view of the bucket, so CDK does not add its bucket-wide read grant;
+        # the statement below allows only the variants prefix, and only to this distribution.
+        view = s3.Bucket.from_bucket_attributes(
+            self,
+            "VariantsForCloudFront",
+            bucket_arn=self.bucket.bucket_arn,
+            bucket_regional_domain_name=self.bucket.bucket_regional_domain_name,
+        )
+        Annotations.of(distribution).acknowledge_warning(
+            "@aws-cdk/aws-cloudfront-origins:updateImportedBucketPolicyOac",
+            "NextImageOptimizer grants CloudFront read on the variants prefix itself.",
+        )
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudfront.amazonaws.com")],
+                actions=["s3:GetObject"],
+                resources=[
+                    self.bucket.arn_for_objects(self.props.variants_prefix + VARIANTS + "*")
+                ],
+                conditions={"StringEquals": {"AWS:SourceArn": distribution.distribution_arn}},
+            )
+        )
+        policy = cloudfront.CachePolicy(
+            self,
+            "VariantsCachePolicy",
+            comment="Stored image variants: immutable, keyed on the path only",
+            query_string_behavior=cloudfront.CacheQueryStringBehavior.none(),
+            header_behavior=cloudfront.CacheHeaderBehavior.none(),
+            cookie_behavior=cloudfront.CacheCookieBehavior.none(),
+            min_ttl=Duration.seconds(0),
+            default_ttl=Duration.days(365),
+            max_ttl=Duration.days(365),
+        )
+        csp = str(self.images.images.get("contentSecurityPolicy", DEFAULT_CSP))
+        headers = cloudfront.ResponseHeadersPolicy(
+            self,
+            "VariantsHeaders",
+            comment="The headers Next sends with an image that S3 metadata cannot carry",
+            security_headers_behavior=cloudfront.ResponseSecurityHeadersBehavior(
+                content_security_policy=cloudfront.ResponseHeadersContentSecurityPolicy(
+                    content_security_policy=csp, override=True
+                ),
+                content_type_options=cloudfront.ResponseHeadersContentTypeOptions(override=True),
+            ),
+        )
+        distribution.add_behavior(
+            VARIANTS_PATH,
+            origins.S3BucketOrigin.with_origin_access_control(
+                view,
+                origin_path=f"/{prefix}" if prefix else None,
+                origin_access_levels=[cloudfront.AccessLevel.READ],
+            ),
+            viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
+            allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD,
+            cached_methods=cloudfront.CachedMethods.CACHE_GET_HEAD,
+            cache_policy=policy,
+            response_headers_policy=headers,
+            compress=False,
+        )
