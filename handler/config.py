@@ -201,7 +201,9 @@ def _build(
     if unknown:
         raise ValueError(f"images: unknown key(s) {', '.join(unknown)}")
 
-    local_patterns = _local_patterns(merged["localPatterns"], is_regex=is_regex)
+    local_patterns: tuple[LocalPattern, ...] = _DEFAULT_LOCAL_PATTERNS
+    if "localPatterns" in user:
+        local_patterns = _local_patterns(user["localPatterns"], is_regex=is_regex)
     if normalise and "localPatterns" in user:
         local_patterns += tuple(
             _local_pattern({"pathname": glob, "search": ""})

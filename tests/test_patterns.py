@@ -1,0 +1,134 @@
+"""hasRemoteMatch / hasLocalMatch (§4.1, §4.2) on WHATWG-parsed URLs."""
+
+from __future__ import annotations
+
+import json
+
+import ada_url
+import pytest
+
+from handler.config import load_images_config
+from handler.patterns import has_local_match, has_remote_match
+
+
+def remote(patterns: list[object], url: str, domains: tuple[str, ...] = ()) -> bool:
+    config = load_images_config(json.dumps({"remotePatterns": patterns}))
+    return has_remote_match(domains, config.remote_patterns, ada_url.URL(url))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "url", "expected"),
+    [
+        ({"hostname": "example.com"}, "https://example.com/a", True),
+        ({"hostname": "example.com"}, "http://EXAMPLE.COM:8080/a?x", True),
+        ({"hostname": "example.com"}, "https://sub.example.com/a", False),
+        ({"hostname": "Example.com"}, "https://Example.com/a", False),  # host is lower-cased
+        ({"hostname": "*.example.com"}, "https://a.b.example.com/", True),
+        ({"hostname": "xn--bcher-kva.de"}, "https://bücher.de/", True),
+        ({"hostname": "127.0.0.1"}, "http://0x7f.1/", True),
+        ({"protocol": "https", "hostname": "h"}, "http://h/", False),
+        ({"protocol": "https:", "hostname": "h"}, "https://h/", True),
+        ({"hostname": "h", "port": ""}, "https://h:443/", True),
+        ({"hostname": "h", "port": ""}, "https://h:8443/", False),
+        ({"hostname": "h", "port": "8443"}, "https://h:8443/", True),
+        ({"hostname": "h", "search": ""}, "https://h/x?", True),
+        ({"hostname": "h", "search": ""}, "https://h/x?a=1", False),
+        ({"hostname": "h", "search": "?a=1"}, "https://h/x?a=1", True),
+        ({"hostname": "h"}, "https://h/x?anything", True),
+        ({"hostname": "h", "pathname": "/act123/**"}, "https://h/act123", True),
+        ({"hostname": "h", "pathname": "/act123/**"}, "https://h/act123/../x", False),
+        ({"hostname": "h", "pathname": "/a/**"}, "https://h/a/b%2F..%2Fc", True),
+        ({"hostname": "h", "pathname": "/a/*"}, "https://h/a/%2e%2e/b", False),
+        # URL-string patterns behave like Next's URL objects: port '' and search ''
+        ("https://example.com/account/**", "https://example.com/account/a.png", True),
+        ("https://example.com/account/**", "https://example.com/account/a.png?v=1", False),
+        ("https://example.com/account/**", "https://example.com:8443/account/a", False),
+        ("https://example.com/account/**", "http://example.com/account/a", False),
+        ("https://example.com", "https://example.com/", True),
+        ("https://example.com", "https://example.com/a.png", False),
+    ],
+)
+def test_remote_patterns(pattern: object, url: str, expected: bool) -> None:
+    assert remote([pattern], url) is expected
+
+
+def test_any_pattern_may_match() -> None:
+    patterns = [{"hostname": "a.com"}, {"hostname": "b.com", "pathname": "/img/**"}]
+    assert remote(patterns, "https://b.com/img/x.png")
+    assert not remote(patterns, "https://b.com/x.png")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ftp://example.com:21/x?y", True),
+        ("https://EXAMPLE.com/", True),
+        ("https://example.com./", False),
+        ("https://sub.example.com/", False),
+    ],
+)
+def test_domains_are_exact_hostname_matches(url: str, expected: bool) -> None:
+    assert remote([], url, domains=("example.com",)) is expected
+
+
+def test_manifest_regex_patterns_match() -> None:
+    manifest = {
+        "version": 1,
+        "images": {
+            "remotePatterns": [
+                {
+                    "protocol": "http",
+                    "hostname": "^(?:^(?:localhost)$)$",
+                    "port": "3918",
+                    "pathname": r"^(?:(?!(?:^|\/)\.{1,2}(?:\/|$))"
+                    r"(?:(?:(?!(?:^|\/)\.{1,2}(?:\/|$)).)*?)\/?)$",
+                }
+            ]
+        },
+    }
+    config = load_images_config(json.dumps(manifest))
+    match = [
+        has_remote_match((), config.remote_patterns, ada_url.URL(u))
+        for u in (
+            "http://localhost:3918/a/b.png",
+            "http://localhost:3919/a/b.png",
+            "https://localhost:3918/a/b.png",
+            "http://localhost.x:3918/a",
+        )
+    ]
+    assert match == [True, False, False, False]
+
+
+DEFAULT_LOCAL = load_images_config(None).local_patterns
+ASSETS = load_images_config('{"localPatterns": [{"pathname": "/assets/**"}]}').local_patterns
+NO_QUERY = load_images_config(
+    '{"localPatterns": [{"pathname": "/assets/**", "search": ""}]}'
+).local_patterns
+
+
+@pytest.mark.parametrize(
+    ("patterns", "url", "expected"),
+    [
+        (DEFAULT_LOCAL, "/a.png", True),
+        (DEFAULT_LOCAL, "/deep/a b/ü.png", True),
+        (DEFAULT_LOCAL, "/a.png?v=1", False),
+        (DEFAULT_LOCAL, "/a.png?", True),
+        (None, "/a.png?v=1", True),
+        (ASSETS, "/assets/a.png?v=1", True),  # no search key: any query
+        (ASSETS, "/assets/../secret.png", False),
+        (ASSETS, "/assets/%2e%2e/secret.png", False),
+        (ASSETS, "/other/a.png", False),
+        (ASSETS, "/_next/static/media/a.png", True),  # appended by normalisation
+        (ASSETS, "/_next/static/immutable/media/a.png", True),
+        (ASSETS, "/_next/static/media/a.png?v=1", False),
+        (NO_QUERY, "/assets/a.png", True),
+        (NO_QUERY, "/assets/a.png?v=1", False),
+    ],
+)
+def test_local_patterns(patterns: object, url: str, expected: bool) -> None:
+    assert has_local_match(patterns, url) is expected  # type: ignore[arg-type]
+
+
+def test_local_match_raises_on_unparsable_url() -> None:
+    with pytest.raises(ValueError):
+        has_local_match(DEFAULT_LOCAL, "/\\[")
