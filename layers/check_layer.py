@@ -43,7 +43,7 @@ for suffix, ok in magic.items():
         raise SystemExit(f"bad {suffix} output")
     encoded[suffix] = len(data)
 modules = {}
-for name in ("fastapi", "starlette", "pydantic_core", "mangum", "httpx", "ada_url", "brotli",
+for name in ("starlette", "mangum", "httpx", "ada_url", "brotli",
              "boto3", "botocore", "aws_lambda_powertools", "cffi"):
     modules[name] = __import__(name).__file__
 modules["pyvips"] = pyvips.__file__
