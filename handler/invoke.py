@@ -80,13 +80,13 @@ def run(
     moto: bool = False,
     seed: Path | None = None,
     out_dir: Path = Path("invoke-out"),
-    stdout: TextIO = sys.stdout,
+    stdout: TextIO | None = None,
 ) -> dict[str, Any]:
     """Invoke the handler on one event file, print the response, and return it."""
-    from handler.lambda_handler import build_handler, lambda_settings
-
     if env_file is not None:
         os.environ.update(load_env_file(env_file))
+    from handler.lambda_handler import build_handler, lambda_settings  # its init reads the env
+
     if moto and (os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")):
         raise ValueError("--moto and AWS_ENDPOINT_URL(_S3) are exclusive")
     settings = lambda_settings()
@@ -94,7 +94,7 @@ def run(
     s3: AbstractContextManager[Any] = mocked_s3(settings, seed) if moto else nullcontext()
     with s3:
         response = build_handler(settings)(event, FakeContext())
-    report(response, out_dir / event_path.stem, stdout)
+    report(response, out_dir / event_path.stem, stdout or sys.stdout)
     return response
 
 

@@ -16,8 +16,8 @@ from starlette.requests import Request
 
 from handler.app import RequestRecord
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "next-image")
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "NextImage")
+SERVICE = "next-image"
+NAMESPACE = "NextImage"
 
 _CACHE_METRICS = {"HIT": "Hits", "MISS": "Misses", "STALE": "Stale"}
 
@@ -52,8 +52,11 @@ class RequestObserver:
 
 
 def make_logger() -> Logger:
-    return Logger(service=SERVICE)
+    return Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE))
 
 
 def make_metrics() -> Metrics:
-    return Metrics(service=SERVICE, namespace=NAMESPACE)
+    service = os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE)
+    return Metrics(
+        service=service, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
+    )
