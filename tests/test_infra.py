@@ -1,0 +1,407 @@
+"""The CDK app: synthesized once per session, then checked with Template assertions, cfn-lint
+and cdk-nag (AwsSolutions). Layers are the real arm64/python3.13 ones (built once, reused)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# infra/ and layers/ are not installed packages; tests import them from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aws_cdk import App, Stack, Validations
+from aws_cdk import aws_cloudfront as cloudfront
+from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk.assertions import Match, Template
+from cdk_nag import AwsSolutionsChecks
+
+from infra.app import build
+from infra.next_image import NextImageOptimizer, NextImageOptimizerProps
+from infra.next_image.optimizer import validate
+from layers.build_layer import ROOT, ensure_layers
+
+LAYERS = ROOT / "layers" / "build" / "test-dist"
+IMAGES = {"formats": ["image/avif", "image/webp"], "qualities": [50, 75]}
+
+
+@dataclass
+class Synth:
+    template: Template
+    raw: dict[str, Any]
+    outdir: Path
+
+    def resources(self, kind: str) -> dict[str, Any]:
+        return {k: v for k, v in self.raw["Resources"].items() if v["Type"] == kind}
+
+    def one(self, kind: str) -> dict[str, Any]:
+        found = list(self.resources(kind).values())
+        assert len(found) == 1, f"{len(found)} {kind}"
+        props: dict[str, Any] = found[0]["Properties"]
+        return props
+
+
+def synthesize(app: App, stack_name: str, outdir: Path) -> Synth:
+    app.synth()  # raises ValidationFailed on any unacknowledged cdk-nag finding
+    raw = json.loads((outdir / f"{stack_name}.template.json").read_text())
+    return Synth(Template.from_json(raw), raw, outdir)
+
+
+@pytest.fixture(scope="session")
+def layers() -> Path:
+    ensure_layers("arm64", "3.13", LAYERS)
+    return LAYERS
+
+
+@pytest.fixture(scope="session")
+def full(layers: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The CDK app as ``cdk synth`` runs it, with every option a deployer can set."""
+    outdir = tmp_path_factory.mktemp("cdk-full")
+    images = outdir.parent / "images.json"
+    images.write_text(json.dumps(IMAGES))
+    context = {
+        "appOrigin": "app.example.com",
+        "imagesConfig": str(images),
+        "publicDir": str(ROOT / "public"),
+        "variantsPrefix": "site/",
+        "assetsPrefix": "assets/",
+        "layersDir": str(layers),
+        "stackName": "NextImageTest",
+    }
+    app = App(outdir=str(outdir), context=context)
+    build(app)
+    return synthesize(app, "NextImageTest", outdir)
+
+
+@pytest.fixture(scope="session")
+def attached(layers: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """A user's own stack and distribution with the optimizer added to it."""
+    outdir = tmp_path_factory.mktemp("cdk-attached")
+    app = App(outdir=str(outdir))
+    stack = Stack(app, "UserSite")
+    distribution = cloudfront.Distribution(
+        stack,
+        "Site",
+        default_behavior=cloudfront.BehaviorOptions(origin=origins.HttpOrigin("app.example.com")),
+    )
+    for rule in ("CFR1", "CFR2", "CFR3", "CFR4"):
+        Validations.of(distribution).acknowledge(
+            __import__("aws_cdk").Acknowledgment(id=f"AwsSolutions-{rule}", reason="test stand-in")
+        )
+    NextImageOptimizer(
+        stack,
+        "Images",
+        NextImageOptimizerProps(
+            distribution=distribution, app_origin_domain="app.example.com", layers_dir=layers
+        ),
+    )
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return synthesize(app, "UserSite", outdir)
+
+
+@pytest.fixture(scope="session")
+def both(full: Synth, attached: Synth) -> list[Synth]:
+    return [full, attached]
+
+
+def behaviours(synth: Synth) -> dict[str, dict[str, Any]]:
+    config = synth.one("AWS::CloudFront::Distribution")["DistributionConfig"]
+    return {b["PathPattern"]: b for b in config["CacheBehaviors"]}
+
+
+def origin_of(synth: Synth, behaviour: dict[str, Any]) -> dict[str, Any]:
+    config = synth.one("AWS::CloudFront::Distribution")["DistributionConfig"]
+    origin: dict[str, Any] = next(
+        o for o in config["Origins"] if o["Id"] == behaviour["TargetOriginId"]
+    )
+    return origin
+
+
+def test_behaviours_route_only_images_to_the_function(full: Synth) -> None:
+    found = behaviours(full)
+    assert set(found) == {"/_next/image", "/_next/image-variants/*"}
+    for behaviour in found.values():
+        assert behaviour["AllowedMethods"] == ["GET", "HEAD"]
+        assert behaviour["ViewerProtocolPolicy"] == "redirect-to-https"
+        assert behaviour["Compress"] is False
+    image = found["/_next/image"]
+    assert "Fn::Select" in origin_of(full, image)["DomainName"]  # the Function URL's host
+    association = image["FunctionAssociations"][0]
+    assert association["EventType"] == "viewer-request"
+    default = full.one("AWS::CloudFront::Distribution")["DistributionConfig"]
+    assert default["DefaultCacheBehavior"]["TargetOriginId"] != image["TargetOriginId"]
+    app_origin = origin_of(full, default["DefaultCacheBehavior"])
+    assert app_origin["DomainName"] == "app.example.com"
+
+
+def test_image_cache_key_is_url_w_q_dpl_and_normalised_accept(full: Synth) -> None:
+    full.template.has_resource_properties(
+        "AWS::CloudFront::CachePolicy",
+        {
+            "CachePolicyConfig": Match.object_like(
+                {
+                    "ParametersInCacheKeyAndForwardedToOrigin": {
+                        "QueryStringsConfig": {
+                            "QueryStringBehavior": "whitelist",
+                            "QueryStrings": ["url", "w", "q", "dpl"],
+                        },
+                        "HeadersConfig": {"HeaderBehavior": "whitelist", "Headers": ["Accept"]},
+                        "CookiesConfig": {"CookieBehavior": "none"},
+                        "EnableAcceptEncodingGzip": False,
+                        "EnableAcceptEncodingBrotli": False,
+                    }
+                }
+            )
+        },
+    )
+    code = full.one("AWS::CloudFront::Function")
+    assert code["FunctionConfig"]["Runtime"] == "cloudfront-js-2.0"
+    assert 'var FORMATS = ["image/avif", "image/webp"];' in code["FunctionCode"]
+
+
+def test_variants_are_served_from_s3_by_path_under_the_prefix(full: Synth) -> None:
+    variants = behaviours(full)["/_next/image-variants/*"]
+    origin = origin_of(full, variants)
+    assert origin["OriginPath"] == "/site"
+    assert "OriginAccessControlId" in origin
+    policies = full.resources("AWS::CloudFront::CachePolicy")
+    policy = policies[variants["CachePolicyId"]["Ref"]]["Properties"]["CachePolicyConfig"]
+    params = policy["ParametersInCacheKeyAndForwardedToOrigin"]
+    assert params["QueryStringsConfig"] == {"QueryStringBehavior": "none"}
+    assert params["HeadersConfig"] == {"HeaderBehavior": "none"}
+    assert params["CookiesConfig"] == {"CookieBehavior": "none"}
+
+
+def test_oac_signs_for_the_function_url_which_requires_iam(both: list[Synth]) -> None:
+    for synth in both:
+        synth.template.has_resource_properties(
+            "AWS::CloudFront::OriginAccessControl",
+            {
+                "OriginAccessControlConfig": Match.object_like(
+                    {
+                        "OriginAccessControlOriginType": "lambda",
+                        "SigningBehavior": "always",
+                        "SigningProtocol": "sigv4",
+                    }
+                )
+            },
+        )
+        synth.template.has_resource_properties(
+            "AWS::CloudFront::OriginAccessControl",
+            {
+                "OriginAccessControlConfig": Match.object_like(
+                    {"OriginAccessControlOriginType": "s3"}
+                )
+            },
+        )
+        url = synth.one("AWS::Lambda::Url")
+        assert url["AuthType"] == "AWS_IAM"
+        assert url["Qualifier"] == "live"
+
+
+def test_invoke_permissions_are_both_present_and_scoped_to_the_distribution(
+    both: list[Synth],
+) -> None:
+    for synth in both:
+        distribution_id = next(iter(synth.resources("AWS::CloudFront::Distribution")))
+        url_id = next(iter(synth.resources("AWS::Lambda::Url")))
+        permissions = list(synth.resources("AWS::Lambda::Permission").values())
+        actions = sorted(p["Properties"]["Action"] for p in permissions)
+        assert actions == ["lambda:InvokeFunction", "lambda:InvokeFunctionUrl"]
+        for permission in permissions:
+            props = permission["Properties"]
+            assert props["Principal"] == "cloudfront.amazonaws.com"
+            assert {"Ref": distribution_id} in props["SourceArn"]["Fn::Join"][1]
+            assert props["FunctionName"] == {"Fn::GetAtt": [url_id, "FunctionArn"]}
+
+
+def test_variants_bucket_is_private_encrypted_ssl_only_and_expires(full: Synth) -> None:
+    full.template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Prefix": "site/_next/image-variants/", "ExpirationInDays": 30}
+                        ),
+                        Match.object_like(
+                            {"Prefix": "site/_next/image-pointers/", "ExpirationInDays": 30}
+                        ),
+                    ]
+                )
+            },
+        },
+    )
+    variants_id = next(
+        k
+        for k, v in full.resources("AWS::S3::Bucket").items()
+        if "LifecycleConfiguration" in v["Properties"]
+    )
+    policy = next(
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in full.resources("AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": variants_id}
+    )
+    deny = next(s for s in policy if s["Effect"] == "Deny")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    allow = next(s for s in policy if s["Effect"] == "Allow")
+    assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert allow["Action"] == "s3:GetObject"
+    assert allow["Resource"]["Fn::Join"][1][1] == "/site/_next/image-variants/*"
+    assert "AWS:SourceArn" in allow["Condition"]["StringEquals"]
+
+
+def test_function_runtime_layers_snapstart_alias_and_environment(full: Synth) -> None:
+    functions = {
+        k: v["Properties"]
+        for k, v in full.resources("AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+    }
+    assert len(functions) == 1
+    function_id, function = next(iter(functions.items()))
+    assert function["Runtime"] == "python3.13"
+    assert function["Architectures"] == ["arm64"]
+    assert function["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    layers = full.resources("AWS::Lambda::LayerVersion")
+    attached = [layers[layer["Ref"]] for layer in function["Layers"]]
+    assert sorted(a["Properties"]["Description"].split()[0] for a in attached) == ["deps", "pyvips"]
+    for layer in attached:
+        assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+        assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    env = function["Environment"]["Variables"]
+    assert env["NEXT_IMAGE_PREFIX"] == "site/"
+    assert env["NEXT_IMAGE_ORIGIN"] == "https://app.example.com"
+    assert env["NEXT_IMAGE_ASSETS_PREFIX"] == "assets/"
+    assert env["NEXT_IMAGE_CONFIG"] == "/var/task/next-image-config/images-config.json"
+    assert {"Ref": function_id} == full.one("AWS::Lambda::Alias")["FunctionName"]
+    assert full.one("AWS::Lambda::Alias")["Name"] == "live"
+    assert "Fn::GetAtt" in full.one("AWS::Lambda::Alias")["FunctionVersion"]
+
+
+def test_timeouts_are_ordered(both: list[Synth]) -> None:
+    for synth in both:
+        function = next(
+            v["Properties"]
+            for v in synth.resources("AWS::Lambda::Function").values()
+            if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+        )
+        image = behaviours(synth)["/_next/image"]
+        read_timeout = origin_of(synth, image)["CustomOriginConfig"]["OriginReadTimeout"]
+        budget = float(function["Environment"]["Variables"]["NEXT_IMAGE_TIMEOUT"])
+        assert budget < function["Timeout"] < read_timeout
+
+
+def test_function_role_reaches_only_its_prefixes(full: Synth) -> None:
+    role_id = next(
+        k
+        for k, v in full.resources("AWS::IAM::Role").items()
+        if "next-image" in v["Properties"].get("Description", "")
+    )
+    statements = [
+        s
+        for p in full.resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    actions = {
+        a
+        for s in statements
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert actions == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+    }
+    text = json.dumps(statements)
+    assert "/site/_next/image-variants/*" in text and "/site/_next/image-pointers/*" in text
+    assert "/assets/*" in text
+    for statement in statements:
+        if statement["Action"] == "s3:ListBucket":
+            assert "s3:prefix" in statement["Condition"]["StringLike"]
+    assert not full.resources("AWS::IAM::ManagedPolicy")
+    role = full.resources("AWS::IAM::Role")[role_id]["Properties"]
+    assert "ManagedPolicyArns" not in role
+
+
+def test_function_code_is_only_the_handler_package_and_config(full: Synth) -> None:
+    assets = json.loads((full.outdir / "NextImageTest.assets.json").read_text())["files"]
+    function = next(
+        v["Properties"]
+        for v in full.resources("AWS::Lambda::Function").values()
+        if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+    )
+    key = function["Code"]["S3Key"]
+    source = next(a["source"]["path"] for h, a in assets.items() if key.startswith(h))
+    code = full.outdir / source
+    assert sorted(p.name for p in code.iterdir()) == ["handler", "next-image-config"]
+    assert not list(code.rglob("__pycache__"))
+    bundled = json.loads((code / "next-image-config" / "images-config.json").read_text())
+    assert bundled == IMAGES
+
+
+def test_outputs(full: Synth) -> None:
+    outputs = full.raw["Outputs"]
+    assert {"DistributionDomainName", "FunctionName"} <= set(outputs)
+    assert outputs["DistributionDomainName"]["Value"]["Fn::GetAtt"][1] == "DomainName"
+
+
+def test_cdk_nag_has_no_unacknowledged_findings(both: list[Synth]) -> None:
+    for synth in both:
+        report = json.loads((synth.outdir / "validation-report.json").read_text())
+        assert report["pluginReports"] == []
+
+
+@pytest.mark.parametrize("stack", ["full", "attached"])
+def test_cfn_lint_finds_no_errors(stack: str, request: pytest.FixtureRequest) -> None:
+    synth: Synth = request.getfixturevalue(stack)
+    template = next(synth.outdir.glob("*.template.json"))
+    done = subprocess.run(
+        [sys.executable, "-m", "cfnlint", "--format", "json", str(template)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    findings = json.loads(done.stdout or "[]")
+    errors = [f for f in findings if f["Level"] == "Error"]
+    assert errors == [], errors
+    # The only warnings are CDK's own redundant DependsOn next to a GetAtt (W3005).
+    assert {f["Rule"]["Id"] for f in findings} <= {"W3005"}
+
+
+def test_invalid_settings_fail_at_synth() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        validate(NextImageOptimizerProps(app_origin_domain="a.example", timeout_seconds=30))
+    with pytest.raises(ValueError, match="variants_prefix"):
+        validate(NextImageOptimizerProps(app_origin_domain="a.example", variants_prefix="site"))
+    with pytest.raises(ValueError, match="app_origin_domain"):
+        validate(NextImageOptimizerProps())
+
+
+def test_layers_built_for_another_python_are_refused(layers: Path) -> None:
+    from infra.next_image.optimizer import read_layer_manifest
+
+    with pytest.raises(ValueError, match="make layer"):
+        read_layer_manifest(layers, "arm64", "3.12")
