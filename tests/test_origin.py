@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -61,6 +62,22 @@ async def test_href_is_appended_raw_with_its_query_and_no_client_header(server: 
         "user-agent",
     ]
     assert ("accept-encoding", "identity") in request.headers
+
+
+@pytest.mark.parametrize(
+    ("href", "path"),
+    [
+        ("/日本.png", "/%E6%97%A5%E6%9C%AC.png"),
+        ("/a b.png", "/a%20b.png"),
+        ("/x/../img", "/img"),
+        ("/\\evil.example/img", "/img"),  # WHATWG reads a host there; we stay on the origin
+    ],
+)
+async def test_href_is_fetched_as_validated(server: Server, href: str, path: str) -> None:
+    with contextlib.suppress(SourceNotFound):
+        await origin(server).fetch(href)
+    assert server.requests[-1].path == path
+    assert dict(server.requests[-1].headers)["host"] == f"127.0.0.1:{server.port}"
 
 
 async def test_base_url_path_prefix_is_kept(server: Server) -> None:

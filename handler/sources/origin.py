@@ -11,6 +11,7 @@ every source missed.
 
 from __future__ import annotations
 
+import ada_url
 import httpx
 
 from handler import errors
@@ -29,8 +30,14 @@ class OriginSource:
         self._timeout = timeout
 
     async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
-        """GET ``origin + href``; ``href`` was validated by the caller and starts with ``/``."""
-        url = self._base.copy_with(raw_path=self._prefix + href.encode())
+        """GET ``origin + href`` as the validator parsed it (WHATWG, percent-encoded).
+
+        Re-parsing the raw ``href`` with another parser could read a different path out of it.
+        """
+        parsed = ada_url.URL(href, "http://n")
+        url = self._base.copy_with(
+            raw_path=self._prefix + (parsed.pathname + parsed.search).encode()
+        )
         headers = dict(_HEADERS)
         if if_none_match is not None:
             headers["if-none-match"] = if_none_match
