@@ -16,6 +16,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TypedDict
 
 from layers.build_layer import build_layers, print_report
 
@@ -60,7 +61,14 @@ print(json.dumps({
 """
 
 
-def probe(layer_root: Path) -> dict[str, object]:
+class ProbeResult(TypedDict):
+    libvips: str
+    api_mode: bool
+    encoded: dict[str, int]
+    sys_path: list[str]
+
+
+def probe(layer_root: Path) -> ProbeResult:
     """Run PROBE in ``python -I -S`` (no site-packages, no PYTHON* env) against ``layer_root``."""
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-c", PROBE, str(layer_root / "python")],
@@ -72,7 +80,7 @@ def probe(layer_root: Path) -> dict[str, object]:
     )
     if done.returncode != 0:
         raise RuntimeError(f"layer check failed:\n{done.stdout}\n{done.stderr}")
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: ProbeResult = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 

@@ -17,7 +17,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 # infra/ and layers/ are not installed packages; tests import them from the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aws_cdk import App, Stack, Validations
+from aws_cdk import Acknowledgment, App, Stack, Validations
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk.assertions import Match, Template
@@ -93,7 +93,7 @@ def attached(layers: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
     )
     for rule in ("CFR1", "CFR2", "CFR3", "CFR4"):
         Validations.of(distribution).acknowledge(
-            __import__("aws_cdk").Acknowledgment(id=f"AwsSolutions-{rule}", reason="test stand-in")
+            Acknowledgment(id=f"AwsSolutions-{rule}", reason="test stand-in")
         )
     NextImageOptimizer(
         stack,

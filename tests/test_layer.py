@@ -73,10 +73,10 @@ def test_isolated_interpreter_encodes_every_format(
 ) -> None:
     unpack([Path(r.zip_path) for r in local_layers.values()], tmp_path)
     outcome = probe(tmp_path)
-    assert set(outcome["encoded"]) == {".jpg", ".png", ".webp", ".avif"}  # type: ignore[arg-type]
+    assert set(outcome["encoded"]) == {".jpg", ".png", ".webp", ".avif"}
     assert outcome["api_mode"] is True
     assert outcome["libvips"] == "8.18.7"
-    site_paths = [p for p in outcome["sys_path"] if "site-packages" in p]  # type: ignore[union-attr]
+    site_paths = [p for p in outcome["sys_path"] if "site-packages" in p]
     assert site_paths == []
 
 

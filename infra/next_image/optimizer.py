@@ -330,6 +330,10 @@ class NextImageOptimizer(Construct):
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if props.snap_start else None,
             description="Next.js /_next/image optimizer (FastAPI + pyvips)",
         )
+        Annotations.of(function).acknowledge_warning(
+            "@aws-cdk/aws-lambda:snapStartRequirePublish",
+            "Versions are published: the 'live' alias that CloudFront invokes points at one.",
+        )
         if runtime.name != LATEST_PYTHON.name:
             acknowledge(
                 function,
