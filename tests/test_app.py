@@ -458,3 +458,39 @@ def test_request_time_budget_covers_retries(make_app: MakeApp, upstream: Upstrea
     response = app.get(f"url={upstream.url('/slow.png')}&w=640&q=75")
     assert response.status_code == 504
     assert upstream.hits["/slow.png"] < 10
+
+
+# --- relative URLs from the app's origin, after the public folder ---
+
+
+def test_origin_fallback_like_nexts_internal_fetch(make_app: MakeApp, upstream: Upstream) -> None:
+    png = imagegen.png(800, 600)
+    upstream.routes["/api/cc"] = Route(body=png, headers={"Cache-Control": "public, max-age=86400"})
+    upstream.routes["/api/redirect"] = Route(307, headers={"Location": "/api/cc"})
+    upstream.routes["/api/needs-cookie"] = Route(401, b"no cookie, no image")
+    app = make_app(origin=upstream.url(""))
+    local = app.get("url=/test.png&w=640&q=75")  # the public folder answers first
+    assert local.status_code == 200
+    assert upstream.hits == {}
+    response = app.get("url=/api/cc&w=640&q=75", cookie="session=secret")
+    assert imagegen.decode(response.content)[:3] == ("webp", 640, 480)
+    assert response.headers["cache-control"] == "public, max-age=86400, must-revalidate"
+    assert response.headers["content-disposition"] == 'attachment; filename="cc.webp"'
+    internal = '"url" parameter is valid but internal response is invalid'
+    assert_error(app.get("url=/api/redirect&w=640&q=75"), 500, internal)
+    assert_error(
+        app.get("url=/api/needs-cookie&w=640&q=75", cookie="session=secret"), 401, internal
+    )
+    assert_error(app.get("url=/nowhere.png&w=640&q=75"), 404, internal)
+    assert all("cookie" not in request for request in upstream.requests)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/svg+xml", "image/svg+xml,image/svg+xml", "image/png"]
+)
+def test_svg_bytes_are_svg_whatever_the_upstream_says(
+    make_app: MakeApp, upstream: Upstream, content_type: str
+) -> None:
+    upstream.routes["/a"] = Route(body=imagegen.svg(), headers={"Content-Type": content_type})
+    response = make_app(remote_config(upstream)).get(f"url={upstream.url('/a')}&w=640&q=75")
+    assert_error(response, 400, '"url" parameter is valid but image type is not allowed')
