@@ -10,14 +10,10 @@ import json
 import random
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-
-# infra/ is not an installed package; tests import it from the checkout.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra.next_image.config import (
     CLOUDFRONT_DIR,

@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-# infra/ and layers/ are not installed packages; tests import them from the checkout.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aws_cdk import Acknowledgment, App, Stack, Validations
 from aws_cdk import aws_cloudfront as cloudfront

@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 
-# layers/ is not an installed package; tests import it from the checkout.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from layers.build_layer import (
     LAMBDA_UNZIPPED_LIMIT,
     ROOT,
