@@ -2,14 +2,15 @@
 
 Mangum adapts Function URL, API Gateway (HTTP API and REST) and ALB events to the same ASGI app
 ``next-image serve`` runs. This import is the Lambda init phase, so it builds the app but leaves
-boto3 for the first S3 call. Under SnapStart, the hooks load boto3 before the snapshot and drop
-the S3 client after a restore, so no credentials or sockets are carried across.
+boto3 for the first S3 call. Under SnapStart, the hooks load boto3 before the snapshot, and drop
+the S3 client and reseed ``random`` after a restore, so no sockets or shared state carry across.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,12 +58,18 @@ def _before_snapshot() -> None:
     s3_client()  # imports boto3 and loads the S3 model into the snapshot
 
 
+def _after_restore() -> None:
+    """Every restored instance would otherwise share one client and one random state."""
+    reset_s3_client()
+    random.seed()  # retry jitter must differ between instances
+
+
 try:
     from snapshot_restore_py import register_after_restore, register_before_snapshot
 except ImportError:  # only present in the Lambda runtime
     pass
 else:
     register_before_snapshot(_before_snapshot)
-    register_after_restore(reset_s3_client)
+    register_after_restore(_after_restore)
 
 handler = build_handler(lambda_settings())

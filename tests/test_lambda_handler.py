@@ -216,7 +216,7 @@ def test_import_time_budget() -> None:
 
 
 def test_snapstart_hooks(tmp_path: Path) -> None:
-    """Before the snapshot boto3 is loaded; after a restore the S3 client is created anew."""
+    """Before the snapshot boto3 is loaded; after a restore the S3 client and seed are new."""
     (tmp_path / "snapshot_restore_py.py").write_text(
         "hooks = {}\n"
         "def register_before_snapshot(f): hooks['before'] = f\n"
@@ -227,7 +227,8 @@ def test_snapstart_hooks(tmp_path: Path) -> None:
         "from handler.stores import s3\n"
         "assert 'boto3' not in sys.modules and s3._client is None\n"
         "s.hooks['before'](); assert 'boto3' in sys.modules and s3._client is not None\n"
-        "s.hooks['after'](); assert s3._client is None\n"
+        "import random; random.seed(7); a = random.random(); random.seed(7)\n"
+        "s.hooks['after'](); assert s3._client is None and random.random() != a\n"
     )
     path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     env = os.environ | {"PYTHONPATH": path, "AWS_DEFAULT_REGION": "us-east-1"}
