@@ -403,3 +403,17 @@ def test_layers_built_for_another_python_are_refused(layers: Path) -> None:
 
     with pytest.raises(ValueError, match="make layer"):
         read_layer_manifest(layers, "arm64", "3.12")
+
+
+def test_image_behaviour_follows_the_apps_base_path(tmp_path: Path) -> None:
+    from infra.next_image.config import load_images_config
+
+    server_files = {"version": 1, "config": {"basePath": "/docs", "images": {}}}
+    (tmp_path / "required-server-files.json").write_text(json.dumps(server_files))
+    assert load_images_config(next_dir=tmp_path).base_path == "/docs"
+    manifest = tmp_path / "m"
+    manifest.mkdir()
+    images = {"version": 1, "images": {"path": "/shop/_next/image"}}
+    (manifest / "images-manifest.json").write_text(json.dumps(images))
+    assert load_images_config(next_dir=manifest).base_path == "/shop"
+    assert load_images_config({}).base_path == ""

@@ -40,6 +40,16 @@ class BundledConfig:
             raise ValueError(f"images.formats must list image/avif and/or image/webp: {formats!r}")
         return tuple(formats)
 
+    @property
+    def base_path(self) -> str:
+        """Next's ``basePath``: the image route is ``{basePath}/_next/image``.
+
+        A manifest carries no ``basePath``, but its ``images.path`` has it as a prefix.
+        """
+        if "config" in self.content:
+            return str(self.content["config"].get("basePath", ""))
+        return str(self.images.get("path", "/_next/image")).removesuffix("/_next/image")
+
 
 def load_images_config(
     images_config: Mapping[str, Any] | None = None, next_dir: Path | None = None

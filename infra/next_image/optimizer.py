@@ -328,7 +328,7 @@ class NextImageOptimizer(Construct):
             role=role,
             log_group=log_group,
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if props.snap_start else None,
-            description="Next.js /_next/image optimizer (FastAPI + pyvips)",
+            description="Next.js /_next/image optimizer (Starlette + pyvips)",
         )
         Annotations.of(function).acknowledge_warning(
             "@aws-cdk/aws-lambda:snapStartRequirePublish",
@@ -436,7 +436,7 @@ class NextImageOptimizer(Construct):
             enable_accept_encoding_brotli=False,
         )
         distribution.add_behavior(
-            IMAGE_PATH,
+            self.images.base_path + IMAGE_PATH,
             origins.FunctionUrlOrigin.with_origin_access_control(
                 self.function_url,
                 read_timeout=Duration.seconds(props.origin_read_timeout_seconds),
