@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 import imagegen
 import pytest
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
 from handler import errors
 from handler.invoke import FakeContext, response_body, response_headers
