@@ -1,1 +1,1 @@
-"""A Next.js-compatible ``/_next/image`` optimizer: FastAPI + pyvips, runnable on AWS Lambda."""
+"""A Next.js-compatible ``/_next/image`` optimizer: Starlette + pyvips, runnable on AWS Lambda."""

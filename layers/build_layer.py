@@ -5,7 +5,7 @@ runtime):
 
 - ``pyvips-<arch>.zip``: pyvips, pyvips-binary (libvips and its codecs) and cffi. Large, native,
   rarely changes.
-- ``deps-<arch>.zip``: every other runtime dependency in ``pyproject.toml`` (FastAPI, Mangum,
+- ``deps-<arch>.zip``: every other runtime dependency in ``pyproject.toml`` (Starlette, Mangum,
   httpx, boto3, ...), minus what the pyvips layer already holds. Changes with routine bumps, so a
   dependency bump does not re-upload libvips.
 
