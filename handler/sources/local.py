@@ -10,18 +10,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from urllib.parse import unquote_to_bytes
 
-import ada_url
 import anyio
 
 from handler import errors
 from handler.config import ImagesConfig
 from handler.errors import ImageError
+from handler.sources.assets import asset_segments, default_cache_control
 from handler.sources.base import SourceNotFound, Upstream
-
-_PUBLIC_CACHE_CONTROL = "public, max-age=0"
-_STATIC_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
 class PublicDirSource:
@@ -30,12 +26,10 @@ class PublicDirSource:
         self._limit = config.maximum_response_body
 
     async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
-        segments = _segments(href)
+        segments = asset_segments(href)
         if segments is None:
             raise SourceNotFound(href)
-        cache_control = (
-            _STATIC_CACHE_CONTROL if segments[:2] == ["_next", "static"] else _PUBLIC_CACHE_CONTROL
-        )
+        cache_control = default_cache_control(segments)
         return await anyio.to_thread.run_sync(
             self._load, href, segments, cache_control, if_none_match
         )
@@ -72,18 +66,3 @@ class PublicDirSource:
 
 def _open_nonblocking(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NONBLOCK)
-
-
-def _segments(href: str) -> list[str] | None:
-    """The decoded path segments of ``href``, or None if any could escape or confuse the root."""
-    pathname = ada_url.URL(href, "http://n").pathname
-    try:
-        decoded = unquote_to_bytes(pathname).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if "\x00" in decoded or "\\" in decoded:
-        return None
-    segments = [segment for segment in decoded.split("/") if segment]
-    if not segments or any(segment in (".", "..") for segment in segments):
-        return None
-    return segments

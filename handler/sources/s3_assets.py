@@ -17,8 +17,8 @@ import anyio
 from handler import errors
 from handler.config import ImagesConfig
 from handler.errors import ImageError
+from handler.sources.assets import asset_segments, default_cache_control
 from handler.sources.base import SourceNotFound, Upstream
-from handler.sources.local import _PUBLIC_CACHE_CONTROL, _STATIC_CACHE_CONTROL, _segments
 from handler.stores.s3 import error_code, s3_client
 
 log = logging.getLogger(__name__)
@@ -37,15 +37,12 @@ class S3AssetsSource:
         self._client = client
 
     async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
-        segments = _segments(href)
+        segments = asset_segments(href)
         if segments is None:
             raise SourceNotFound(href)
-        default_cache_control = (
-            _STATIC_CACHE_CONTROL if segments[:2] == ["_next", "static"] else _PUBLIC_CACHE_CONTROL
-        )
         key = self.prefix + "/".join(segments)
         return await anyio.to_thread.run_sync(
-            self._load, href, key, default_cache_control, if_none_match
+            self._load, href, key, default_cache_control(segments), if_none_match
         )
 
     def _load(

@@ -1,0 +1,33 @@
+"""How a relative URL maps to a stored asset, shared by the public-dir and S3 assets sources.
+
+Next's static server answers public files with ``max-age=0`` and its hashed build output under
+``/_next/static`` as immutable; our sources report the same upstream headers.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+import ada_url
+
+PUBLIC_CACHE_CONTROL = "public, max-age=0"
+STATIC_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+def asset_segments(href: str) -> list[str] | None:
+    """The decoded path segments of ``href``, or None if any could escape or confuse the root."""
+    pathname = ada_url.URL(href, "http://n").pathname
+    try:
+        decoded = unquote_to_bytes(pathname).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\x00" in decoded or "\\" in decoded:
+        return None
+    segments = [segment for segment in decoded.split("/") if segment]
+    if not segments or any(segment in (".", "..") for segment in segments):
+        return None
+    return segments
+
+
+def default_cache_control(segments: list[str]) -> str:
+    return STATIC_CACHE_CONTROL if segments[:2] == ["_next", "static"] else PUBLIC_CACHE_CONTROL
