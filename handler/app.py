@@ -71,18 +71,18 @@ def create_app(
 
     async def _answer(request: Request, stats: Stats, record: RequestRecord) -> Response:
         if config.loader != "default" or config.unoptimized:
-            return Response("This page could not be found.", status_code=404)
+            return text_response("This page could not be found.", 404)
         try:
             params = validate_params(request.url.query, request.headers.get("accept"), config)
             record |= {"url": params.href, "w": params.width, "q": params.quality}
             served = await optimizer.serve(params, stats)
         except ImageError as exc:
             record["error"] = exc.message
-            return Response(exc.message, status_code=exc.status)
+            return text_response(exc.message, exc.status)
         except Exception as exc:
             log.exception("unexpected failure for %s", request.url.query)
             record["error"] = type(exc).__name__
-            return Response("Internal Server Error", status_code=500)
+            return text_response("Internal Server Error", 500)
         record |= {
             "format": served.variant.content_type,
             "cache": served.cache,
@@ -122,7 +122,7 @@ async def variant_redirect(
     except Exception:
         log.exception("oversize variant %s could not be stored", served.variant_key)
         record["error"] = "OversizeNotStored"
-        return Response(OVERSIZE_UNSTORED, status_code=503, headers={"Cache-Control": "no-store"})
+        return text_response(OVERSIZE_UNSTORED, 503, {"Cache-Control": "no-store"})
     headers = {
         "Vary": "Accept",
         "Cache-Control": cache_control(params.is_static, served.max_age),
@@ -130,6 +130,11 @@ async def variant_redirect(
         "X-Nextjs-Cache": served.cache,
     }
     return Response(status_code=302, headers=headers)
+
+
+def text_response(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    """Next's bare error, labelled as text: without a type, Lambda Function URLs say JSON."""
+    return Response(message, status_code=status, headers=headers, media_type="text/plain")
 
 
 def image_response(
@@ -141,9 +146,11 @@ def image_response(
         "Cache-Control": cache_control(params.is_static, served.max_age),
         "ETag": served.etag,
     }
-    if is_fresh(request.headers, served.etag):
-        return Response(status_code=304, headers=headers)
     variant = served.variant
+    if is_fresh(request.headers, served.etag):
+        # Next sends no Content-Type on a 304; Function URLs would then label it JSON, and a
+        # cache that refreshes stored headers from the 304 would relabel the image.
+        return Response(status_code=304, headers=headers | {"Content-Type": variant.content_type})
     headers |= {
         "Content-Type": variant.content_type,
         "Content-Disposition": content_disposition(

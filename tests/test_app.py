@@ -15,7 +15,7 @@ from handler.config import ImagesConfig, load_images_config
 
 OLD_SAFARI = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
 CSP = "script-src 'none'; frame-src 'none'; sandbox;"
-BARE_ERROR_HEADERS = {"content-type", "cache-control", "vary", "etag", "content-security-policy"}
+BARE_ERROR_HEADERS = {"cache-control", "vary", "etag", "content-security-policy"}
 
 
 def config(**images: Any) -> ImagesConfig:
@@ -32,6 +32,7 @@ def remote_config(upstream: Upstream, **images: Any) -> ImagesConfig:
 def assert_error(response: Any, status: int, message: str) -> None:
     assert (response.status_code, response.text) == (status, message)
     assert not BARE_ERROR_HEADERS & set(response.headers.keys())
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
 
 
 def write(public_dir: Path, name: str, body: bytes) -> Path:
@@ -282,6 +283,7 @@ def test_if_none_match_gives_a_bare_304(make_app: MakeApp) -> None:
         "vary": "Accept",
         "cache-control": "public, max-age=14400, must-revalidate",
         "etag": etag,
+        "content-type": "image/webp",
     }
     other = app.get("url=/test.png&w=640&q=50", **{"if-none-match": etag})
     assert other.status_code == 200

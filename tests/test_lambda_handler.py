@@ -139,6 +139,8 @@ def test_head_and_if_none_match(source: str, settings: Settings) -> None:
     assert not_modified["statusCode"] == 304
     assert response_body(not_modified) == b""
     assert response_headers(not_modified)["etag"] == etag
+    # Labelled, so no event source's default (JSON) can relabel the cached image.
+    assert response_headers(not_modified)["content-type"] == "image/webp"
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -147,6 +149,7 @@ def test_repeated_url_is_an_array_error(source: str, settings: Settings) -> None
     response = invoke(settings, SOURCES[source]("GET", query, {"accept": "image/webp"}))
     assert response["statusCode"] == 400
     assert response_body(response) == errors.URL_ARRAY.encode()
+    assert response_headers(response)["content-type"] == "text/plain; charset=utf-8"
 
 
 def test_oversize_body_is_a_redirect_to_the_stored_variant(public_dir: Path) -> None:
