@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from support import App, Clock, MakeApp, Route, Upstream
+from support import App, Clock, MakeApp, Upstream
+from upstream_server import serve
 
 from handler.app import create_app
 from handler.config import ImagesConfig, load_images_config
@@ -23,39 +21,9 @@ from handler.wiring import build_optimizer
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
-    state = Upstream(port=0)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            state.hits[path] = state.hits.get(path, 0) + 1
-            state.requests.append({k.lower(): v for k, v in self.headers.items()})
-            route = state.routes.get(path, Route(404, b"not found"))
-            time.sleep(route.delay)
-            etag = route.headers.get("ETag")
-            if etag and self.headers.get("If-None-Match") == etag:
-                self.send_response(304)
-                for name, value in route.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                return
-            self.send_response(route.status)
-            for name, value in route.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(route.body)))
-            self.end_headers()
-            self.wfile.write(route.body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    """A real HTTP server on 127.0.0.1 whose routes a test sets and whose hits it counts."""
+    with serve() as server:
+        yield server
 
 
 @pytest.fixture

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.testclient import TestClient
+from upstream_server import Handler
+from upstream_server import Server as Upstream
 
 from handler.optimizer import Optimizer
 from handler.stores.base import Store
@@ -14,23 +17,33 @@ from handler.stores.base import Store
 
 @dataclass
 class Route:
+    """A fixed answer for one path of the loopback upstream (``upstream_server``)."""
+
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering
 
+    def __call__(self, handler: Handler) -> None:
+        time.sleep(self.delay)
+        etag = self.headers.get("ETag")
+        if etag and handler.headers.get("If-None-Match") == etag:
+            handler.send_response(304)
+            for name, value in self.headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            return
+        handler.send_response(self.status)
+        for name, value in self.headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(self.body)))
+        handler.end_headers()
+        handler.wfile.write(self.body)
 
-@dataclass
-class Upstream:
-    """A real HTTP server on 127.0.0.1 whose routes a test sets and whose hits it counts."""
 
-    port: int
-    routes: dict[str, Route] = field(default_factory=dict)
-    hits: dict[str, int] = field(default_factory=dict)
-    requests: list[dict[str, str]] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+def request_headers(upstream: Upstream) -> list[dict[str, str]]:
+    """The headers of every request the upstream received, in order."""
+    return [dict(recorded.headers) for recorded in upstream.requests]
 
 
 class Clock:

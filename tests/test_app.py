@@ -9,7 +9,7 @@ from typing import Any
 
 import imagegen
 import pytest
-from support import MakeApp, Route, Upstream
+from support import MakeApp, Route, Upstream, request_headers
 
 from handler.config import ImagesConfig, load_images_config
 
@@ -376,7 +376,7 @@ def test_remote_allowed_with_upstream_max_age(make_app: MakeApp, upstream: Upstr
         assert imagegen.decode(response.content)[:3] == ("webp", 640, 480)
         assert response.headers["cache-control"] == f"public, max-age={max_age}, must-revalidate"
     # Nothing of the client's reaches the upstream.
-    assert all("cookie" not in r and r["user-agent"] == "node" for r in upstream.requests)
+    assert all("cookie" not in r and r["user-agent"] == "node" for r in request_headers(upstream))
 
 
 def test_remote_sniffs_bytes_not_content_type(make_app: MakeApp, upstream: Upstream) -> None:
@@ -484,7 +484,7 @@ def test_origin_fallback_like_nexts_internal_fetch(make_app: MakeApp, upstream: 
         app.get("url=/api/needs-cookie&w=640&q=75", cookie="session=secret"), 401, internal
     )
     assert_error(app.get("url=/nowhere.png&w=640&q=75"), 404, internal)
-    assert all("cookie" not in request for request in upstream.requests)
+    assert all("cookie" not in request for request in request_headers(upstream))
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import imagegen
-from support import MakeApp, Route, Upstream
+from support import MakeApp, Route, Upstream, request_headers
 
 from handler.config import ImagesConfig, load_images_config
 
@@ -40,7 +40,7 @@ def test_miss_hit_stale_hit(make_app: MakeApp, upstream: Upstream) -> None:
     assert imagegen.decode(stale.content)[:3] == ("webp", 640, 480)
     app.drain()
     # The background revalidation asked conditionally and the upstream said 304.
-    assert upstream.requests[-1]["if-none-match"] == '"v1"'
+    assert request_headers(upstream)[-1]["if-none-match"] == '"v1"'
     assert app.get(query).headers["x-nextjs-cache"] == "HIT"
     assert upstream.hits["/img.png"] == 2
 
