@@ -20,6 +20,18 @@ from handler.wiring import build_optimizer
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Upstream]:
+    """One loopback server with the stock routes of ``upstream_server``, for a module's tests."""
+    with serve() as state:
+        yield state
+
+
+@pytest.fixture
 def upstream() -> Iterator[Upstream]:
     """A real HTTP server on 127.0.0.1 whose routes a test sets and whose hits it counts."""
     with serve() as server:

@@ -19,11 +19,6 @@ BODY = b"\x89PNG fake image bytes"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def root(tmp_path: Path) -> Path:
     public = tmp_path / "public"
     (public / "img" / "nested").mkdir(parents=True)

@@ -163,11 +163,6 @@ def test_differs_from_pythons_is_global() -> None:
         assert ipaddress.ip_address(ip).is_global and is_private_ip(ip)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def resolver_of(answer: list[str], calls: list[str]) -> netguard.Resolver:
     async def lookup(hostname: str) -> list[str]:
         calls.append(hostname)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from upstream_server import IMAGE, IMAGE_CACHE_CONTROL, IMAGE_ETAG, Server, serve
+from upstream_server import IMAGE, IMAGE_CACHE_CONTROL, IMAGE_ETAG, Server
 
 from handler import errors
 from handler.config import ImagesConfig
@@ -22,17 +21,6 @@ from handler.sources.origin import OriginSource
 pytestmark = pytest.mark.anyio
 
 CONFIG = ImagesConfig()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with serve() as state:
-        yield state
 
 
 def origin(server: Server, config: ImagesConfig = CONFIG, **kwargs: float) -> OriginSource:

@@ -33,17 +33,6 @@ LOCAL = ImagesConfig(dangerously_allow_local_ip=True)
 GUARDED = ImagesConfig()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with serve() as state:
-        yield state
-
-
 def remote(
     config: ImagesConfig = LOCAL,
     *,
