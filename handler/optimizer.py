@@ -110,9 +110,10 @@ class Optimizer:
                     return self._served(variant, vkey, pointer, "HIT")
                 if self._revalidation == "inline":
                     return await self._shared(
-                        f"reval:{vkey}", lambda: self._revalidate(params, pointer, stats)
+                        f"reval:{pkey}:{vkey}",
+                        lambda: self._revalidate(params, pointer, variant, stats),
                     )
-                self._revalidate_in_background(params, pointer)
+                self._revalidate_in_background(params, pointer, variant)
                 return self._served(variant, vkey, pointer, "STALE")
         stats.timed("store", started)
         request_key = f"{params.href}\0{params.width}\0{params.quality}\0{params.mime_type}"
@@ -129,7 +130,8 @@ class Optimizer:
 
     async def _generate(self, params: ImageParams, stats: Stats) -> Served:
         upstream = await self._fetch(params, stats)
-        return await self._store_new(params, upstream, stats, cache="MISS")
+        source_hash = hashlib.sha256(upstream.body).hexdigest()
+        return await self._store_new(params, upstream, source_hash, stats, cache="MISS")
 
     async def _fetch(
         self, params: ImageParams, stats: Stats, if_none_match: str | None = None
@@ -142,9 +144,13 @@ class Optimizer:
         return upstream
 
     async def _store_new(
-        self, params: ImageParams, upstream: Upstream, stats: Stats, cache: CacheStatus
+        self,
+        params: ImageParams,
+        upstream: Upstream,
+        source_hash: str,
+        stats: Stats,
+        cache: CacheStatus,
     ) -> Served:
-        source_hash = hashlib.sha256(upstream.body).hexdigest()
         vkey = self._variant_key(source_hash, params)
         pointer = self._pointer(source_hash, upstream)
         started = time.perf_counter()
@@ -169,43 +175,44 @@ class Optimizer:
         await self._call(self._store.put_pointer, pointer_key(params.href), pointer)
         return self._served(variant, vkey, pointer, cache)
 
-    async def _revalidate(self, params: ImageParams, previous: Pointer, stats: Stats) -> Served:
-        """Refresh an expired pointer: a conditional fetch; transform only if the bytes changed."""
+    async def _revalidate(
+        self, params: ImageParams, previous: Pointer, variant: Variant, stats: Stats
+    ) -> Served:
+        """Refresh an expired pointer: a conditional fetch; transform only if the bytes changed.
+
+        If the source cannot be reached, the old variant is kept with Next's short max-age.
+        """
         vkey = self._variant_key(previous.source_hash, params)
+        pkey = pointer_key(params.href)
         try:
             upstream = await self._fetch(params, stats, if_none_match=previous.upstream_etag)
         except ImageError as exc:
             log.warning("revalidation of %s failed: %s", params.href, exc.message)
-            upstream = None
-        if upstream is None:
             retained = self._retained(previous)
-            await self._call(self._store.put_pointer, pointer_key(params.href), retained)
-            variant = await self._call(self._store.get_variant, vkey)
-            if variant is None:
-                return await self._generate(params, stats)
+            await self._call(self._store.put_pointer, pkey, retained)
             return self._served(variant, vkey, retained, "STALE")
-        unchanged = upstream.not_modified or (
-            hashlib.sha256(upstream.body).hexdigest() == previous.source_hash
-        )
-        if not unchanged:
-            return await self._store_new(params, upstream, stats, cache="STALE")
+        if not upstream.not_modified:
+            source_hash = hashlib.sha256(upstream.body).hexdigest()
+            if source_hash != previous.source_hash:
+                return await self._store_new(params, upstream, source_hash, stats, cache="STALE")
         refreshed = self._pointer(previous.source_hash, upstream, previous)
-        await self._call(self._store.put_pointer, pointer_key(params.href), refreshed)
-        variant = await self._call(self._store.get_variant, vkey)
-        if variant is None:  # evicted meanwhile: the bytes are needed after all
-            return await self._generate(params, stats)
+        await self._call(self._store.put_pointer, pkey, refreshed)
         return self._served(variant, vkey, refreshed, "STALE")
 
-    def _revalidate_in_background(self, params: ImageParams, pointer: Pointer) -> None:
+    def _revalidate_in_background(
+        self, params: ImageParams, pointer: Pointer, variant: Variant
+    ) -> None:
         vkey = self._variant_key(pointer.source_hash, params)
-        key = f"reval:{vkey}"
+        key = f"reval:{pointer_key(params.href)}:{vkey}"
         if key in self._inflight:
             return
 
         async def run() -> None:
             try:
                 with anyio.fail_after(self._timeout):
-                    await self._shared(key, lambda: self._revalidate(params, pointer, Stats()))
+                    await self._shared(
+                        key, lambda: self._revalidate(params, pointer, variant, Stats())
+                    )
             except ImageError as exc:
                 log.warning("background revalidation of %s failed: %s", params.href, exc.message)
             except Exception:

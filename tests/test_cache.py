@@ -134,3 +134,24 @@ def test_accept_variants_are_cached_separately(make_app: MakeApp) -> None:
         "image/png",
     )
     assert png.headers["x-nextjs-cache"] == "MISS"
+
+
+def test_two_urls_with_the_same_bytes_revalidate_their_own_pointers(
+    make_app: MakeApp, public_dir: Path
+) -> None:
+    (public_dir / "copy.png").write_bytes((public_dir / "test.png").read_bytes())
+    app = make_app(revalidation="inline")
+    queries = ["url=/test.png&w=640&q=75", "url=/copy.png&w=640&q=75"]
+    for query in queries:
+        app.get(query)
+    app.clock.now += 14401
+    results: dict[str, Any] = {}
+    threads = [
+        threading.Thread(target=lambda q=q: results.update({q: app.get(q)})) for q in queries
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[q].headers["x-nextjs-cache"] for q in queries] == ["STALE", "STALE"]
+    assert [app.get(q).headers["x-nextjs-cache"] for q in queries] == ["HIT", "HIT"]
