@@ -193,13 +193,8 @@ class NextImageOptimizer(Construct):
     def _variants_bucket(self) -> s3.Bucket:
         prefix = self.props.variants_prefix
         expiry = Duration.days(self.props.variant_expiry_days)
-        bucket = s3.Bucket(
-            self,
+        bucket = self._private_bucket(
             "Variants",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[
                 s3.LifecycleRule(id="ExpireVariants", prefix=prefix + VARIANTS, expiration=expiry),
                 s3.LifecycleRule(id="ExpirePointers", prefix=prefix + POINTERS, expiration=expiry),
@@ -207,7 +202,6 @@ class NextImageOptimizer(Construct):
                     id="AbortUploads", abort_incomplete_multipart_upload_after=Duration.days(1)
                 ),
             ],
-            removal_policy=RemovalPolicy.RETAIN,
         )
         acknowledge(
             bucket,
@@ -217,21 +211,28 @@ class NextImageOptimizer(Construct):
         )
         return bucket
 
+    def _private_bucket(
+        self, construct_id: str, lifecycle_rules: list[s3.LifecycleRule] | None = None
+    ) -> s3.Bucket:
+        """No public access, no ACLs, encrypted, SSL only, kept when the stack goes."""
+        return s3.Bucket(
+            self,
+            construct_id,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=lifecycle_rules,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
     def _assets_bucket(self) -> s3.IBucket | None:
         props = self.props
         bucket = props.assets_bucket
         if props.public_dir is None:
             return bucket
         if bucket is None:
-            created = s3.Bucket(
-                self,
-                "Assets",
-                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                encryption=s3.BucketEncryption.S3_MANAGED,
-                enforce_ssl=True,
-                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-                removal_policy=RemovalPolicy.RETAIN,
-            )
+            created = self._private_bucket("Assets")
             acknowledge(
                 created,
                 "AwsSolutions-S1",
