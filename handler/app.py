@@ -112,13 +112,14 @@ async def variant_redirect(
 ) -> Response:
     """302 to the stored variant, cacheable like the 200 it replaces; 503 if it is not stored.
 
-    The store write is idempotent, so this only costs a request when the optimizer's own write
-    failed, and then a broken redirect becomes a clear, uncached error instead.
+    A HIT was read from the store. Otherwise the optimizer's own write may have failed quietly,
+    so the (idempotent) write is repeated here: a broken redirect becomes a clear error instead.
     """
     try:
-        await anyio.to_thread.run_sync(
-            oversize.store.put_variant, served.variant_key, served.variant
-        )
+        if served.cache != "HIT":
+            await anyio.to_thread.run_sync(
+                oversize.store.put_variant, served.variant_key, served.variant
+            )
     except Exception:
         log.exception("oversize variant %s could not be stored", served.variant_key)
         record["error"] = "OversizeNotStored"

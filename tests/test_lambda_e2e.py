@@ -6,6 +6,7 @@ Each handler built here is a fresh Lambda instance (no memory carried over); onl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import threading
@@ -136,7 +137,7 @@ def test_miss_writes_variant_and_pointer_then_hit_never_reads_the_source(
 def expire_pointer(bucket: str, key: str) -> None:
     pointer = decode_pointer(s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
     assert pointer is not None
-    aged = pointer.__class__(**{**pointer.__dict__, "expire_at": 0.0})
+    aged = dataclasses.replace(pointer, expire_at=0.0)
     s3_client().put_object(Bucket=bucket, Key=key, Body=encode_pointer(aged))
 
 
@@ -273,7 +274,9 @@ def test_oversize_png_at_3840_redirects_to_the_variant_cloudfront_serves(
     decoded = imagegen.decode(body)
     assert (decoded.format, decoded.width, decoded.height) == ("png", 3840, 2160)
 
+    calls = s3_calls()
     again = handle(event("url=%2Fbig.png&w=3840&q=75", accept="*/*"), FakeContext())
     assert again["statusCode"] == 302
     assert response_headers(again)["x-nextjs-cache"] == "HIT"
     assert response_headers(again)["location"] == location
+    assert [op for op, _ in calls] == ["GetObject"]  # a HIT writes nothing
