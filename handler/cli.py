@@ -43,6 +43,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="tries of a transient upstream failure [NEXT_IMAGE_MAX_ATTEMPTS, 3]",
     )
 
+    serve.add_argument(
+        "--max-transforms",
+        type=int,
+        help="transforms running at once [NEXT_IMAGE_MAX_TRANSFORMS, one per CPU]",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        help="requests waiting for a transform; more get 503 [NEXT_IMAGE_MAX_QUEUE, 32]",
+    )
+    serve.add_argument(
+        "--memory-budget",
+        type=int,
+        help="bytes running transforms may reserve [NEXT_IMAGE_MEMORY_BUDGET, "
+        "half the memory limit]",
+    )
+    serve.add_argument(
+        "--strict-redirects",
+        action="store_const",
+        const=True,
+        help="re-apply remotePatterns on every redirect hop [NEXT_IMAGE_STRICT_REDIRECTS, off]",
+    )
+
     config = commands.add_parser("config", help="print the resolved Next images config as JSON")
     _add_config_flag(config)
 
@@ -101,6 +124,10 @@ def _serve(args: argparse.Namespace) -> int:
         cache_max_bytes=args.cache_max_bytes,
         timeout=args.timeout,
         max_attempts=args.max_attempts,
+        max_transforms=args.max_transforms,
+        max_queue=args.max_queue,
+        memory_budget=args.memory_budget,
+        strict_redirects=args.strict_redirects,
     )
     app = build_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, server_header=False, date_header=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 URL_REQUIRED = '"url" parameter is required'
 URL_ARRAY = '"url" parameter cannot be an array'
 URL_TOO_LONG = '"url" parameter is too long'
@@ -24,6 +26,7 @@ TYPE_NOT_ALLOWED = '"url" parameter is valid but image type is not allowed'
 ACCEPT_INVALID = "Invalid Accept header"
 URL_MALFORMED_ESCAPE = '"url" parameter has a malformed percent-encoding'
 TIME_BUDGET_EXCEEDED = '"url" parameter is valid but the request exceeded its time budget'
+OVERLOADED = "The image optimizer is busy; retry shortly"
 
 
 def width_not_allowed(width: str) -> str:
@@ -37,11 +40,21 @@ def quality_not_allowed(raw_q: str) -> str:
 class ImageError(Exception):
     """A failure with Next's status and message; ``transient`` marks upstream hiccups worth a retry.
 
-    Like Next's ``ImageError``, a status below 400 (an upstream 3xx, say) becomes 500.
+    Next turns a status below 400 (an upstream 3xx, say) into 500; we answer 502 for that and for
+    anything past 599 (LinkedIn's 999), so a 500 only ever means a bug of ours and no status
+    outside 400-599 can leave the app. ``headers`` go on the error response (``Retry-After``).
     """
 
-    def __init__(self, status: int, message: str, *, transient: bool = False) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        transient: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status = status if status >= 400 else 500
+        self.status = status if 400 <= status <= 599 else 502
         self.message = message
         self.transient = transient
+        self.headers = dict(headers or {})

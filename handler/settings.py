@@ -34,6 +34,10 @@ class Settings:
     assets_bucket: str | None = None
     assets_prefix: str = ""
     max_inline_bytes: int | None = None  # larger bodies: 302 to the stored variant (Lambda's cap)
+    max_transforms: int | None = None  # transforms at once; None: one per CPU
+    max_queue: int = 32  # requests waiting for a transform slot; more are answered 503
+    memory_budget: int | None = None  # bytes all running transforms may hold; None: derived
+    strict_redirects: bool = False  # re-apply remotePatterns on every redirect hop
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -51,8 +55,16 @@ class Settings:
         return settings
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
 def _coerce(type_name: object, raw: str, name: str) -> object:
     text = str(type_name)
+    if text == "bool":
+        if raw.lower() not in _TRUE | _FALSE:
+            raise ValueError(f"{ENV_PREFIX}{name.upper()} must be true or false, got {raw!r}")
+        return raw.lower() in _TRUE
     try:
         if text.startswith("int"):
             return int(raw)
