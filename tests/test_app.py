@@ -424,6 +424,7 @@ def test_remote_redirect_and_upstream_errors(make_app: MakeApp, upstream: Upstre
     upstream.routes["/loop"] = Route(302, headers={"Location": "/loop"})
     upstream.routes["/missing"] = Route(404, b"nope")
     upstream.routes["/empty"] = Route(200, b"")
+    upstream.routes["/linkedin"] = Route(999, b"Request denied")
     app = make_app(remote_config(upstream), max_attempts=1)
     ok = app.get(f"url={upstream.url('/redirect')}&w=640&q=75")
     assert ok.status_code == 200
@@ -432,6 +433,7 @@ def test_remote_redirect_and_upstream_errors(make_app: MakeApp, upstream: Upstre
     assert_error(app.get(f"url={upstream.url('/loop')}&w=640&q=75"), 508, invalid)
     assert_error(app.get(f"url={upstream.url('/missing')}&w=640&q=75"), 404, invalid)
     assert_error(app.get(f"url={upstream.url('/empty')}&w=640&q=75"), 400, invalid)
+    assert_error(app.get(f"url={upstream.url('/linkedin')}&w=640&q=75"), 502, invalid)
 
 
 def test_remote_oversize_body_is_413(make_app: MakeApp, upstream: Upstream) -> None:
@@ -479,7 +481,7 @@ def test_origin_fallback_like_nexts_internal_fetch(make_app: MakeApp, upstream: 
     assert response.headers["cache-control"] == "public, max-age=86400, must-revalidate"
     assert response.headers["content-disposition"] == 'attachment; filename="cc.webp"'
     internal = '"url" parameter is valid but internal response is invalid'
-    assert_error(app.get("url=/api/redirect&w=640&q=75"), 500, internal)
+    assert_error(app.get("url=/api/redirect&w=640&q=75"), 502, internal)
     assert_error(
         app.get("url=/api/needs-cookie&w=640&q=75", cookie="session=secret"), 401, internal
     )

@@ -111,14 +111,21 @@ async def test_chain_does_not_swallow_errors(server: Server) -> None:
 
 async def test_redirects_are_not_followed(server: Server) -> None:
     before = server.hits.get("/img", 0)
-    error = await expect_error(origin(server), "/307", 500)
+    error = await expect_error(origin(server), "/307", 502)
     assert not error.transient
     assert server.hits.get("/img", 0) == before
 
 
 @pytest.mark.parametrize(
     ("code", "status", "transient"),
-    [(403, 403, False), (500, 500, True), (503, 503, True), (399, 500, False), (304, 500, False)],
+    [
+        (403, 403, False),
+        (500, 500, True),
+        (503, 503, True),
+        (399, 502, False),
+        (304, 502, False),
+        (999, 502, False),
+    ],
 )
 async def test_statuses(server: Server, code: int, status: int, transient: bool) -> None:
     error = await expect_error(origin(server), f"/status/{code}", status)

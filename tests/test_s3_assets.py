@@ -115,4 +115,4 @@ def test_unreachable_bucket_is_an_upstream_error(s3: Any) -> None:
     source = S3AssetsSource("no-such-bucket", "", ImagesConfig())
     with pytest.raises(ImageError) as caught:
         asyncio.run(source.fetch("/a.png"))
-    assert (caught.value.status, caught.value.message) == (500, errors.UPSTREAM_INVALID)
+    assert (caught.value.status, caught.value.message) == (502, errors.UPSTREAM_INVALID)

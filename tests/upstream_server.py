@@ -180,9 +180,12 @@ _ROUTES: dict[str, Route] = {
     "/empty-gzip": _encoded(b"", "gzip"),
     "/empty-br": _encoded(b"", "br"),
     "/truncated-gzip": _encoded(gzip.compress(IMAGE)[:-20], "gzip"),
+    "/corrupt-gzip": _encoded(b"\x1f\x8b not gzip at all", "gzip"),
+    "/truncated-deflate": _encoded(zlib.compress(IMAGE)[:-20], "deflate"),
+    "/truncated-br": _encoded(brotli.compress(IMAGE)[:-10], "br"),
     "/corrupt-br": _encoded(b"not brotli at all", "br"),
 }
-for _code in (300, 304, 399, 403, 404, 500, 503):
+for _code in (300, 304, 399, 403, 404, 500, 503, 999):
     _ROUTES[f"/status/{_code}"] = _status(_code)
 
 

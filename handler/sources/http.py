@@ -110,8 +110,9 @@ async def read_upstream(
 ) -> Upstream:
     """Turn a final (non-redirect) response into an ``Upstream`` or Next's error for it.
 
-    A 304 is only acceptable as the answer to our own ``If-None-Match``; upstream 5xx are
-    marked transient so a retry wrapper may try again.
+    A 304 is only acceptable as the answer to our own ``If-None-Match``. An upstream 4xx/5xx is
+    passed on; any other status (a 3xx, LinkedIn's 999) is a protocol fault that ``ImageError``
+    answers 502. Only a real 5xx is marked transient: a retry cannot change a bot-blocking 999.
     """
     cache_control = response.headers.get("cache-control")
     etag = first_header(response, "etag")
@@ -119,13 +120,16 @@ async def read_upstream(
     if status == 304 and conditional:
         return Upstream(b"", cache_control, etag, not_modified=True)
     if not 200 <= status < 300:
-        raise ImageError(status, message, transient=status >= 500)
+        raise ImageError(status, message, transient=500 <= status <= 599)
     body = await _read_body(response, limit=limit, message=message)
     return Upstream(body, cache_control, etag)
 
 
 async def _read_body(response: httpx.Response, *, limit: int, message: str) -> bytes:
-    """The decoded body: 413 past ``limit`` (equal is fine), 400 when empty, 500 when corrupt."""
+    """The decoded body: 413 past ``limit`` (equal is fine), 400 when empty, 502 when corrupt.
+
+    A corrupt coding is the upstream's fault (Next: 500, which we keep for our own bugs).
+    """
     stages = _decoders_for(response.headers.get("content-encoding"), message)
     body = bytearray()
     try:
@@ -135,7 +139,7 @@ async def _read_body(response: httpx.Response, *, limit: int, message: str) -> b
                 if len(body) > limit:
                     raise ImageError(413, message)
     except _DecodeError as exc:
-        raise ImageError(500, message) from exc
+        raise ImageError(502, message) from exc
     if not body:
         raise ImageError(400, message)
     return bytes(body)

@@ -1,8 +1,9 @@
 """Relative URLs served by the Next.js app's own origin, like Next's ``fetchInternalImage`` (§5.2).
 
 Next runs the request through its own router with empty headers and no redirect following; over
-HTTP that is a plain GET with no client header, where a 3xx is an error (500). The origin is the
-operator's own app, so there is no private-IP guard.
+HTTP that is a plain GET with no client header, where a 3xx is an error (Next: 500; here 502, the
+origin's fault, like any status outside 2xx/4xx/5xx). The origin is the operator's own app, so
+there is no private-IP guard.
 
 A 404 raises ``SourceNotFound`` rather than an error, so a ``SourceChain`` can try its next source;
 the chain answers Next's ``404 "url" parameter is valid but internal response is invalid`` when

@@ -61,7 +61,8 @@ class RemoteSource:
     ) -> AsyncIterator[httpx.Response]:
         """One hop: resolve and check once, then connect to a checked address only."""
         if url.protocol not in ("http:", "https:"):
-            raise ImageError(500, errors.UPSTREAM_INVALID)  # e.g. a redirect to ftp:, as Next
+            # A redirect to ftp:, gopher:, file:, data:...: the upstream's fault (Next: 500).
+            raise ImageError(502, errors.UPSTREAM_INVALID)
         https = url.protocol == "https:"
         hostname = url.hostname.removeprefix("[").removesuffix("]")
         if self._config.dangerously_allow_local_ip:

@@ -4,7 +4,8 @@ The bucket mirrors what Next's static server would serve: ``/img/a.png`` is the 
 ``{prefix}img/a.png``. Paths are decoded and checked exactly as for the public folder. The
 object's own ``Cache-Control`` wins (the uploader's equivalent of a ``headers()`` rule); without
 one we assume what Next's static server sends. The size is checked on the response headers, before
-the body is read, and a revalidation is a conditional GET with the object's ETag.
+the body is read, and a revalidation is a conditional GET with the object's ETag. A failed read
+(access denied, throttling, a dropped connection) is 502: S3 failed, not us.
 """
 
 from __future__ import annotations
@@ -62,14 +63,14 @@ class S3AssetsSource:
                 etag = headers.get("etag") or if_none_match
                 return Upstream(b"", headers.get("cache-control"), etag, not_modified=True)
             log.warning("S3 assets read of s3://%s/%s failed: %r", self.bucket, key, exc)
-            raise ImageError(500, errors.UPSTREAM_INVALID) from exc
+            raise ImageError(502, errors.UPSTREAM_INVALID) from exc
         if response.get("ContentLength", 0) > self._limit:
             response["Body"].close()
             raise ImageError(413, errors.INTERNAL_INVALID)
         try:
             body: bytes = response["Body"].read(self._limit + 1)
         except Exception as exc:  # the connection dropped mid-body
-            raise ImageError(500, errors.UPSTREAM_INVALID) from exc
+            raise ImageError(502, errors.UPSTREAM_INVALID) from exc
         finally:
             response["Body"].close()
         if len(body) > self._limit:
