@@ -65,7 +65,9 @@ def build_optimizer(
 
     pyvips.cache_set_max(0)  # each source is new: the cache would only pin old images in memory
     config = config or load_images_config(settings.config)
-    remote = RemoteSource(config, timeout=settings.fetch_timeout)
+    remote = RemoteSource(
+        config, timeout=settings.fetch_timeout, strict_redirects=settings.strict_redirects
+    )
     return Optimizer(
         config,
         store or build_store(settings),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import socket
 import ssl
 import time
@@ -21,7 +22,7 @@ from upstream_server import (
 )
 
 from handler import errors, netguard
-from handler.config import ImagesConfig
+from handler.config import ImagesConfig, load_images_config
 from handler.errors import ImageError
 from handler.sources import http as http_source
 from handler.sources.remote import RemoteSource
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.anyio
 
 LOCAL = ImagesConfig(dangerously_allow_local_ip=True)
 GUARDED = ImagesConfig()
+ANY_HOST = load_images_config(json.dumps({"remotePatterns": [{"hostname": "**"}]}))
 
 
 def remote(
@@ -38,8 +40,11 @@ def remote(
     *,
     timeout: float = 7.0,
     resolver: netguard.Resolver = netguard.system_lookup,
+    strict_redirects: bool = False,
 ) -> RemoteSource:
-    return RemoteSource(config, timeout=timeout, resolver=resolver)
+    return RemoteSource(
+        config, timeout=timeout, resolver=resolver, strict_redirects=strict_redirects
+    )
 
 
 async def expect_error(
@@ -280,8 +285,12 @@ def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("loopback_is_public")
-async def test_every_redirect_hop_is_checked(server: Server) -> None:
-    source = remote(GUARDED)
+@pytest.mark.parametrize(("config", "strict"), [(GUARDED, False), (ANY_HOST, True)])
+async def test_every_redirect_hop_is_checked(
+    server: Server, config: ImagesConfig, strict: bool
+) -> None:
+    """Strict redirects add the pattern check; the private-address guard still applies."""
+    source = remote(config, strict_redirects=strict)
     assert (await source.fetch(server.url("/302"))).body == IMAGE  # a guarded fetch works
     for target in (f"http://127.0.0.2:{server.port}/img", "http://169.254.169.254/latest"):
         url = server.url(f"/redirect-to?to={target}")
@@ -337,6 +346,39 @@ async def test_dns_failure_is_502_transient(monkeypatch: pytest.MonkeyPatch) -> 
             remote(config), "http://nonexistent.invalid/a.png", 502, errors.UPSTREAM_INVALID
         )
         assert error.transient
+
+
+# --- strict redirects: every hop must match remotePatterns/domains too ----------------------
+
+
+def allowing(*servers: Server) -> ImagesConfig:
+    """Loopback (so ``dangerouslyAllowLocalIP``) with a pattern for each server's port only."""
+    patterns = [{"protocol": "http", "hostname": "127.0.0.1", "port": str(s.port)} for s in servers]
+    images = {"remotePatterns": patterns, "dangerouslyAllowLocalIP": True}
+    return load_images_config(json.dumps(images))
+
+
+async def test_strict_redirects_refuse_a_hop_outside_the_patterns(
+    server: Server, upstream: Server
+) -> None:
+    url = server.url(f"/redirect-to?to={upstream.url('/img')}")
+    # Next matches the patterns on the requested URL only: the other port is fetched.
+    assert (await remote(allowing(server)).fetch(url)).body == IMAGE
+    assert upstream.hits == {"/img": 1}
+    strict = remote(allowing(server), strict_redirects=True)
+    error = await expect_error(strict, url, 400, errors.URL_NOT_ALLOWED)
+    assert not error.transient
+    assert upstream.hits == {"/img": 1}  # the refused hop never connected
+
+
+async def test_strict_redirects_follow_allowed_hops(server: Server, upstream: Server) -> None:
+    strict = remote(allowing(server, upstream), strict_redirects=True)
+    assert (await strict.fetch(server.url("/chain/3"))).body == IMAGE
+    url = server.url(f"/redirect-to?to={upstream.url('/img')}")
+    assert (await strict.fetch(url)).body == IMAGE
+    domains = load_images_config('{"domains": ["127.0.0.1"], "dangerouslyAllowLocalIP": true}')
+    assert (await remote(domains, strict_redirects=True).fetch(url)).body == IMAGE  # any port
+    assert upstream.hits == {"/img": 2}
 
 
 # --- retries ----------------------------------------------------------------------------------

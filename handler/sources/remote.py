@@ -3,7 +3,9 @@
 Each hop resolves the hostname once, refuses private addresses (unless
 ``dangerouslyAllowLocalIP``) and connects to the checked address itself: the URL's host becomes the
 IP while ``Host``, TLS SNI and certificate verification keep the hostname, so a rebinding DNS
-answer cannot move the connection. Redirects are followed by hand, each hop re-checked.
+answer cannot move the connection. Redirects are followed by hand, each hop re-checked; with
+``strict_redirects`` each hop must also match ``remotePatterns``/``domains``, so an allowed host
+cannot bounce the fetch to a public host the operator never allowed (Next does not check this).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import httpx
 from handler import errors, netguard
 from handler.config import ImagesConfig
 from handler.errors import ImageError
+from handler.patterns import has_remote_match
 from handler.sources.base import Upstream
 from handler.sources.http import first_header, hop_deadline, open_get, read_upstream
 
@@ -32,10 +35,12 @@ class RemoteSource:
         *,
         timeout: float = 7.0,
         resolver: netguard.Resolver = netguard.system_lookup,
+        strict_redirects: bool = False,
     ) -> None:
         self._config = config
         self._timeout = timeout
         self._resolver = resolver
+        self._strict_redirects = strict_redirects
 
     async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
         url = ada_url.URL(href)
@@ -52,6 +57,11 @@ class RemoteSource:
                     )
             if redirects_left == 0:
                 raise ImageError(508, errors.UPSTREAM_INVALID)
+            config = self._config
+            if self._strict_redirects and not has_remote_match(
+                config.domains, config.remote_patterns, target
+            ):
+                raise ImageError(400, errors.URL_NOT_ALLOWED)  # as for a private-address hop
             redirects_left -= 1
             url = target
 
