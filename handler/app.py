@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -20,7 +19,6 @@ from handler.errors import ImageError
 from handler.headers import cache_control, content_disposition, is_fresh
 from handler.optimizer import Optimizer, Served, Stats
 from handler.params import ImageParams
-from handler.stores.base import Store
 from handler.validate import validate_params
 
 log = logging.getLogger(__name__)
@@ -33,13 +31,15 @@ RequestRecord = dict[str, Any]
 Observer = Callable[[Request, RequestRecord], None]
 
 
+NO_STORE = "private, no-store"  # a timeout's fallback: right for this request only
+
+
 @dataclass(frozen=True)
 class Oversize:
     """Bodies over ``limit`` bytes would break Lambda's 6 MB response cap: redirect to the stored
     variant instead, at ``location_prefix + variant_key`` (served by CloudFront from the store)."""
 
     limit: int
-    store: Store
     location_prefix: str
 
 
@@ -78,7 +78,7 @@ def create_app(
             served = await optimizer.serve(params, stats)
         except ImageError as exc:
             record["error"] = exc.message
-            return text_response(exc.message, exc.status)
+            return text_response(exc.message, exc.status, exc.headers)
         except Exception as exc:
             log.exception("unexpected failure for %s", request.url.query)
             record["error"] = type(exc).__name__
@@ -93,7 +93,7 @@ def create_app(
             return response
         if len(served.variant.body) <= oversize.limit:
             return response
-        return await variant_redirect(params, served, oversize, record)
+        return await variant_redirect(optimizer, params, served, oversize, record)
 
     async def trailing_slash(request: Request) -> Response:
         query = f"?{request.url.query}" if request.url.query else ""
@@ -108,20 +108,19 @@ def create_app(
 
 
 async def variant_redirect(
-    params: ImageParams, served: Served, oversize: Oversize, record: RequestRecord
+    optimizer: Optimizer,
+    params: ImageParams,
+    served: Served,
+    oversize: Oversize,
+    record: RequestRecord,
 ) -> Response:
     """302 to the stored variant, cacheable like the 200 it replaces; 503 if it is not stored.
 
-    A HIT was read from the store. Otherwise the optimizer's own write may have failed quietly,
-    so the (idempotent) write is repeated here: a broken redirect becomes a clear error instead.
+    The redirect is only sent for an object the store confirmed just now, never for one this
+    process merely believes is there: a broken redirect becomes a clear, uncached error instead.
     """
-    try:
-        if served.cache != "HIT":
-            await anyio.to_thread.run_sync(
-                oversize.store.put_variant, served.variant_key, served.variant
-            )
-    except Exception:
-        log.exception("oversize variant %s could not be stored", served.variant_key)
+    if not await optimizer.ensure_stored(served):
+        log.warning("oversize variant %s is not in the store", served.variant_key)
         record["error"] = "OversizeNotStored"
         return text_response(OVERSIZE_UNSTORED, 503, {"Cache-Control": "no-store"})
     headers = {
@@ -142,11 +141,8 @@ def image_response(
     request: Request, params: ImageParams, served: Served, config: ImagesConfig
 ) -> Response:
     """Next's headers in Next's order; 304 when ``If-None-Match`` matches; no body for HEAD."""
-    headers = {
-        "Vary": "Accept",
-        "Cache-Control": cache_control(params.is_static, served.max_age),
-        "ETag": served.etag,
-    }
+    cache = NO_STORE if served.transient else cache_control(params.is_static, served.max_age)
+    headers = {"Vary": "Accept", "Cache-Control": cache, "ETag": served.etag}
     variant = served.variant
     if is_fresh(request.headers, served.etag):
         # Next sends no Content-Type on a 304; Function URLs would then label it JSON, and a

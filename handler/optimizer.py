@@ -4,34 +4,38 @@ Cache semantics (Next's, made durable): a fresh pointer plus an existing variant
 never touches the source; an expired pointer serves STALE and revalidates (in the background
 when serving, inline where no background work survives the response, as on Lambda); anything
 else is a MISS. Identical concurrent misses share one fetch and one transform.
+
+Every step is bounded by the request's deadline: store calls (``GuardedStore``), the fetch, the
+wait for a transform slot (``Admission``) and the transform itself. Only deterministic results
+are stored: a transform that timed out is served once, marked ``transient``, and forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, ParamSpec, TypeVar
+from typing import Literal
 
 import anyio
 
 from handler import errors
+from handler.admission import Admission
+from handler.allocator import release_free_memory
 from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.headers import get_max_age
 from handler.keys import b64url, etag_of, pointer_key, variant_key
 from handler.params import ImageParams
-from handler.pipeline import transform_image
+from handler.pipeline import Plan, Transformed, plan_transform, run_transform
 from handler.sources.base import Source, Upstream
-from handler.stores.base import Pointer, Store, Variant
+from handler.stores.base import Pointer, Variant
+from handler.stores.guarded import GuardedStore
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-T = TypeVar("T")
 
 CacheStatus = Literal["HIT", "MISS", "STALE"]
 Revalidation = Literal["background", "inline"]
@@ -44,6 +48,8 @@ class Served:
     max_age: int
     etag: str
     cache: CacheStatus
+    stored: bool = True  # the variant is known to be in the store now (read, or write confirmed)
+    transient: bool = False  # a timeout's fallback: must not be cached by anyone
 
 
 @dataclass
@@ -65,16 +71,19 @@ class Optimizer:
     def __init__(
         self,
         config: ImagesConfig,
-        store: Store,
+        store: GuardedStore,
         *,
         relative: Source,
         remote: Source,
+        admission: Admission,
         timeout: float = 30.0,
         revalidation: Revalidation = "background",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self._store = store
+        self.store = store
+        self.admission = admission
+        self._transform_threads = anyio.CapacityLimiter(admission.max_running)
         self._relative = relative
         self._remote = remote
         self._timeout = timeout
@@ -86,24 +95,37 @@ class Optimizer:
     async def serve(self, params: ImageParams, stats: Stats | None = None) -> Served:
         """Answer one validated request within the time budget."""
         stats = stats or Stats()
+        deadline = anyio.current_time() + self._timeout
         try:
             with anyio.fail_after(self._timeout):
-                return await self._serve(params, stats)
+                return await self._serve(params, stats, deadline)
         except TimeoutError:
             raise ImageError(504, errors.TIME_BUDGET_EXCEEDED) from None
+
+    async def ensure_stored(self, served: Served) -> bool:
+        """Make sure the served variant is in the store now (a redirect will point at it).
+
+        A variant read from the store, or whose write the store confirmed, is there; otherwise
+        the write is tried once more. A transient fallback is never stored.
+        """
+        if served.stored:
+            return True
+        if served.transient:
+            return False
+        return await self.store.put_variant(served.variant_key, served.variant)
 
     async def drain(self) -> None:
         """Wait for background revalidations (tests, shutdown)."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _serve(self, params: ImageParams, stats: Stats) -> Served:
+    async def _serve(self, params: ImageParams, stats: Stats, deadline: float) -> Served:
         started = time.perf_counter()
         pkey = pointer_key(params.href)
-        pointer = await self._call(self._store.get_pointer, pkey)
+        pointer = await self.store.get_pointer(pkey)
         if pointer is not None:
             vkey = self._variant_key(pointer.source_hash, params)
-            variant = await self._call(self._store.get_variant, vkey)
+            variant = await self.store.get_variant(vkey)
             if variant is not None:
                 stats.timed("store", started)
                 if self._clock() <= pointer.expire_at:
@@ -111,27 +133,41 @@ class Optimizer:
                 if self._revalidation == "inline":
                     return await self._shared(
                         f"reval:{pkey}:{vkey}",
-                        lambda: self._revalidate(params, pointer, variant, stats),
+                        lambda: self._revalidate(params, pointer, variant, stats, deadline),
+                        deadline,
                     )
                 self._revalidate_in_background(params, pointer, variant)
                 return self._served(variant, vkey, pointer, "STALE")
         stats.timed("store", started)
         request_key = f"{params.href}\0{params.width}\0{params.quality}\0{params.mime_type}"
-        return await self._shared(request_key, lambda: self._generate(params, stats))
+        return await self._shared(
+            request_key, lambda: self._generate(params, stats, deadline), deadline
+        )
 
-    async def _shared(self, key: str, work: Callable[[], Awaitable[Served]]) -> Served:
-        """Single-flight: concurrent callers with one key share one run of ``work``."""
+    async def _shared(
+        self, key: str, work: Callable[[], Awaitable[Served]], deadline: float
+    ) -> Served:
+        """Single-flight: concurrent callers with one key share one run of ``work``.
+
+        The run is a task of its own, so it carries the first caller's deadline itself: no work
+        outlives the budget of the request that started it.
+        """
         future = self._inflight.get(key)
         if future is None:
-            future = asyncio.ensure_future(work())
+
+            async def bounded() -> Served:
+                with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+                    return await work()
+
+            future = asyncio.ensure_future(bounded())
             self._inflight[key] = future
             future.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(future)
 
-    async def _generate(self, params: ImageParams, stats: Stats) -> Served:
+    async def _generate(self, params: ImageParams, stats: Stats, deadline: float) -> Served:
         upstream = await self._fetch(params, stats)
         source_hash = hashlib.sha256(upstream.body).hexdigest()
-        return await self._store_new(params, upstream, source_hash, stats, cache="MISS")
+        return await self._store_new(params, upstream, source_hash, stats, "MISS", deadline)
 
     async def _fetch(
         self, params: ImageParams, stats: Stats, if_none_match: str | None = None
@@ -150,33 +186,63 @@ class Optimizer:
         source_hash: str,
         stats: Stats,
         cache: CacheStatus,
+        deadline: float,
     ) -> Served:
         vkey = self._variant_key(source_hash, params)
         pointer = self._pointer(source_hash, upstream)
         started = time.perf_counter()
-        variant = await self._call(self._store.get_variant, vkey)  # same bytes, another URL
+        variant = await self.store.get_variant(vkey)  # same bytes, another URL
         stats.timed("store", started)
-        if variant is None:
-            started = time.perf_counter()
-            result = await anyio.to_thread.run_sync(
-                lambda: transform_image(
-                    upstream.body,
-                    width=params.width,
-                    quality=params.quality,
-                    mime_type=params.mime_type,
-                    config=self.config,
-                )
+        if variant is not None:
+            await self.store.put_pointer(pointer_key(params.href), pointer)
+            return self._served(variant, vkey, pointer, cache)
+        started = time.perf_counter()
+        result = await self._transform(params, upstream.body, deadline)
+        stats.timed("transform", started)
+        variant = Variant(result.body, result.content_type, etag_of(result.body), result.kind)
+        if result.transient:
+            log.warning(
+                "transform of %s timed out; serving the original once, uncached", params.href
             )
-            stats.timed("transform", started)
-            variant = Variant(result.body, result.content_type, etag_of(result.body), result.kind)
-            started = time.perf_counter()
-            await self._call(self._store.put_variant, vkey, variant)
-            stats.timed("store", started)
-        await self._call(self._store.put_pointer, pointer_key(params.href), pointer)
-        return self._served(variant, vkey, pointer, cache)
+            return self._served(variant, vkey, pointer, cache, stored=False, transient=True)
+        started = time.perf_counter()
+        stored = await self.store.put_variant(vkey, variant)
+        stats.timed("store", started)
+        await self.store.put_pointer(pointer_key(params.href), pointer)
+        return self._served(variant, vkey, pointer, cache, stored=stored)
+
+    async def _transform(self, params: ImageParams, source: bytes, deadline: float) -> Transformed:
+        """Plan from the header, wait for a slot and the memory the plan needs, then transform."""
+        plan = await anyio.to_thread.run_sync(
+            lambda: plan_transform(
+                source,
+                width=params.width,
+                quality=params.quality,
+                mime_type=params.mime_type,
+                config=self.config,
+            )
+        )
+        if not isinstance(plan, Plan):
+            return plan
+        async with self.admission.slot(plan.memory, deadline=deadline):
+            # The loop's clock is time.monotonic(), which the pipeline's deadline uses too.
+            return await anyio.to_thread.run_sync(
+                self._run_and_trim, plan, deadline, limiter=self._transform_threads
+            )
+
+    def _run_and_trim(self, plan: Plan, deadline: float) -> Transformed:
+        try:
+            return run_transform(plan, self.config, deadline=deadline)
+        finally:
+            release_free_memory()
 
     async def _revalidate(
-        self, params: ImageParams, previous: Pointer, variant: Variant, stats: Stats
+        self,
+        params: ImageParams,
+        previous: Pointer,
+        variant: Variant,
+        stats: Stats,
+        deadline: float,
     ) -> Served:
         """Refresh an expired pointer: a conditional fetch; transform only if the bytes changed.
 
@@ -189,14 +255,16 @@ class Optimizer:
         except ImageError as exc:
             log.warning("revalidation of %s failed: %s", params.href, exc.message)
             retained = self._retained(previous)
-            await self._call(self._store.put_pointer, pkey, retained)
+            await self.store.put_pointer(pkey, retained)
             return self._served(variant, vkey, retained, "STALE")
         if not upstream.not_modified:
             source_hash = hashlib.sha256(upstream.body).hexdigest()
             if source_hash != previous.source_hash:
-                return await self._store_new(params, upstream, source_hash, stats, cache="STALE")
+                return await self._store_new(
+                    params, upstream, source_hash, stats, "STALE", deadline
+                )
         refreshed = self._pointer(previous.source_hash, upstream, previous)
-        await self._call(self._store.put_pointer, pkey, refreshed)
+        await self.store.put_pointer(pkey, refreshed)
         return self._served(variant, vkey, refreshed, "STALE")
 
     def _revalidate_in_background(
@@ -208,10 +276,13 @@ class Optimizer:
             return
 
         async def run() -> None:
+            deadline = anyio.current_time() + self._timeout
             try:
                 with anyio.fail_after(self._timeout):
                     await self._shared(
-                        key, lambda: self._revalidate(params, pointer, variant, Stats())
+                        key,
+                        lambda: self._revalidate(params, pointer, variant, Stats(), deadline),
+                        deadline,
                     )
             except ImageError as exc:
                 log.warning("background revalidation of %s failed: %s", params.href, exc.message)
@@ -253,24 +324,21 @@ class Optimizer:
             previous.source_hash, previous.etag, previous.upstream_etag, max_age, expire_at
         )
 
-    def _served(self, variant: Variant, vkey: str, pointer: Pointer, cache: CacheStatus) -> Served:
+    def _served(
+        self,
+        variant: Variant,
+        vkey: str,
+        pointer: Pointer,
+        cache: CacheStatus,
+        *,
+        stored: bool = True,
+        transient: bool = False,
+    ) -> Served:
         optimized = variant.kind == "optimized"
         max_age = self.config.minimum_cache_ttl if variant.kind == "fallback" else pointer.max_age
         etag = variant.etag if optimized else pointer.etag
-        return Served(variant, vkey, max_age, etag, cache)
+        return Served(variant, vkey, max_age, etag, cache, stored, transient)
 
     @staticmethod
     def _variant_key(source_hash: str, params: ImageParams) -> str:
         return variant_key(source_hash, params.width, params.quality, params.mime_type)
-
-    @staticmethod
-    async def _call(fn: Callable[P, T | None], *args: P.args, **kwargs: P.kwargs) -> T | None:
-        """Run a blocking store call off the loop; a failing store is a miss, never an error.
-
-        So an unreachable bucket costs a transform, not the request.
-        """
-        try:
-            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
-        except Exception:
-            log.exception("store call %s failed", getattr(fn, "__name__", fn))
-            return None

@@ -2,13 +2,15 @@
 
 Interface:
     PIPELINE_VERSION: str  -- goes into variant keys; bump on any change of output bytes
-    transform_image(source: bytes, *, width: int, quality: int, mime_type: str,
-                    config: ImagesConfig) -> Transformed
+    plan_transform(source, *, width, quality, mime_type, config) -> Transformed | Plan
+        -- the decision and the memory estimate, from the header alone
+    run_transform(plan, config, *, deadline=None) -> Transformed  -- the pixel work
+    transform_image(...) -> Transformed  -- both at once
     output_type(mime_type: str, upstream: str) -> str  -- §7.2
     avif_quality(quality: int) -> int  -- §7.3
 Implements Next 16.4.6 ``imageOptimizerTransform`` (contract §6.2, §7): sniff, policy
 (reject / pass-through), choose output type and quality, then pyvips; on a pyvips failure serve
-the original bytes (kind "fallback").
+the original bytes (kind "fallback"), marked transient when a timeout caused it.
 
 The pyvips work is one ``thumbnail_buffer`` (shrink-on-load, ICC import/export to sRGB, 16 -> 8
 bit, premultiplied resize) and one save with sharp 0.35.5's encoder parameters. EXIF rotation is
@@ -76,21 +78,58 @@ _BYPASS = frozenset({SVG, ICO, ICNS, BMP, JXL, HEIC})  # served as they are (§6
 _MAX_COORD = 10_000_000  # VIPS_MAX_COORD: "no limit" for the other thumbnail axis
 
 
+# A GIF frame is decoded whole onto an RGBA canvas (no shrink-on-load): a 180 KB file can claim
+# 16383x16383 and cost 1 GB. Larger canvases are served as they are, as over the pixel limit.
+GIF_MAX_PIXELS = 50_000_000
+
+# Peak memory model for ``Plan.memory``, fitted on 3640-3840 px photos (peak RSS of one transform):
+# a fixed part, the encoder's working set per output pixel, and what the decoder holds whole.
+_FIXED_BYTES = 24 << 20
+_ENCODER_BYTES_PER_PIXEL = {AVIF: 40, WEBP: 4, JPEG: 5, PNG: 8, GIF: 8, TIFF: 5}
+_STREAMED_ROWS = 1024  # a sequential decode holds strips (and resize windows), not the image
+
+
 @dataclass(frozen=True)
 class Transformed:
     body: bytes
     content_type: str  # e.g. "image/webp"; for pass-through the sniffed source type
     kind: VariantKind  # "optimized" | "original" (animated/bypass) | "fallback" (pyvips failed)
+    transient: bool = False  # a fallback forced by a timeout: serve it, never store it
 
 
-class _Unprocessable(Exception):
-    """sharp would throw before decoding (too many pixels, no encoder): serve the original."""
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """An optimisation decided and sized from the header, not yet decoded.
+
+    ``memory`` is what the transform will hold at its peak, so that admission control can
+    reserve it before any pixel is decoded.
+    """
+
+    source: bytes
+    upstream: str  # the sniffed source type, served if the transform fails
+    content_type: str
+    width: int
+    quality: int
+    header: pyvips.Image
+    memory: int
 
 
 def transform_image(
     source: bytes, *, width: int, quality: int, mime_type: str, config: ImagesConfig
 ) -> Transformed:
-    """Next's decision order (§6.2): reject, pass through, or optimise with an original fallback."""
+    """``plan_transform`` then ``run_transform``, for callers that need no admission control."""
+    plan = plan_transform(source, width=width, quality=quality, mime_type=mime_type, config=config)
+    return plan if isinstance(plan, Transformed) else run_transform(plan, config)
+
+
+def plan_transform(
+    source: bytes, *, width: int, quality: int, mime_type: str, config: ImagesConfig
+) -> Transformed | Plan:
+    """Next's decision order (§6.2): reject, pass through, or plan an optimisation.
+
+    Only the header is read. Whatever sharp would refuse before decoding (no encoder, too many
+    pixels) is already the original-bytes fallback here.
+    """
     upstream = detect_content_type(source)
     if upstream is None or not upstream.startswith("image/") or "," in upstream:
         raise ImageError(400, errors.NOT_AN_IMAGE)
@@ -99,11 +138,40 @@ def transform_image(
     if is_animated(source, upstream) or upstream in _BYPASS:
         return Transformed(source, upstream, "original")
     content_type = output_type(mime_type, upstream)
+    fallback = Transformed(source, upstream, "fallback")
+    if content_type not in _SAVERS:
+        return fallback
     try:
-        body = _optimize(source, width, quality, content_type, config)
-    except (pyvips.Error, _Unprocessable):
-        return Transformed(source, upstream, "fallback")
-    return Transformed(body, content_type, "optimized")
+        header = pyvips.Image.new_from_buffer(source, "")  # lazy: reads the header only
+    except pyvips.Error:
+        return fallback
+    pixels = header.width * header.height
+    limit = config.img_opt_max_input_pixels
+    if limit > 0 and pixels > limit:  # 0 means none, as with sharp
+        return fallback
+    if upstream == GIF and pixels > GIF_MAX_PIXELS:
+        return fallback
+    memory = estimate_memory(header, upstream, width, content_type)
+    return Plan(source, upstream, content_type, width, quality, header, memory)
+
+
+def run_transform(
+    plan: Plan, config: ImagesConfig, *, deadline: float | None = None
+) -> Transformed:
+    """Decode, resize and encode; on a pyvips failure serve the original bytes, as Next does.
+
+    ``deadline`` (``time.monotonic()``) is the request's; sharp's own timeout applies as well.
+    A failure once either has passed is a timeout, which is transient: never to be stored.
+    """
+    timeout = config.img_opt_timeout_seconds  # 0 means none, as with sharp's timeout()
+    own = time.monotonic() + timeout if timeout > 0 else None
+    stop = min((d for d in (own, deadline) if d is not None), default=None)
+    try:
+        body = _optimize(plan, config, stop)
+    except pyvips.Error:
+        timed_out = stop is not None and time.monotonic() >= stop
+        return Transformed(plan.source, plan.upstream, "fallback", transient=timed_out)
+    return Transformed(body, plan.content_type, "optimized")
 
 
 def output_type(mime_type: str, upstream: str) -> str:
@@ -122,24 +190,42 @@ def avif_quality(quality: int) -> int:
     return max((quality * 5 + 4) // 8, 1)
 
 
-def _optimize(
-    source: bytes, width: int, quality: int, content_type: str, config: ImagesConfig
-) -> bytes:
-    """sharp's ``rotate().resize(w, withoutEnlargement).<encoder>()``: one thumbnail, one save."""
-    save = _SAVERS.get(content_type)
-    if save is None:
-        raise _Unprocessable(content_type)
-    timeout = config.img_opt_timeout_seconds  # 0 means none, as with sharp's timeout()
-    deadline = time.monotonic() + timeout if timeout > 0 else None
+def estimate_memory(header: pyvips.Image, upstream: str, width: int, content_type: str) -> int:
+    """Bytes one transform holds at its peak: fixed part + encoder working set + whole decodes.
 
-    header = pyvips.Image.new_from_buffer(source, "")  # lazy: reads the header only
-    limit = config.img_opt_max_input_pixels
-    if limit > 0 and header.width * header.height > limit:  # 0 means none, as with sharp
-        raise _Unprocessable("too many input pixels")
+    libvips streams most decodes strip by strip, but a GIF frame, an interlaced PNG, a
+    progressive JPEG and HEIF/AVIF are decoded whole, and every encoder but JPEG's and TIFF's
+    holds the whole output.
+    """
+    in_w, in_h, bands = header.width, header.height, header.bands
+    orientation = _orientation(header)
+    shown_w = in_h if orientation >= 5 else in_w
+    scale = min(1.0, width / max(shown_w, 1))
+    out_pixels = int(in_w * in_h * scale * scale)
+    memory = _FIXED_BYTES + out_pixels * _ENCODER_BYTES_PER_PIXEL[content_type]
+    if orientation != 1:
+        memory += out_pixels * bands  # the in-memory copy autorot needs
+    interlaced = header.get_typeof("interlaced") and header.get("interlaced")
+    if upstream == GIF or upstream in (AVIF, HEIC):
+        memory += in_w * in_h * 4
+    elif upstream == JPEG and interlaced:
+        memory += in_w * in_h * bands * 4  # coefficient buffers for every scan
+    elif upstream == PNG and interlaced:
+        memory += in_w * in_h * bands * (2 if header.format == "ushort" else 1)
+    elif upstream == WEBP:
+        memory += out_pixels * 4  # decoded whole, at the shrink-on-load scale
+    else:
+        memory += in_w * bands * _STREAMED_ROWS
+    return memory
+
+
+def _optimize(plan: Plan, config: ImagesConfig, deadline: float | None) -> bytes:
+    """sharp's ``rotate().resize(w, withoutEnlargement).<encoder>()``: one thumbnail, one save."""
+    header, width = plan.header, plan.width
     orientation = _orientation(header)
     swap = orientation >= 5  # 5-8 turn the image by 90°: w then limits the source's height
     image = pyvips.Image.thumbnail_buffer(
-        source,
+        plan.source,
         _MAX_COORD if swap else width,
         height=width if swap else _MAX_COORD,
         size="down",
@@ -156,7 +242,7 @@ def _optimize(
         image = image.copy_memory().autorot()
         if deadline is not None:
             _cancel_after(image, deadline)
-    return save(image, quality, config)
+    return _SAVERS[plan.content_type](image, plan.quality, config)
 
 
 def encode(image: pyvips.Image, content_type: str, quality: int, config: ImagesConfig) -> bytes:

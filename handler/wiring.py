@@ -8,6 +8,8 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
+from handler import allocator, machine
+from handler.admission import Admission
 from handler.app import Observer, Oversize, create_app
 from handler.config import ImagesConfig, load_images_config
 from handler.optimizer import Optimizer, Revalidation
@@ -19,7 +21,12 @@ from handler.sources.origin import OriginSource
 from handler.sources.remote import RemoteSource
 from handler.sources.retry import RetryingSource
 from handler.stores.base import Store
+from handler.stores.guarded import GuardedStore
 from handler.stores.s3 import VARIANTS
+
+# Running transforms may reserve this share of the memory limit; the rest is the process itself,
+# stored and queued bodies, and headroom for the estimate's error.
+MEMORY_BUDGET_SHARE = 0.5
 
 
 def build_store(settings: Settings) -> Store:
@@ -53,6 +60,16 @@ def build_relative_source(settings: Settings, config: ImagesConfig) -> Source:
     return SourceChain(chain)
 
 
+def build_admission(settings: Settings) -> Admission:
+    """Defaults: one transform per CPU, half the memory limit (cgroup, Lambda or RAM)."""
+    budget = settings.memory_budget or int(machine.memory_limit() * MEMORY_BUDGET_SHARE)
+    return Admission(
+        max_running=settings.max_transforms or machine.cpu_count(),
+        memory_budget=budget,
+        max_queue=settings.max_queue,
+    )
+
+
 def build_optimizer(
     settings: Settings,
     *,
@@ -64,15 +81,17 @@ def build_optimizer(
     import pyvips
 
     pyvips.cache_set_max(0)  # each source is new: the cache would only pin old images in memory
+    allocator.limit_arenas()  # so memory goes back after a burst
     config = config or load_images_config(settings.config)
     remote = RemoteSource(
         config, timeout=settings.fetch_timeout, strict_redirects=settings.strict_redirects
     )
     return Optimizer(
         config,
-        store or build_store(settings),
+        GuardedStore(store or build_store(settings)),
         relative=build_relative_source(settings, config),
         remote=RetryingSource(remote, max_attempts=settings.max_attempts),
+        admission=build_admission(settings),
         timeout=settings.timeout,
         revalidation=revalidation,
         clock=clock,
@@ -86,8 +105,7 @@ def build_app(
     observer: Observer | None = None,
 ) -> Starlette:
     """The one app, for ``next-image serve`` and the Lambda handler alike."""
-    store = build_store(settings)
-    optimizer = build_optimizer(settings, store=store, revalidation=revalidation)
+    optimizer = build_optimizer(settings, revalidation=revalidation)
     limit = settings.max_inline_bytes
-    oversize = Oversize(limit, store, "/" + VARIANTS) if limit is not None else None
+    oversize = Oversize(limit, "/" + VARIANTS) if limit is not None else None
     return create_app(optimizer, observer=observer, oversize=oversize)

@@ -8,6 +8,8 @@
 
 boto3 is imported on first use, not at import: the Lambda init phase stays short. A warm process
 keeps recent unexpired pointers in memory, so a hit costs one GET (the variant), at most two.
+Nothing else is remembered: whether a variant exists is asked of S3 each time, so an object
+lost from the bucket is written back on the next miss instead of being believed in forever.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _WRITE_LOST = {"PreconditionFailed", "ConditionalRequestConflict"}  # someone else wrote it first
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
+S3_CONNECT_TIMEOUT = 1.0  # seconds; in-region S3 connects in milliseconds
+S3_READ_TIMEOUT = 2.0  # seconds between bytes; S3's first byte is ~0.1 s at p99
+
 _client: Any = None
 _client_lock = threading.Lock()
 
@@ -37,7 +42,9 @@ def s3_client() -> Any:
 
     boto3 reads ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` itself; with such an endpoint we
     use path-style addressing, which every S3-compatible server (MinIO, moto) understands.
-    Timeouts are short and retries few: an unreachable bucket must cost a transform, not the budget.
+    Timeouts are short and retries few: an unreachable or hung bucket must cost a transform, not
+    the budget (botocore's defaults, 60 s reads and retries, outlive a Lambda invocation). The
+    optimizer bounds each call by the request's deadline as well (``GuardedStore``).
     """
     global _client
     with _client_lock:
@@ -47,9 +54,9 @@ def s3_client() -> Any:
 
             custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
             config = Config(
-                connect_timeout=2,
-                read_timeout=10,
-                retries={"mode": "standard", "max_attempts": 2},
+                connect_timeout=S3_CONNECT_TIMEOUT,
+                read_timeout=S3_READ_TIMEOUT,
+                retries={"mode": "standard", "total_max_attempts": 2},
                 s3={"addressing_style": "path" if custom else "auto"},
             )
             _client = boto3.session.Session().client("s3", config=config)
@@ -113,9 +120,6 @@ class S3Store:
         self.prefix = prefix
         self._client = client
         self._pointers = PointerCache(pointer_cache_size, clock)
-        self._known: OrderedDict[str, None] = OrderedDict()  # variant keys seen in the bucket
-        self._known_max = max(pointer_cache_size, 1)
-        self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
@@ -153,14 +157,10 @@ class S3Store:
         kind = meta.get("kind")
         if kind not in ("optimized", "original", "fallback") or not meta.get("etag"):
             return None  # not written by us: regenerate rather than serve something unknown
-        variant = Variant(data["Body"].read(), data["ContentType"], meta["etag"], kind)
-        self._remember(key)
-        return variant
+        return Variant(data["Body"].read(), data["ContentType"], meta["etag"], kind)
 
     def put_variant(self, key: str, variant: Variant) -> None:
-        """Idempotent and cheap to repeat: a key this process saw stored is not sent again."""
-        if key in self._known:
-            return
+        """Returns once S3 holds the object: written now, or already there (412/409)."""
         try:
             self.client.put_object(
                 Bucket=self.bucket,
@@ -174,14 +174,6 @@ class S3Store:
         except Exception as exc:
             if error_code(exc) not in _WRITE_LOST:
                 raise
-        self._remember(key)
-
-    def _remember(self, key: str) -> None:
-        with self._lock:
-            self._known[key] = None
-            self._known.move_to_end(key)
-            while len(self._known) > self._known_max:
-                self._known.popitem(last=False)
 
     def _get(self, object_key: str) -> dict[str, Any] | None:
         try:

@@ -1,0 +1,131 @@
+"""The optimizer's view of a blocking store: off the event loop, bounded in time, never an error.
+
+A store is a cache: when it fails, is slow or hangs, a request must still be answered (a miss
+costs a transform). So every call runs on the store's own threads (never queued behind
+transforms), gives up after ``call_timeout`` or the request's deadline, whichever comes first,
+and counts as a miss (reads) or an unconfirmed write. After ``failure_threshold`` failures in a
+row the store is skipped for ``cooldown`` seconds (a circuit breaker), so requests go straight to
+transform-and-answer instead of each paying the timeout; the outage is logged once per cooldown.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import anyio
+
+from handler.stores.base import Pointer, Store, Variant
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+STORE_THREADS = 32
+
+
+class GuardedStore:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        call_timeout: float = 3.0,
+        failure_threshold: int = 3,
+        cooldown: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._call_timeout = call_timeout
+        self._failure_threshold = max(1, failure_threshold)
+        self._cooldown = cooldown
+        self._clock = clock
+        self._limiter = anyio.CapacityLimiter(STORE_THREADS)
+        self._failures = 0
+        self._open_until = 0.0
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    async def get_pointer(self, key: str) -> Pointer | None:
+        return await self._call(self.store.get_pointer, key)
+
+    async def get_variant(self, key: str) -> Variant | None:
+        return await self._call(self.store.get_variant, key)
+
+    async def put_pointer(self, key: str, pointer: Pointer) -> bool:
+        """True once the store confirmed the write."""
+        return await self._call(_confirmed(self.store.put_pointer), key, pointer) is not None
+
+    async def put_variant(self, key: str, variant: Variant) -> bool:
+        """True once the store confirmed the write."""
+        return await self._call(_confirmed(self.store.put_variant), key, variant) is not None
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open."""
+        return self._clock() >= self._open_until
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no store call is running in a thread (abandoned ones included)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    async def _call(self, fn: Callable[P, T | None], *args: P.args, **kwargs: P.kwargs) -> T | None:
+        if not self.available:
+            return None
+        call = functools.partial(self._tracked, functools.partial(fn, *args, **kwargs))
+        result: T | None = None
+        try:
+            with anyio.fail_after(self._call_timeout):
+                result = await anyio.to_thread.run_sync(
+                    call, abandon_on_cancel=True, limiter=self._limiter
+                )
+        except TimeoutError:
+            self._failed(fn, f"no answer within {self._call_timeout:g} s")
+            return None
+        except Exception as exc:
+            self._failed(fn, repr(exc))
+            return None
+        self._failures = 0
+        return result
+
+    def _tracked(self, call: Callable[[], T]) -> T:
+        """Runs in the worker thread: counted until it really ends, even once abandoned."""
+        with self._idle:
+            self._in_flight += 1
+        try:
+            return call()
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _failed(self, fn: Callable[..., object], reason: str) -> None:
+        self._failures += 1
+        name = getattr(fn, "__name__", "call")
+        if self._failures < self._failure_threshold:
+            log.warning("store %s failed (%s); answering without the cache", name, reason)
+            return
+        if self.available:
+            log.warning(
+                "store unavailable after %d failures in a row (last: %s %s); skipping it for %g s",
+                self._failures,
+                name,
+                reason,
+                self._cooldown,
+            )
+        self._open_until = self._clock() + self._cooldown
+
+
+def _confirmed(put: Callable[P, None]) -> Callable[P, bool]:
+    """A write that returns normally is confirmed; ``True`` tells it apart from a failure."""
+
+    @functools.wraps(put)
+    def call(*args: P.args, **kwargs: P.kwargs) -> bool:
+        put(*args, **kwargs)
+        return True
+
+    return call
