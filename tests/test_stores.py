@@ -2,30 +2,73 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
+import random
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from handler.stores.base import Pointer, Store, Variant
+from handler.stores.base import Pointer, Variant
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore
 
 POINTER = Pointer("ab" * 32, "etag", 'W/"1-2"', 14400, 1_800_000_000.0)
+
+AnyStore = MemoryStore | FilesystemStore
+MakeStore = Callable[[int], AnyStore]
 
 
 def variant(size: int, fill: bytes = b"x") -> Variant:
     return Variant(fill * size, "image/webp", "etag-" + str(size), "optimized")
 
 
+def keyed_variant(key: str) -> Variant:
+    """Bytes derived from the key (512 B to 33 KB), so any record read back can be checked."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return Variant(digest * (16 + digest[0] * 4), "image/webp", digest.hex()[:16], "optimized")
+
+
+def keyed_pointer(key: str) -> Pointer:
+    digest = hashlib.sha256(key.encode()).digest()
+    return Pointer(digest.hex(), key[:20], f'W/"{key[:8]}"', digest[1], float(digest[2]))
+
+
+def source_variant_key(n: int) -> str:
+    """A real-shaped variant key: four widths under each source's folder."""
+    source = hashlib.sha256(f"source-{n // 4}".encode()).hexdigest()
+    return f"{source}/{640 + n % 4}w-75q-webp-p1"
+
+
+def url_pointer_key(n: int) -> str:
+    return hashlib.sha256(f"https://example.com/{n}.png".encode()).hexdigest()
+
+
+def room_for(make_store: MakeStore, fill: Callable[[AnyStore], object]) -> int:
+    """The accounted size of exactly what ``fill`` writes into an empty, unbounded store."""
+    probe = make_store(10**9)
+    fill(probe)
+    return probe.total_bytes
+
+
 @pytest.fixture(params=["memory", "filesystem"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "memory":
-        return MemoryStore(max_bytes=10_000)
-    return FilesystemStore(tmp_path / "cache", max_bytes=10_000)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
+    """Makes stores of one kind with a given bound, each filesystem one in a folder of its own."""
+    folders = (tmp_path / f"cache-{i}" for i in itertools.count())
+
+    def make(max_bytes: int) -> AnyStore:
+        if request.param == "memory":
+            return MemoryStore(max_bytes)
+        return FilesystemStore(next(folders), max_bytes)
+
+    return make
 
 
-def test_round_trip(store: Store) -> None:
+def test_round_trip(make_store: MakeStore) -> None:
+    store = make_store(1_000_000)
     assert store.get_pointer("p") is None
     assert store.get_variant("src/640w-75q-webp-p1") is None
     store.put_pointer("p", POINTER)
@@ -34,9 +77,13 @@ def test_round_trip(store: Store) -> None:
     assert store.get_variant("src/640w-75q-webp-p1") == variant(100)
 
 
-def test_bounded_size_evicts_least_recently_used(store: Store) -> None:
-    for name in ("a", "b", "c"):
-        store.put_variant(name, variant(3000))
+def test_bounded_size_evicts_least_recently_used(make_store: MakeStore) -> None:
+    def three(store: AnyStore) -> None:
+        for name in ("a", "b", "c"):
+            store.put_variant(name, variant(3000))
+
+    store = make_store(room_for(make_store, three))
+    three(store)
     assert store.get_variant("a") is not None  # a is now the most recently used
     store.put_variant("d", variant(3000))
     assert store.get_variant("b") is None
@@ -44,9 +91,75 @@ def test_bounded_size_evicts_least_recently_used(store: Store) -> None:
     assert store.get_variant("d") is not None
 
 
-def test_entry_larger_than_the_bound_is_not_stored(store: Store) -> None:
+def test_entry_larger_than_the_bound_is_not_stored(make_store: MakeStore) -> None:
+    store = make_store(10_000)
     store.put_variant("huge", variant(20_000))
     assert store.get_variant("huge") is None
+    assert store.total_bytes <= 10_000
+
+
+def test_pointers_count_toward_the_bound_and_the_least_recently_used_go_first(
+    make_store: MakeStore,
+) -> None:
+    def twenty(store: AnyStore) -> None:
+        for n in range(20):
+            store.put_pointer(url_pointer_key(n), POINTER)
+
+    bound = room_for(make_store, twenty)
+    store = make_store(bound)
+    store.put_variant("v", variant(100))
+    store.put_pointer("kept", POINTER)
+    for n in range(200):  # ten times what fits, one distinct URL each
+        store.put_pointer(url_pointer_key(n), POINTER)
+        assert store.get_pointer("kept") == POINTER  # read, so the most recently used
+        assert store.total_bytes <= bound
+    present = [store.get_pointer(url_pointer_key(n)) is not None for n in range(200)]
+    assert 0 < sum(present) < 20
+    assert present == sorted(present)  # only the newest survive, oldest evicted first
+    assert store.get_variant("v") is None  # a variant is evicted by pointers like any record
+    assert store.get_pointer("kept") == POINTER
+
+
+def test_a_huge_upstream_etag_is_charged(make_store: MakeStore) -> None:
+    store = make_store(50_000)
+    store.put_pointer("hostile", Pointer("ab" * 32, "e", "W/" + "x" * 60_000, 60, 0.0))
+    assert store.get_pointer("hostile") is None
+    assert store.total_bytes <= 50_000
+
+
+def test_concurrent_use_keeps_the_accounting_exact(make_store: MakeStore) -> None:
+    """Threads write, read and evict at once; then one record that needs the whole bound must
+    leave the total exactly at its own size (no drift), and every read is what was written."""
+    big = variant(20_000)
+    bound = room_for(make_store, lambda store: store.put_variant("big", big))
+    store = make_store(bound)
+    errors: list[BaseException] = []
+
+    def churn(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(60):
+                n = rng.randrange(24)
+                vkey, pkey = source_variant_key(n), url_pointer_key(n)
+                store.put_variant(vkey, keyed_variant(vkey))
+                store.put_pointer(pkey, keyed_pointer(pkey))
+                m = rng.randrange(24)
+                vkey, pkey = source_variant_key(m), url_pointer_key(m)
+                assert store.get_variant(vkey) in (None, keyed_variant(vkey))
+                assert store.get_pointer(pkey) in (None, keyed_pointer(pkey))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.total_bytes <= bound
+    store.put_variant("big", big)
+    assert store.total_bytes == bound
+    assert store.get_variant("big") == big
 
 
 def test_filesystem_store_survives_restart(tmp_path: Path) -> None:
@@ -59,15 +172,17 @@ def test_filesystem_store_survives_restart(tmp_path: Path) -> None:
 
 
 def test_filesystem_restart_keeps_the_bound_and_lru_order(tmp_path: Path) -> None:
-    first = FilesystemStore(tmp_path, max_bytes=100_000)
+    first = FilesystemStore(tmp_path, max_bytes=1_000_000)
     for i, name in enumerate(("old", "mid", "new")):
         first.put_variant(name, variant(3000))
         path = tmp_path / "variants" / name
         os.utime(path, (1_000_000 + i, 1_000_000 + i))
-    reopened = FilesystemStore(tmp_path, max_bytes=7000)  # a smaller bound on restart
+    bound = first.total_bytes - 1  # a smaller bound on restart: one record must go
+    reopened = FilesystemStore(tmp_path, max_bytes=bound)
     assert reopened.get_variant("old") is None
+    assert reopened.get_variant("mid") is not None
     assert reopened.get_variant("new") is not None
-    assert reopened.total_bytes <= 7000
+    assert reopened.total_bytes <= bound
 
 
 def test_filesystem_sweeps_torn_temporaries_and_ignores_garbage(tmp_path: Path) -> None:

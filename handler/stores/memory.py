@@ -4,40 +4,71 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Literal
 
 from handler.stores.base import Pointer, Variant
 
+# What a record costs beyond its variable-length fields: the objects, their field headers and
+# the index entry. An estimate, but a fixed one per record, so a flood of small records (one
+# pointer per distinct URL) cannot grow the process without bound.
+_RECORD_OVERHEAD = 512
+
+_Index = tuple[Literal["pointer", "variant"], str]
+
+
+def _record_bytes(key: str, record: Pointer | Variant) -> int:
+    """What ``record`` is charged: its strings count too, so a hostile ETag is not free."""
+    if isinstance(record, Pointer):
+        fields = len(record.source_hash) + len(record.etag) + len(record.upstream_etag or "")
+    else:
+        fields = len(record.body) + len(record.content_type) + len(record.etag)
+    return _RECORD_OVERHEAD + len(key) + fields
+
 
 class MemoryStore:
+    """Pointers and variants share one byte bound and one least-recently-used order."""
+
     def __init__(self, max_bytes: int = 256_000_000) -> None:
         self._max_bytes = max_bytes
-        self._pointers: dict[str, Pointer] = {}
-        self._variants: OrderedDict[str, Variant] = OrderedDict()
+        self._records: OrderedDict[_Index, tuple[Pointer | Variant, int]] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
+    @property
+    def total_bytes(self) -> int:
+        """The accounted size of every record held: what the bound applies to."""
+        return self._size
+
     def get_pointer(self, key: str) -> Pointer | None:
-        return self._pointers.get(key)
+        record = self._get(("pointer", key))
+        return record if isinstance(record, Pointer) else None
 
     def put_pointer(self, key: str, pointer: Pointer) -> None:
-        self._pointers[key] = pointer
+        self._put(("pointer", key), pointer)
 
     def get_variant(self, key: str) -> Variant | None:
-        with self._lock:
-            variant = self._variants.get(key)
-            if variant is not None:
-                self._variants.move_to_end(key)
-            return variant
+        record = self._get(("variant", key))
+        return record if isinstance(record, Variant) else None
 
     def put_variant(self, key: str, variant: Variant) -> None:
-        size = len(variant.body)
+        self._put(("variant", key), variant)
+
+    def _get(self, index: _Index) -> Pointer | Variant | None:
+        with self._lock:
+            entry = self._records.get(index)
+            if entry is None:
+                return None
+            self._records.move_to_end(index)
+            return entry[0]
+
+    def _put(self, index: _Index, record: Pointer | Variant) -> None:
+        size = _record_bytes(index[1], record)
         if size > self._max_bytes:
             return
         with self._lock:
-            old = self._variants.pop(key, None)
-            self._size -= len(old.body) if old else 0
-            self._variants[key] = variant
-            self._size += size
+            old = self._records.pop(index, None)
+            self._size += size - (old[1] if old else 0)
+            self._records[index] = (record, size)
             while self._size > self._max_bytes:
-                _, evicted = self._variants.popitem(last=False)
-                self._size -= len(evicted.body)
+                _, (_, evicted) = self._records.popitem(last=False)
+                self._size -= evicted
