@@ -99,12 +99,14 @@ def create_app(
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(path + query, status_code=308)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route(path, next_image, methods=ROUTE_METHODS),
             Route(path + "/", trailing_slash, methods=ROUTE_METHODS),
         ]
     )
+    app.state.optimizer = optimizer  # for the entry points' lifecycle (Lambda's invocation end)
+    return app
 
 
 async def variant_redirect(

@@ -60,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "half the memory limit]",
     )
     serve.add_argument(
+        "--store-timeout",
+        type=float,
+        help="seconds per store call before it counts as failed [NEXT_IMAGE_STORE_TIMEOUT, 3]",
+    )
+    serve.add_argument(
         "--strict-redirects",
         action="store_const",
         const=True,
@@ -128,6 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         memory_budget=args.memory_budget,
         strict_redirects=args.strict_redirects,
+        store_timeout=args.store_timeout,
     )
     app = build_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, server_header=False, date_header=True)

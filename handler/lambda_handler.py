@@ -8,6 +8,7 @@ the S3 client and reseed ``random`` after a restore, so no sockets or shared sta
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import random
@@ -17,12 +18,16 @@ from typing import Any
 from mangum import Mangum
 
 from handler.observability import RequestObserver, make_logger, make_metrics
+from handler.optimizer import Optimizer
 from handler.settings import ENV_PREFIX, Settings
 from handler.stores.s3 import reset_s3_client, s3_client
 from handler.wiring import build_app
 
 # Lambda's buffered response is 6 MB including base64 (x4/3) and headers: ~4.4 MB of image.
 LAMBDA_MAX_INLINE_BYTES = 4_400_000
+# At most this long after a response, an abandoned store call may finish (its S3 timeouts bound
+# it well below this); never longer than the invocation has left.
+DRAIN_SECONDS = 5.0
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -45,13 +50,35 @@ def build_handler(settings: Settings) -> LambdaHandler:
     metrics = make_metrics()
     app = build_app(settings, revalidation="inline", observer=RequestObserver(logger, metrics))
     adapter = Mangum(app, lifespan="off")
+    optimizer: Optimizer = app.state.optimizer
 
     @logger.inject_lambda_context(clear_state=True)
     @metrics.log_metrics
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return adapter(event, context)
+        try:
+            return adapter(event, context)
+        finally:
+            finish_invocation(optimizer, context)
 
     return handle
+
+
+def finish_invocation(optimizer: Optimizer, context: Any) -> None:
+    """Leave no work of this invocation to run inside the next one.
+
+    Lambda freezes the process after the response: a task or thread still running (a store call
+    abandoned when the budget ran out) would otherwise wake up in a later invocation and spend
+    its time. Mangum keeps one event loop across invocations, so leftover tasks are cancelled on
+    it, and abandoned store calls (bounded by their S3 timeouts) are waited for.
+    """
+    loop = asyncio.get_event_loop()
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    remaining = context.get_remaining_time_in_millis() / 1000 - 1.0
+    optimizer.store.wait_idle(max(min(DRAIN_SECONDS, remaining), 0.0))
 
 
 def _before_snapshot() -> None:

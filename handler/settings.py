@@ -38,6 +38,7 @@ class Settings:
     max_queue: int = 32  # requests waiting for a transform slot; more are answered 503
     memory_budget: int | None = None  # bytes all running transforms may hold; None: derived
     strict_redirects: bool = False  # re-apply remotePatterns on every redirect hop
+    store_timeout: float = 3.0  # seconds per store call; a slower store counts as failing
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

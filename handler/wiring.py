@@ -88,7 +88,7 @@ def build_optimizer(
     )
     return Optimizer(
         config,
-        GuardedStore(store or build_store(settings)),
+        GuardedStore(store or build_store(settings), call_timeout=settings.store_timeout),
         relative=build_relative_source(settings, config),
         remote=RetryingSource(remote, max_attempts=settings.max_attempts),
         admission=build_admission(settings),
