@@ -6,8 +6,9 @@ import hashlib
 import itertools
 import os
 import random
+import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,35 @@ def room_for(make_store: MakeStore, fill: Callable[[AnyStore], object]) -> int:
     probe = make_store(10**9)
     fill(probe)
     return probe.total_bytes
+
+
+def entries(root: Path) -> Iterable[os.stat_result]:
+    """``lstat`` of ``root`` and of everything under it, as ``du`` visits them."""
+    yield os.lstat(root)
+    for folder, subfolders, names in os.walk(root):
+        for name in subfolders + names:
+            yield os.lstat(os.path.join(folder, name))
+
+
+def du_apparent(root: Path) -> int:
+    """What ``du -sb`` reports (GNU only, so summed here): every entry's size."""
+    return sum(stat.st_size for stat in entries(root))
+
+
+def du_allocated(root: Path) -> int:
+    """What ``du -sk`` reports, in bytes: every entry's allocated blocks."""
+    out = subprocess.run(["du", "-sk", root], check=True, capture_output=True, text=True).stdout
+    return int(out.split()[0]) * 1024
+
+
+def on_disk(root: Path) -> int:
+    """Every entry at what the store must charge for it: the larger of ``du -b`` and ``du``."""
+    block = os.statvfs(root).f_frsize
+    return sum(max(-(-s.st_size // block) * block, s.st_blocks * 512) for s in entries(root))
+
+
+def empty_folders(root: Path) -> list[Path]:
+    return [Path(f) for f, subs, names in os.walk(root) if not subs and not names]
 
 
 @pytest.fixture(params=["memory", "filesystem"])
@@ -168,7 +198,7 @@ def test_filesystem_store_survives_restart(tmp_path: Path) -> None:
     reopened = FilesystemStore(tmp_path)
     assert reopened.get_variant("k/v") == variant(50)
     assert reopened.get_pointer("p") == POINTER
-    assert reopened.total_bytes > 50
+    assert reopened.total_bytes == on_disk(tmp_path)
 
 
 def test_filesystem_restart_keeps_the_bound_and_lru_order(tmp_path: Path) -> None:
@@ -185,19 +215,44 @@ def test_filesystem_restart_keeps_the_bound_and_lru_order(tmp_path: Path) -> Non
     assert reopened.total_bytes <= bound
 
 
-def test_filesystem_sweeps_torn_temporaries_and_ignores_garbage(tmp_path: Path) -> None:
+def test_filesystem_du_stays_within_the_bound_and_leaves_no_empty_folders(tmp_path: Path) -> None:
+    bound = 200_000
+    store = FilesystemStore(tmp_path, max_bytes=bound)
+    for n in range(120):  # thirty sources, four widths each, and a pointer per URL
+        vkey, pkey = source_variant_key(n), url_pointer_key(n)
+        store.put_variant(vkey, keyed_variant(vkey))
+        store.put_pointer(pkey, keyed_pointer(pkey))
+    sources = list((tmp_path / "variants").iterdir())
+    assert 0 < len(sources) < 30  # eviction ran and removed folders along the way
+    assert du_allocated(tmp_path) <= bound
+    assert du_apparent(tmp_path) <= bound
+    assert store.total_bytes == on_disk(tmp_path)
+    assert empty_folders(tmp_path) == []
+    assert FilesystemStore(tmp_path, max_bytes=bound).total_bytes == store.total_bytes
+
+
+def test_filesystem_startup_sweeps_temporaries_and_empty_folders(tmp_path: Path) -> None:
     store = FilesystemStore(tmp_path)
-    store.put_variant("k", variant(10))
-    torn = tmp_path / "variants" / ".k123.tmp"
+    store.put_variant("src/640w", variant(10))
+    accounted = store.total_bytes
+    (tmp_path / "variants" / "gone" / "deeper").mkdir(parents=True)  # eviction then a crash
+    torn = tmp_path / "variants" / "torn" / ".640w123.tmp"
+    torn.parent.mkdir()
     torn.write_bytes(b'{"content_type":')  # a crash mid-write leaves only a temporary
-    (tmp_path / "variants" / "bad").write_bytes(b"not a record")
-    (tmp_path / "pointers").mkdir(exist_ok=True)
-    (tmp_path / "pointers" / "bad").write_bytes(b"{")
     reopened = FilesystemStore(tmp_path)
-    assert not torn.exists()
-    assert reopened.get_variant("k") == variant(10)
-    assert reopened.get_variant("bad") is None
-    assert reopened.get_pointer("bad") is None
+    assert sorted(p.name for p in (tmp_path / "variants").iterdir()) == ["src"]
+    assert reopened.total_bytes == accounted == on_disk(tmp_path)
+    assert reopened.get_variant("src/640w") == variant(10)
+
+
+def test_filesystem_ignores_garbage(tmp_path: Path) -> None:
+    (tmp_path / "variants").mkdir()
+    (tmp_path / "variants" / "bad").write_bytes(b"not a record")
+    (tmp_path / "pointers").mkdir()
+    (tmp_path / "pointers" / "bad").write_bytes(b"{")
+    store = FilesystemStore(tmp_path)
+    assert store.get_variant("bad") is None
+    assert store.get_pointer("bad") is None
 
 
 def test_filesystem_write_is_atomic_replace(tmp_path: Path) -> None:

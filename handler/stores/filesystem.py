@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import tempfile
 import threading
 from collections import OrderedDict
@@ -18,17 +19,24 @@ _TMP_SUFFIX = ".tmp"
 class FilesystemStore:
     """Records are files under ``root``; the least recently used are evicted past ``max_bytes``.
 
+    The bound is on what ``du`` reports for ``root``: each file counts its allocated blocks and
+    every folder (the root, ``pointers/``, ``variants/`` and one per source) counts too. A folder
+    is removed when eviction empties it.
+
     Each write goes to a temporary file that is renamed into place, so a crash leaves either the
-    old record or the new one, never a torn file; leftover temporaries are swept at start-up.
+    old record or the new one, never a torn file; leftover temporaries and empty folders are swept
+    at start-up.
     """
 
     def __init__(self, root: str | Path, max_bytes: int = 1_000_000_000) -> None:
         self._root = Path(root)
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._sizes: OrderedDict[str, int] = OrderedDict()
+        self._files: OrderedDict[str, int] = OrderedDict()  # LRU order
+        self._folders: dict[str, int] = {}  # "" is the root
         self._total = 0
         self._root.mkdir(parents=True, exist_ok=True)
+        self._block = os.statvfs(self._root).f_frsize
         self._load_index()
 
     def get_pointer(self, key: str) -> Pointer | None:
@@ -47,21 +55,39 @@ class FilesystemStore:
 
     @property
     def total_bytes(self) -> int:
+        """The accounted size of ``root``, files and folders: what the bound applies to."""
         return self._total
 
+    def _whole_blocks(self, size: int) -> int:
+        return -(-size // self._block) * self._block
+
+    def _disk_bytes(self, stat: os.stat_result) -> int:
+        """At least what ``du -b`` (the size) and ``du`` (allocated blocks) count for an entry."""
+        return max(self._whole_blocks(stat.st_size), stat.st_blocks * 512)
+
     def _load_index(self) -> None:
+        """Index what a previous run left, accounted as writes are; sweep its debris."""
         found: list[tuple[float, str, int]] = []
-        for path in self._root.rglob("*"):
-            if not path.is_file():
-                continue
-            if path.name.endswith(_TMP_SUFFIX):
-                path.unlink(missing_ok=True)
-                continue
-            stat = path.stat()
-            found.append((stat.st_mtime, path.relative_to(self._root).as_posix(), stat.st_size))
+        for folder, _, names in os.walk(self._root, topdown=False):  # children before parents
+            rel_folder = Path(folder).relative_to(self._root).as_posix()
+            rel_folder = "" if rel_folder == "." else rel_folder
+            for name in names:
+                path = os.path.join(folder, name)
+                if name.endswith(_TMP_SUFFIX):  # a write that a crash interrupted
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    continue
+                stat = os.lstat(path)
+                rel = posixpath.join(rel_folder, name)
+                found.append((stat.st_mtime, rel, self._disk_bytes(stat)))
+            if rel_folder:
+                with contextlib.suppress(OSError):  # ENOTEMPTY: a folder in use stays
+                    os.rmdir(folder)
+                    continue
+            self._folders[rel_folder] = self._disk_bytes(os.stat(folder))
         for _, rel, size in sorted(found):
-            self._sizes[rel] = size
-            self._total += size
+            self._files[rel] = size
+        self._total = sum(self._files.values()) + sum(self._folders.values())
         self._evict()
 
     def _read(self, rel: str) -> bytes | None:
@@ -71,34 +97,60 @@ class FilesystemStore:
         except OSError:
             return None
         with self._lock:
-            if rel in self._sizes:
-                self._sizes.move_to_end(rel)
+            if rel in self._files:
+                self._files.move_to_end(rel)
         with contextlib.suppress(OSError):
             os.utime(path)  # so the LRU order survives a restart
         return data
 
     def _write(self, rel: str, data: bytes) -> None:
-        if len(data) > self._max_bytes:
+        if self._whole_blocks(len(data)) > self._max_bytes:
             return
         path = self._root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
+        with self._lock:  # eviction removes empty folders under this lock, never in between
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+                size = self._disk_bytes(os.fstat(f.fileno()))
+            with self._lock:  # so eviction never unlinks a record it has not accounted
+                os.replace(tmp, path)
+                self._total += size - self._files.pop(rel, 0)
+                self._files[rel] = size
+                self._restat_folders(posixpath.dirname(rel))
+                self._evict()
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        with self._lock:
-            self._total += len(data) - self._sizes.pop(rel, 0)
-            self._sizes[rel] = len(data)
-            self._evict()
+
+    def _restat_folders(self, rel_folder: str) -> None:
+        """Re-account ``rel_folder`` and its parents: a folder grows with its entries."""
+        while True:
+            old = self._folders.pop(rel_folder, 0)
+            with contextlib.suppress(FileNotFoundError):
+                self._folders[rel_folder] = self._disk_bytes(os.stat(self._root / rel_folder))
+            self._total += self._folders.get(rel_folder, 0) - old
+            if not rel_folder:
+                return
+            rel_folder = posixpath.dirname(rel_folder)
 
     def _evict(self) -> None:
-        while self._total > self._max_bytes and self._sizes:
-            rel, size = self._sizes.popitem(last=False)
+        while self._total > self._max_bytes and self._files:
+            rel, size = self._files.popitem(last=False)
             self._total -= size
             (self._root / rel).unlink(missing_ok=True)
+            self._remove_empty_folders(posixpath.dirname(rel))
+
+    def _remove_empty_folders(self, rel_folder: str) -> None:
+        """Remove ``rel_folder`` and its parents while they are empty, then re-account the rest."""
+        while rel_folder:
+            try:
+                os.rmdir(self._root / rel_folder)
+            except OSError:  # ENOTEMPTY: another record, or a writer's temporary, is in it
+                break
+            self._total -= self._folders.pop(rel_folder, 0)
+            rel_folder = posixpath.dirname(rel_folder)
+        self._restat_folders(rel_folder)
