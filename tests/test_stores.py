@@ -1,4 +1,8 @@
-"""Memory and filesystem stores: round trips, bounds, restarts, atomic writes."""
+"""Memory and filesystem stores: round trips, bounds, restarts, atomic writes, crashes.
+
+Run as a script (``python tests/test_stores.py FOLDER BOUND SEED``), this file is the writer
+that the crash test kills mid-write.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ import hashlib
 import itertools
 import os
 import random
+import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -18,6 +25,7 @@ from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore
 
 POINTER = Pointer("ab" * 32, "etag", 'W/"1-2"', 14400, 1_800_000_000.0)
+REPO = Path(__file__).resolve().parent.parent
 
 AnyStore = MemoryStore | FilesystemStore
 MakeStore = Callable[[int], AnyStore]
@@ -82,6 +90,10 @@ def on_disk(root: Path) -> int:
 
 def empty_folders(root: Path) -> list[Path]:
     return [Path(f) for f, subs, names in os.walk(root) if not subs and not names]
+
+
+def temporaries(root: Path) -> list[str]:
+    return [name for _, _, names in os.walk(root) for name in names if name.endswith(".tmp")]
 
 
 @pytest.fixture(params=["memory", "filesystem"])
@@ -262,3 +274,63 @@ def test_filesystem_write_is_atomic_replace(tmp_path: Path) -> None:
     assert store.get_variant("k") == variant(10, b"b")
     leftovers = [p.name for p in (tmp_path / "variants").iterdir()]
     assert leftovers == ["k"]
+
+
+def write_until_killed(folder: str, bound: int, seed: int) -> None:
+    """The crash test's writer: records derived from their keys, in a tight loop, forever."""
+    store = FilesystemStore(folder, bound)
+    rng = random.Random(seed)
+    print("ready", flush=True)
+    while True:
+        n = rng.randrange(600)
+        vkey, pkey = source_variant_key(n), url_pointer_key(n)
+        store.put_variant(vkey, keyed_variant(vkey))
+        store.put_pointer(pkey, keyed_pointer(pkey))
+
+
+def assert_intact_after_restart(root: Path, bound: int) -> None:
+    """A fresh store on ``root`` sweeps the debris, reads every record back exactly as it was
+    written, and accounts exactly what is on disk."""
+    store = FilesystemStore(root, bound)
+    assert temporaries(root) == []
+    assert empty_folders(root) == []
+    variants = [p for p in (root / "variants").rglob("*") if p.is_file()]
+    pointers = list((root / "pointers").iterdir())
+    assert variants
+    assert pointers
+    for path in variants:
+        key = path.relative_to(root / "variants").as_posix()
+        assert store.get_variant(key) == keyed_variant(key)
+    for path in pointers:
+        assert store.get_pointer(path.name) == keyed_pointer(path.name)
+    assert store.total_bytes == on_disk(root)
+    assert store.total_bytes <= bound
+
+
+def test_filesystem_survives_kill_9_mid_write(tmp_path: Path) -> None:
+    bound = 1_000_000  # small enough that evictions (and folder removals) are killed too
+    rng = random.Random()
+    torn = 0  # kills that left a temporary behind: about half of them
+    for attempt in range(12):
+        with subprocess.Popen(
+            [sys.executable, __file__, str(tmp_path), str(bound), str(rng.randrange(2**32))],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        ) as writer:
+            try:
+                assert writer.stdout is not None
+                ready = writer.stdout.readline()
+                time.sleep(rng.uniform(0.1, 0.4))
+            finally:  # never leave a writer running, whatever failed
+                writer.send_signal(signal.SIGKILL)
+        assert ready == b"ready\n"
+        assert writer.returncode == -signal.SIGKILL
+        torn += bool(temporaries(tmp_path))
+        assert_intact_after_restart(tmp_path, bound)
+        if attempt >= 3 and torn:
+            break
+    assert torn, "no kill landed mid-write"
+
+
+if __name__ == "__main__":
+    write_until_killed(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
