@@ -238,3 +238,13 @@ def pixel(body: bytes, x: int, y: int) -> list[int]:
 def fields(body: bytes) -> list[str]:
     """The metadata fields libvips finds in the encoded image."""
     return list(pyvips.Image.new_from_buffer(body, "").get_fields())
+
+
+def noise_jpeg(width: int, height: int, *, seed: int = 0) -> bytes:
+    """A photo-like JPEG that costs real encoder time (flat test pictures encode in no time).
+
+    ``seed`` changes the bytes, so each seed is a distinct source (a distinct cache miss).
+    """
+    bands = [pyvips.Image.gaussnoise(width, height, sigma=60, mean=128 + seed % 64) for _ in "rgb"]
+    image = bands[0].bandjoin(bands[1:]).cast("uchar").copy(interpretation="srgb")
+    return bytes(image.jpegsave_buffer(Q=90))

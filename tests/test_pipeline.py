@@ -15,9 +15,17 @@ import pyvips
 from imagegen import BLUE, RED
 
 from handler import errors
-from handler.config import ImagesConfig
+from handler.config import ImagesConfig, load_images_config
 from handler.errors import ImageError
-from handler.pipeline import PIPELINE_VERSION, Transformed, avif_quality, transform_image
+from handler.pipeline import (
+    PIPELINE_VERSION,
+    Plan,
+    Transformed,
+    avif_quality,
+    plan_transform,
+    run_transform,
+    transform_image,
+)
 
 CONFIG = ImagesConfig()
 
@@ -282,10 +290,14 @@ def test_apng_with_static_default_image_is_optimised() -> None:
 # --- Fallback: the original bytes with the sniffed type -------------------------------------------
 
 
-def _assert_fallback(out: Transformed, source: bytes, content_type: str) -> None:
+def _assert_fallback(
+    out: Transformed, source: bytes, content_type: str, *, transient: bool = False
+) -> None:
+    """A deterministic failure keeps Next's fallback (stored); a timeout's is transient."""
     assert out.kind == "fallback"
     assert out.content_type == content_type
     assert out.body is source
+    assert out.transient is transient
 
 
 def test_truncated_jpeg_falls_back() -> None:
@@ -347,7 +359,47 @@ def test_timeout_cancels_and_falls_back(big_jpegs: dict[int, bytes], orientation
     started = time.monotonic()
     out = run(source, w=1920, img_opt_timeout_seconds=0.001)
     elapsed = time.monotonic() - started
-    _assert_fallback(out, source, "image/jpeg")
+    _assert_fallback(out, source, "image/jpeg", transient=True)
     full = time.monotonic()
     assert run(source, w=1920).kind == "optimized"
     assert elapsed < (time.monotonic() - full) / 2  # stopped early, not run to the end
+
+
+def test_the_requests_deadline_stops_the_transform_too(big_jpegs: dict[int, bytes]) -> None:
+    plan = plan_transform(
+        big_jpegs[1],
+        width=1920,
+        quality=75,
+        mime_type="image/webp",
+        config=load_images_config(None),
+    )
+    assert isinstance(plan, Plan)
+    out = run_transform(plan, load_images_config(None), deadline=time.monotonic() + 0.001)
+    _assert_fallback(out, big_jpegs[1], "image/jpeg", transient=True)
+
+
+def test_gif_canvases_past_the_whole_decode_limit_are_served_as_they_are() -> None:
+    # 7100 x 7100 = 50.4 MP: decoded whole onto an RGBA canvas it would hold ~200 MB.
+    source = imagegen.gif(7100, 7100)
+    started = time.monotonic()
+    _assert_fallback(run(source, mime=""), source, "image/gif")
+    assert time.monotonic() - started < 0.5
+    assert run(imagegen.gif(1000, 1000), w=640).kind == "optimized"
+
+
+@pytest.mark.parametrize(
+    ("make", "mime", "at_least_mb", "at_most_mb"),
+    [
+        (lambda: imagegen.jpeg(4000, 3000), "image/avif", 80, 200),  # 1920 px AVIF out
+        (lambda: imagegen.jpeg(4000, 3000), "image/jpeg", 24, 60),  # streamed both ways
+        (lambda: imagegen.gif(4000, 4000), "image/webp", 64, 140),  # canvas decoded whole
+    ],
+)
+def test_the_plan_sizes_memory_from_the_header(
+    make: Any, mime: str, at_least_mb: int, at_most_mb: int
+) -> None:
+    plan = plan_transform(
+        make(), width=1920, quality=75, mime_type=mime, config=load_images_config(None)
+    )
+    assert isinstance(plan, Plan)
+    assert at_least_mb << 20 <= plan.memory <= at_most_mb << 20

@@ -1,0 +1,146 @@
+"""Admission control: slots, the memory budget, arrival order, and fast 503s under overload."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from handler.admission import Admission
+from handler.errors import ImageError
+
+pytestmark = pytest.mark.anyio
+
+
+class Trace:
+    """Which jobs ran, in what order, and how many were inside their slot at once."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.inside = 0
+        self.most_inside = 0
+
+    async def job(
+        self, admission: Admission, name: str, memory: int, *, hold: anyio.Event, deadline: float
+    ) -> None:
+        async with admission.slot(memory, deadline=deadline):
+            self.started.append(name)
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            await hold.wait()
+            self.inside -= 1
+
+
+def far() -> float:
+    return anyio.current_time() + 60
+
+
+async def test_at_most_max_running_and_in_arrival_order() -> None:
+    admission = Admission(max_running=2, memory_budget=10**9, max_queue=10)
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        for name in "abcde":
+            tg.start_soon(lambda n=name: trace.job(admission, n, 1, hold=release, deadline=far()))
+            await anyio.sleep(0.01)  # arrival order a, b, c, d, e
+        assert trace.started == ["a", "b"]
+        assert (admission.running, admission.queued) == (2, 3)
+        release.set()
+    assert trace.started == list("abcde")
+    assert trace.most_inside == 2
+    assert (admission.running, admission.reserved, admission.queued) == (0, 0, 0)
+
+
+async def test_the_memory_budget_holds_back_what_does_not_fit() -> None:
+    admission = Admission(max_running=4, memory_budget=100, max_queue=10)
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "big", 70, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        tg.start_soon(lambda: trace.job(admission, "next", 40, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        # 70 + 40 > 100: the second waits although slots are free, and so does a small third
+        # one behind it (first come, first served: a big job is never starved by small ones).
+        tg.start_soon(lambda: trace.job(admission, "small", 10, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        assert trace.started == ["big"]
+        assert admission.reserved == 70
+        release.set()
+    assert trace.started == ["big", "next", "small"]
+
+
+async def test_a_job_bigger_than_the_budget_runs_alone() -> None:
+    admission = Admission(max_running=4, memory_budget=100, max_queue=10)
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "huge", 10**12, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        tg.start_soon(lambda: trace.job(admission, "tiny", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        assert trace.started == ["huge"]
+        assert admission.reserved == 100  # capped at the budget
+        release.set()
+    assert trace.most_inside == 1
+
+
+async def test_a_full_queue_answers_503_at_once_with_retry_after() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=1)
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        tg.start_soon(lambda: trace.job(admission, "queued", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        started = anyio.current_time()
+        with pytest.raises(ImageError) as refused:
+            await trace.job(admission, "refused", 1, hold=release, deadline=far())
+        assert anyio.current_time() - started < 0.05
+        release.set()
+    assert refused.value.status == 503
+    assert refused.value.message == "The image optimizer is busy; retry shortly"
+    assert refused.value.headers["Cache-Control"] == "no-store"
+    assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
+    assert trace.started == ["running", "queued"]
+
+
+async def test_a_request_that_cannot_start_in_time_gets_503_before_its_deadline() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        started = anyio.current_time()
+        deadline = started + 1.5  # the first transform is expected to take ~1 s: give up at ~0.5 s
+        with pytest.raises(ImageError) as refused:
+            await trace.job(admission, "late", 1, hold=release, deadline=deadline)
+        waited = anyio.current_time() - started
+        assert 0.3 < waited < 1.0
+        assert admission.queued == 0  # it left the queue
+        release.set()
+    assert refused.value.status == 503
+    assert trace.started == ["running"]
+
+
+async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    trace, release, second = Trace(), anyio.Event(), anyio.Event()
+    scopes: list[anyio.CancelScope] = []
+
+    async def leaver() -> None:  # a client that goes away while queued
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await trace.job(admission, "leaver", 1, hold=release, deadline=far())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "first", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        tg.start_soon(leaver)
+        await anyio.sleep(0.01)
+        tg.start_soon(lambda: trace.job(admission, "third", 1, hold=second, deadline=far()))
+        await anyio.sleep(0.01)
+        scopes[0].cancel()
+        await anyio.sleep(0.01)
+        assert admission.queued == 1
+        release.set()
+        await anyio.sleep(0.01)
+        assert trace.started == ["first", "third"]
+        second.set()
+    assert (admission.running, admission.reserved, admission.queued) == (0, 0, 0)

@@ -1,0 +1,172 @@
+"""Overload and timeouts through the app: bounded transforms, fast 503s, hits that never wait,
+and a timeout's fallback that is served once and never stored."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import imagegen
+import pytest
+from support import Clock
+
+from handler.app import create_app
+from handler.config import load_images_config
+from handler.optimizer import Optimizer
+from handler.settings import Settings
+from handler.stores.memory import MemoryStore
+from handler.wiring import build_optimizer
+
+pytestmark = pytest.mark.anyio
+
+BUSY = "The image optimizer is busy; retry shortly"
+
+
+@pytest.fixture(scope="module")
+def heavy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A public folder of distinct photo-like sources, each ~1 s of AVIF encoding."""
+    root = tmp_path_factory.mktemp("public")
+    for seed in range(4):
+        (root / f"heavy{seed}.jpg").write_bytes(imagegen.noise_jpeg(1800, 1800, seed=seed))
+    (root / "small.png").write_bytes(imagegen.png(64, 64))
+    return root
+
+
+def optimizer_for(public: Path, store: MemoryStore | None = None, **settings: Any) -> Optimizer:
+    return build_optimizer(
+        Settings(public_dir=str(public), **settings),
+        config=load_images_config('{"formats": ["image/avif", "image/webp"]}'),
+        store=store or MemoryStore(),
+        clock=Clock(),
+    )
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[Any]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(optimizer: Optimizer) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=create_app(optimizer))
+        client = httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+def query(name: str, width: int = 1920) -> str:
+    return f"/_next/image?url=%2F{name}&w={width}&q=75"
+
+
+async def test_a_burst_beyond_the_queue_gets_fast_503s_and_the_rest_correct_images(
+    heavy: Path, client_for: Any
+) -> None:
+    optimizer = optimizer_for(heavy, max_transforms=1, max_queue=1)
+    client = client_for(optimizer)
+    answers: dict[int, tuple[httpx.Response, float]] = {}
+    most_running = 0
+
+    async def get(seed: int) -> None:
+        started = time.monotonic()
+        response = await client.get(query(f"heavy{seed}.jpg"), headers={"accept": "image/avif"})
+        answers[seed] = (response, time.monotonic() - started)
+
+    async with anyio.create_task_group() as tg:
+        for seed in range(4):
+            tg.start_soon(get, seed)
+            await anyio.sleep(0.2)  # arrival order 0, 1, 2, 3
+        while len(answers) < 4:
+            most_running = max(most_running, optimizer.admission.running)
+            await anyio.sleep(0.01)
+
+    assert most_running == 1
+    statuses = [answers[seed][0].status_code for seed in range(4)]
+    assert statuses == [200, 200, 503, 503]  # one running, one queued, the rest refused
+    for seed in (0, 1):
+        decoded = imagegen.decode(answers[seed][0].content)
+        assert (decoded.format, decoded.width) == ("avif", 1800)  # never upscaled
+    for seed in (2, 3):
+        refused, elapsed = answers[seed]
+        assert elapsed < 0.5
+        assert refused.text == BUSY
+        assert refused.headers["cache-control"] == "no-store"
+        assert int(refused.headers["retry-after"]) >= 1
+
+
+async def test_the_memory_budget_runs_big_transforms_one_at_a_time(
+    heavy: Path, client_for: Any
+) -> None:
+    optimizer = optimizer_for(heavy, max_transforms=2, memory_budget=1)
+    client = client_for(optimizer)
+    most_running = 0
+    statuses: list[int] = []
+
+    async def get(seed: int) -> None:
+        response = await client.get(query(f"heavy{seed}.jpg", 640))
+        statuses.append(response.status_code)
+
+    async with anyio.create_task_group() as tg:
+        for seed in range(2):
+            tg.start_soon(get, seed)
+        while len(statuses) < 2:
+            most_running = max(most_running, optimizer.admission.running)
+            await anyio.sleep(0.005)
+    assert statuses == [200, 200]
+    assert most_running == 1
+
+
+async def test_a_hit_never_waits_behind_running_transforms(heavy: Path, client_for: Any) -> None:
+    optimizer = optimizer_for(heavy, max_transforms=1)
+    client = client_for(optimizer)
+    hit = query("small.png", 64)
+    assert (await client.get(hit)).headers["x-nextjs-cache"] == "MISS"
+    latencies: list[float] = []
+
+    async def burst(seed: int) -> None:
+        await client.get(query(f"heavy{seed}.jpg"), headers={"accept": "image/avif"})
+
+    async with anyio.create_task_group() as tg:
+        for seed in range(3):
+            tg.start_soon(burst, seed)
+        await anyio.sleep(0.3)
+        while optimizer.admission.running:
+            started = time.monotonic()
+            response = await client.get(hit)
+            latencies.append(time.monotonic() - started)
+            assert response.headers["x-nextjs-cache"] == "HIT"
+            await anyio.sleep(0.1)
+    assert len(latencies) >= 5
+    assert max(latencies) < 0.25, latencies  # a shared 2-core CI machine; the bench quotes ms
+
+
+async def test_a_timeout_fallback_is_served_once_uncached_and_never_stored(
+    heavy: Path, client_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    hurried = optimizer_for(heavy, store=store)
+    hurried.config = dataclasses.replace(hurried.config, img_opt_timeout_seconds=0.001)
+    source = (heavy / "heavy0.jpg").read_bytes()
+
+    webp = {"accept": "image/webp"}
+    response = await client_for(hurried).get(query("heavy0.jpg", 640), headers=webp)
+    assert response.status_code == 200
+    assert response.content == source  # the original bytes, as Next serves on a failure
+    assert response.headers["cache-control"] == "private, no-store"
+    assert response.headers["x-nextjs-cache"] == "MISS"
+    assert "timed out; serving the original once, uncached" in caplog.text
+    assert store.total_bytes == 0  # no variant, no pointer
+
+    # The same store behind an unhurried instance: nothing wrong was kept, so this transforms.
+    unhurried = client_for(optimizer_for(heavy, store=store))
+    response = await unhurried.get(query("heavy0.jpg", 640), headers=webp)
+    assert response.headers["x-nextjs-cache"] == "MISS"
+    assert response.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+    decoded = imagegen.decode(response.content)
+    assert (decoded.format, decoded.width) == ("webp", 640)
