@@ -23,6 +23,7 @@ from typing import Any
 import ada_url
 
 from handler.globs import compile_glob
+from handler.linear_regex import LinearRegex
 
 DEFAULT_CSP = "script-src 'none'; frame-src 'none'; sandbox;"
 STATIC_MEDIA_GLOBS = ("/_next/static/media/**", "/_next/static/immutable/media/**")
@@ -41,8 +42,8 @@ _FORMATS = ("image/avif", "image/webp")
 class RemotePattern:
     """One ``remotePatterns`` entry; ``hostname``/``pathname`` are compiled picomatch regexes."""
 
-    hostname: re.Pattern[str]
-    pathname: re.Pattern[str]
+    hostname: LinearRegex
+    pathname: LinearRegex
     protocol: str | None = None
     port: str | None = None
     search: str | None = None
@@ -53,15 +54,21 @@ class RemotePattern:
 class LocalPattern:
     """One ``localPatterns`` entry; ``pathname`` is a compiled picomatch regex."""
 
-    pathname: re.Pattern[str]
+    pathname: LinearRegex
     search: str | None = None
     raw: dict[str, str] = field(default_factory=dict)
 
 
-def _pathname_regex(glob_or_source: str | None, *, is_regex: bool) -> re.Pattern[str]:
+def _regex(glob_or_source: str, *, is_regex: bool, dot: bool) -> LinearRegex:
+    """A glob, or a manifest's picomatch regex source, matched in time linear in the URL."""
+    source = glob_or_source if is_regex else compile_glob(glob_or_source, dot=dot).pattern
+    return LinearRegex(source)
+
+
+def _pathname_regex(glob_or_source: str | None, *, is_regex: bool) -> LinearRegex:
     if is_regex and glob_or_source is not None:
-        return re.compile(glob_or_source)
-    return compile_glob(glob_or_source or "**", dot=True)
+        return LinearRegex(glob_or_source)
+    return _regex(glob_or_source or "**", is_regex=False, dot=True)
 
 
 def _local_pattern(raw: dict[str, str], *, is_regex: bool = False) -> LocalPattern:
@@ -282,9 +289,7 @@ def _remote_pattern(entry: Any, key: str, *, is_regex: bool) -> RemotePattern:
     if len(raw.get("port", "")) > 5:
         raise ValueError(f"{key}.port must be at most 5 characters")
     try:
-        hostname = (
-            re.compile(raw["hostname"]) if is_regex else compile_glob(raw["hostname"], dot=False)
-        )
+        hostname = _regex(raw["hostname"], is_regex=is_regex, dot=False)
         pathname = _pathname_regex(raw.get("pathname"), is_regex=is_regex)
     except (ValueError, re.error) as err:
         raise ValueError(f"{key}: {err}") from err

@@ -9,7 +9,8 @@ and ``\\`` escapes, including picomatch's quirks (``*`` crosses dots, ``/x/**`` 
 raise ``ValueError``: picomatch would turn them into regex syntax no allow-list should rely on.
 
 The regexes are anchored (use ``search``, like JS ``RegExp.test``), so a compiled glob and a regex
-source read from ``images-manifest.json`` are used the same way.
+source read from ``images-manifest.json`` are used the same way: the config matches URLs with their
+source through ``handler.linear_regex``, never with ``re``, which backtracks on these lazy stars.
 """
 
 from __future__ import annotations

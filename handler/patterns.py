@@ -1,7 +1,8 @@
 """Next's allow-lists: ``hasRemoteMatch`` and ``hasLocalMatch`` (match-*-pattern.ts).
 
 Both run on WHATWG-parsed URLs (ada), so hosts are lower-cased and punycoded, IPv4 shorthand is
-normalised and ``..`` segments are resolved before any glob sees them.
+normalised and ``..`` segments are resolved before any glob sees them. Patterns are matched in time
+linear in the URL (``handler.linear_regex``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ def _matches_remote(pattern: RemotePattern, url: ada_url.URL) -> bool:
         return False
     if pattern.port is not None and pattern.port != url.port:
         return False
-    if pattern.hostname.search(url.hostname) is None:
+    if not pattern.hostname.search(url.hostname):
         return False
     if pattern.search is not None and pattern.search != url.search:
         return False
-    return pattern.pathname.search(url.pathname) is not None
+    return pattern.pathname.search(url.pathname)
 
 
 def has_local_match(local_patterns: Sequence[LocalPattern] | None, url: str) -> bool:

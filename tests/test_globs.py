@@ -11,6 +11,7 @@ import re
 import pytest
 
 from handler.globs import compile_glob
+from handler.linear_regex import LinearRegex
 
 HOSTS = (
     "example.com",
@@ -354,6 +355,13 @@ PICOMATCH_CASES = [
 @pytest.mark.parametrize(("glob", "dot", "accepted"), PICOMATCH_CASES)
 def test_matches_picomatch(glob: str, dot: bool, accepted: tuple[str, ...]) -> None:
     regex = compile_glob(glob, dot=dot)
+    candidates = PATHS if dot else HOSTS
+    assert tuple(s for s in candidates if regex.search(s)) == accepted
+
+
+@pytest.mark.parametrize(("glob", "dot", "accepted"), PICOMATCH_CASES)
+def test_linear_matcher_matches_picomatch(glob: str, dot: bool, accepted: tuple[str, ...]) -> None:
+    regex = LinearRegex(compile_glob(glob, dot=dot).pattern)  # what the config matches URLs with
     candidates = PATHS if dot else HOSTS
     assert tuple(s for s in candidates if regex.search(s)) == accepted
 
