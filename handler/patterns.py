@@ -13,11 +13,18 @@ import ada_url
 
 from handler.config import LocalPattern, RemotePattern
 
+MAX_HOSTNAME_LENGTH = 253  # DNS's limit: no longer name resolves, so none is worth matching
+
 
 def has_remote_match(
     domains: Sequence[str], remote_patterns: Sequence[RemotePattern], url: ada_url.URL
 ) -> bool:
-    """``domains`` is an exact host match that then allows any protocol, port, path and query."""
+    """``domains`` is an exact host match that then allows any protocol, port, path and query.
+
+    A hostname longer than DNS allows matches nothing, before any pattern runs.
+    """
+    if len(url.hostname) > MAX_HOSTNAME_LENGTH:
+        return False
     return url.hostname in domains or any(_matches_remote(p, url) for p in remote_patterns)
 
 

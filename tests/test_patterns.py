@@ -7,8 +7,9 @@ import json
 import ada_url
 import pytest
 
-from handler.config import load_images_config
-from handler.patterns import has_local_match, has_remote_match
+from handler.config import RemotePattern, load_images_config
+from handler.linear_regex import LinearRegex
+from handler.patterns import MAX_HOSTNAME_LENGTH, has_local_match, has_remote_match
 
 
 def remote(patterns: list[object], url: str, domains: tuple[str, ...] = ()) -> bool:
@@ -69,6 +70,35 @@ def test_any_pattern_may_match() -> None:
 )
 def test_domains_are_exact_hostname_matches(url: str, expected: bool) -> None:
     assert remote([], url, domains=("example.com",)) is expected
+
+
+LONGEST_HOSTNAME = ".".join(["a" * 63] * 3 + ["b" * 61])
+
+
+@pytest.mark.parametrize(
+    ("hostname", "expected"),
+    [(LONGEST_HOSTNAME, True), ("c" + LONGEST_HOSTNAME, False), ("x" * 2101, False)],
+)
+def test_hostnames_longer_than_dns_allows_match_nothing(hostname: str, expected: bool) -> None:
+    assert len(LONGEST_HOSTNAME) == MAX_HOSTNAME_LENGTH == 253
+    url = f"https://{hostname}/a.png"
+    assert remote([{"hostname": "**"}], url) is expected
+    assert remote([], url, domains=(hostname,)) is expected
+
+
+def test_a_long_hostname_is_refused_before_any_pattern_runs() -> None:
+    seen: list[str] = []
+
+    class Spy(LinearRegex):
+        def search(self, text: str) -> bool:
+            seen.append(text)
+            return True
+
+    pattern = RemotePattern(Spy("h"), Spy("/"))
+    assert not has_remote_match((), [pattern], ada_url.URL("https://" + "h" * 254 + "/a.png"))
+    assert seen == []
+    assert has_remote_match((), [pattern], ada_url.URL("https://" + "h" * 253 + "/a.png"))
+    assert seen == ["h" * 253, "/a.png"]
 
 
 def test_manifest_regex_patterns_match() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from urllib.parse import quote
 
@@ -152,6 +153,16 @@ def test_absolute_href_is_whatwg_normalised(url: str, href: str) -> None:
 )
 def test_case_64_hosts_reach_the_fetcher(url: str) -> None:
     assert validate_params(f"url={quote(url, safe='')}&w=640&q=75", None, ANY_REMOTE).is_absolute
+
+
+def test_hostnames_longer_than_dns_allows_are_not_allowed() -> None:
+    longest = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters
+    fits = quote(f"https://{longest}/a.png", safe="")
+    assert validate_params(f"url={fits}&w=640&q=75", None, ANY_REMOTE).is_absolute
+    too_long = quote(f"https://c{longest}/a.png", safe="")
+    assert error_of(f"url={too_long}&w=640&q=75", ANY_REMOTE) == errors.URL_NOT_ALLOWED
+    domain = load_images_config(json.dumps({"domains": [f"c{longest}"]}))
+    assert error_of(f"url={too_long}&w=640&q=75", domain) == errors.URL_NOT_ALLOWED
 
 
 def test_domains_allow_any_protocol_port_and_path() -> None:
