@@ -25,9 +25,10 @@ from handler.wiring import build_app
 
 # Lambda's buffered response is 6 MB including base64 (x4/3) and headers: ~4.4 MB of image.
 LAMBDA_MAX_INLINE_BYTES = 4_400_000
-# At most this long after a response, an abandoned store call may finish (its S3 timeouts bound
-# it well below this); never longer than the invocation has left.
-DRAIN_SECONDS = 5.0
+# How long an abandoned store call may take to end after the response: its S3 timeouts bound it
+# (1 s connect + 2 s read, a backoff of up to 2 s, then the same again). Never longer than the
+# invocation has left.
+DRAIN_SECONDS = 8.0
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
