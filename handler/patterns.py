@@ -7,6 +7,7 @@ linear in the URL (``handler.linear_regex``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import ada_url
@@ -14,6 +15,7 @@ import ada_url
 from handler.config import LocalPattern, RemotePattern
 
 MAX_HOSTNAME_LENGTH = 253  # DNS's limit: no longer name resolves, so none is worth matching
+_ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c)", re.IGNORECASE)
 
 
 def has_remote_match(
@@ -41,10 +43,17 @@ def _matches_remote(pattern: RemotePattern, url: ada_url.URL) -> bool:
 
 
 def has_local_match(local_patterns: Sequence[LocalPattern] | None, url: str) -> bool:
-    """``None`` (Next 15's default) allows all; raises ``ValueError`` if ``url`` won't parse."""
+    """``None`` (Next 15's default) allows all; raises ``ValueError`` if ``url`` won't parse.
+
+    Unlike Next, a path with an encoded ``/`` or ``\\`` matches no pattern: the pattern would see
+    one segment (``/only/*.png`` matches ``/only/a%2Fb.png``) where the file lookup, which
+    decodes, would see two.
+    """
     if local_patterns is None:
         return True
     parsed = ada_url.URL(url, "http://n")
+    if _ENCODED_SEPARATOR.search(parsed.pathname):
+        return False
     return any(
         (p.search is None or p.search == parsed.search) and p.pathname.search(parsed.pathname)
         for p in local_patterns

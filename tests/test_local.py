@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support import MakeApp
 
 from handler import errors
-from handler.config import ImagesConfig
+from handler.config import ImagesConfig, load_images_config
 from handler.errors import ImageError
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.local import PublicDirSource
@@ -98,6 +100,38 @@ async def test_path_is_normalised_and_decoded(root: Path, href: str) -> None:
 async def test_escapes_directories_and_misses_are_not_found(root: Path, href: str) -> None:
     with pytest.raises(SourceNotFound):
         await source(root).fetch(href)
+
+
+@pytest.mark.parametrize(
+    "href",
+    ["/img/nested%2Fa%20b.png", "/img%2fnested/a%20b.png", "/img/nested%5Ca%20b.png", "/img%5c"],
+)
+async def test_an_encoded_separator_never_adds_a_segment(root: Path, href: str) -> None:
+    # public/img/nested/a b.png exists, but an allow-list saw "nested%2Fa b.png" as one name.
+    with pytest.raises(SourceNotFound):
+        await source(root).fetch(href)
+
+
+ONLY_PNG = '{"localPatterns": [{"pathname": "/only/*.png"}]}'
+NOT_ALLOWED = '"url" parameter is not allowed'
+
+
+@pytest.mark.parametrize("separator", ["%2F", "%2f", "%5C", "%5c"])
+def test_app_never_lets_an_encoded_separator_widen_a_local_pattern(
+    make_app: MakeApp, public_dir: Path, separator: str
+) -> None:
+    (public_dir / "only" / "private").mkdir(parents=True)
+    (public_dir / "only" / "ok.png").write_bytes((public_dir / "test.png").read_bytes())
+    (public_dir / "only" / "private" / "secret.png").write_bytes(b"private, but a valid PNG too")
+    url = f"/only/private{separator.replace('%', '%25')}secret.png"
+    app = make_app(load_images_config(ONLY_PNG))
+    assert app.get("url=/only/ok.png&w=640&q=75").status_code == 200
+    response = app.get(f"url={url}&w=640&q=75")
+    assert (response.status_code, response.text) == (400, NOT_ALLOWED)
+    # Without any localPatterns, the file lookup still refuses to split the segment.
+    unrestricted = make_app(replace(load_images_config(None), local_patterns=None))
+    response = unrestricted.get(f"url={url}&w=640&q=75")
+    assert (response.status_code, response.text) == (404, errors.INTERNAL_INVALID)
 
 
 async def test_symlinks_out_of_the_folder_are_not_followed(root: Path) -> None:

@@ -111,6 +111,14 @@ def test_missing_or_escaping_paths_are_not_found(s3: Any, href: str) -> None:
         fetch(href)
 
 
+@pytest.mark.parametrize("separator", ["%2F", "%2f", "%5C", "%5c"])
+def test_an_encoded_separator_never_adds_a_segment(s3: Any, separator: str) -> None:
+    s3.put_object(Bucket=BUCKET, Key=PREFIX + "only/private/secret.png", Body=IMAGE)
+    assert fetch("/only/private/secret.png").body == IMAGE
+    with pytest.raises(SourceNotFound):  # an allow-list saw "private%2Fsecret.png" as one name
+        fetch(f"/only/private{separator}secret.png")
+
+
 def test_unreachable_bucket_is_an_upstream_error(s3: Any) -> None:
     source = S3AssetsSource("no-such-bucket", "", ImagesConfig())
     with pytest.raises(ImageError) as caught:

@@ -244,6 +244,28 @@ def test_unparsable_relative_url_is_invalid() -> None:
     assert error_of("url=%2F%5C%5B&w=640&q=75") == errors.URL_INVALID
 
 
+ONLY_PNG = load_images_config('{"localPatterns": [{"pathname": "/only/*.png"}]}')
+
+
+@pytest.mark.parametrize("separator", ["%2F", "%2f", "%5C", "%5c"])
+def test_encoded_separators_never_widen_a_local_pattern(separator: str) -> None:
+    # Next lets /only/*.png serve public/only/private/secret.png this way; we refuse it.
+    url = f"/only/private{separator}secret.png"
+    query = f"url={quote(url, safe='/')}&w=640&q=75"
+    assert error_of(query, ONLY_PNG) == errors.URL_NOT_ALLOWED
+    assert error_of(query) == errors.URL_NOT_ALLOWED  # Next 16's default localPatterns too
+    no_patterns = replace(DEFAULT, local_patterns=None)  # Next 15: no allow-list to widen
+    assert validate_params(query, None, no_patterns).href == url
+
+
+def test_only_real_encoded_separators_are_refused() -> None:
+    assert validate_params("url=/only/ok.png&w=640&q=75", None, ONLY_PNG).href == "/only/ok.png"
+    literal = validate_params("url=/only/a%25252Fb.png&w=640&q=75", None, ONLY_PNG)
+    assert literal.href == "/only/a%252Fb.png"  # the file is named "a%2Fb.png"
+    # A raw backslash is a real separator once WHATWG-parsed: the pattern sees two segments.
+    assert error_of("url=/only/a%5Cb.png&w=640&q=75", ONLY_PNG) == errors.URL_NOT_ALLOWED
+
+
 def test_query_decoding_matches_urlsearchparams() -> None:
     params = validate_params("url=/a+b%2Bc%FF.png&w=640&q=75", None, DEFAULT)
     assert params.href == "/a b+c\ufffd.png"

@@ -15,18 +15,23 @@ STATIC_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
 def asset_segments(href: str) -> list[str] | None:
-    """The decoded path segments of ``href``, or None if any could escape or confuse the root."""
-    pathname = ada_url.URL(href, "http://n").pathname
-    try:
-        decoded = unquote_to_bytes(pathname).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if "\x00" in decoded or "\\" in decoded:
-        return None
-    segments = [segment for segment in decoded.split("/") if segment]
-    if not segments or any(segment in (".", "..") for segment in segments):
-        return None
-    return segments
+    """The decoded path segments of ``href``, or None if any could escape or confuse the root.
+
+    Segments are split before they are decoded, and one whose decoded text holds a separator is
+    refused: the lookup never sees more segments than the allow-list did (``a%2Fb`` is one).
+    """
+    segments = []
+    for raw in ada_url.URL(href, "http://n").pathname.split("/"):
+        if not raw:
+            continue
+        try:
+            segment = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if segment in (".", "..") or any(char in segment for char in "/\\\x00"):
+            return None
+        segments.append(segment)
+    return segments or None
 
 
 def default_cache_control(segments: list[str]) -> str:
