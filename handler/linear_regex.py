@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 _parser: Any = importlib.import_module("re._parser")  # CPython's own regex parser (untyped)
@@ -169,7 +169,7 @@ class _Dfa:
         for pc in optional:
             self._args[pc] = (pc + 1, len(self._kinds))
 
-    def _test(self, key: str, make: Any) -> int:
+    def _test(self, key: str, make: Callable[[], _Test]) -> int:
         """The id of a position test; identical ones (``**`` repeats its lookahead) are shared."""
         if key not in self._test_ids:
             self._test_ids[key] = len(self._tests)
@@ -204,7 +204,7 @@ class _Dfa:
         state: _State | None = self._start
         shift = -1 if self._reverse else 0  # text[pos + shift] is the character read next
         for pos in range(len(text), -1, -1) if self._reverse else range(len(text) + 1):
-            if state is None:  # no thread left: no match can end here or further on
+            if state is None:  # a DFA that does not restart has no thread left
                 break
             key = self._outcome(state, text, pos, columns) if state.tests else 0
             step = state.steps.get(key) or self._close(state, key)
@@ -279,7 +279,9 @@ class _Dfa:
         self._count()
         return step
 
-    def _closure(self, pcs: frozenset[int], passes: Any) -> tuple[bool, frozenset[int]]:
+    def _closure(
+        self, pcs: frozenset[int], passes: Callable[[int], bool]
+    ) -> tuple[bool, frozenset[int]]:
         """Follow epsilon moves: whether the match is reached, and the consuming positions."""
         chars: set[int] = set()
         accepts = False

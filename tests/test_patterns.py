@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from urllib.parse import quote
 
 import ada_url
 import pytest
 
-from handler.config import RemotePattern, load_images_config
+from handler.config import ImagesConfig, RemotePattern, load_images_config
+from handler.errors import ImageError
 from handler.linear_regex import LinearRegex
 from handler.patterns import MAX_HOSTNAME_LENGTH, has_local_match, has_remote_match
+from handler.validate import validate_params
 
 
 def remote(patterns: list[object], url: str, domains: tuple[str, ...] = ()) -> bool:
@@ -162,3 +167,105 @@ def test_local_patterns(patterns: object, url: str, expected: bool) -> None:
 def test_local_match_raises_on_unparsable_url() -> None:
     with pytest.raises(ValueError):
         has_local_match(DEFAULT_LOCAL, "/\\[")
+
+
+# Hostile configs x hostile inputs, at the longest input accepted (`url` is at most 3072 UTF-16
+# units). With `re`, `*-*-*.example.com` took 21 s to refuse 2,101 dashes. Every call must now take
+# a few ms: 20 ms is the bound, the best of three calls on three different texts (so no per-text
+# cache helps), because CI shares two cores.
+LONGEST_URL = 3072
+CALL_BUDGET = 0.020
+HOSTILE_HOSTNAMES = [
+    "*-*-*.example.com",
+    "*-*-*-*-*.example.com",
+    "**.example.com",
+    "*.*.*.*.*.*.*.*.example.com",
+    "**-**-**-**.example.com",
+]
+HOSTILE_PATHNAMES = [
+    "/img/*-*-*-*.png",
+    "**",
+    "/**/**/**/**/x.png",
+    "/a/**/b/**/c/**/d/**",
+    "**/*-*-*-*-*-*.png",
+    "/*/*/*/*/*/*/*/*.png",
+    "/{*,**}-{*,**}/{a,*}.png",
+]
+# images-manifest.json holds regex sources: nested stars, and picomatch's own negation.
+HOSTILE_SOURCES = [
+    r"^(?:(?:[^/]*?)*?(?:[^/]*?-)*?x)$",
+    r"^(?:(?:(?:a|-|\.)*)*(?:-|\.)*y)$",
+    r"^(?:\/(?:(?:(?!(?:^|\/)\.{1,2}(?:\/|$)).)*?\/)*(?:[^/]*?-)+\.png)$",
+    r"^(?!^(?:\/a(?:\/(?!\.{1,2}(?:\/|$))(?:(?:(?!(?:^|\/)\.{1,2}(?:\/|$)).)*?)|$))$).*$",
+]
+UNITS = ["-", "a-", ".", "-.", "./", "a/", "/.", "/", "-/a", "..-"]
+
+
+def hostile(length: int, prefix: str = "") -> list[list[str]]:
+    """Per hostile shape, three different texts of exactly ``length`` characters."""
+    body = length - len(prefix) - 1
+    return [[prefix + (unit * body)[:body] + end for end in "xyz"] for unit in UNITS]
+
+
+def best_of_3(call: Callable[[str], object], texts: list[str]) -> float:
+    timings = []
+    for text in texts:
+        start = time.perf_counter()
+        call(text)
+        timings.append(time.perf_counter() - start)
+    return min(timings)
+
+
+@pytest.mark.parametrize("glob", HOSTILE_HOSTNAMES)
+def test_hostile_hostname_globs_match_in_linear_time(glob: str) -> None:
+    (pattern,) = load_images_config(
+        json.dumps({"remotePatterns": [{"hostname": glob}]})
+    ).remote_patterns
+    for texts in hostile(2101):  # the issue's length: longer than DNS allows, yet linear
+        assert best_of_3(pattern.hostname.search, texts) < CALL_BUDGET, texts[0][:20]
+
+
+@pytest.mark.parametrize("glob", HOSTILE_PATHNAMES)
+def test_hostile_pathname_globs_match_in_linear_time(glob: str) -> None:
+    config = load_images_config(json.dumps({"localPatterns": [{"pathname": glob}]}))
+    pathname = config.local_patterns[0].pathname  # type: ignore[index]
+    for prefix in ("/", "/img/", "/a/"):
+        for texts in hostile(LONGEST_URL, prefix):
+            assert best_of_3(pathname.search, texts) < CALL_BUDGET, texts[0][:20]
+
+
+@pytest.mark.parametrize("source", HOSTILE_SOURCES)
+def test_hostile_manifest_sources_match_in_linear_time(source: str) -> None:
+    manifest = {"version": 1, "images": {"localPatterns": [{"pathname": source}]}}
+    pathname = load_images_config(json.dumps(manifest)).local_patterns[0].pathname  # type: ignore[index]
+    for prefix in ("/", "/a/"):
+        for texts in hostile(LONGEST_URL, prefix):
+            assert best_of_3(pathname.search, texts) < CALL_BUDGET, texts[0][:20]
+
+
+def validate_time(config: ImagesConfig, urls: list[str]) -> float:
+    def validate(url: str) -> None:
+        try:
+            validate_params(f"url={quote(url, safe='/:')}&w=640&q=75", None, config)
+        except ImageError as err:
+            assert err.message == '"url" parameter is not allowed'
+
+    return best_of_3(validate, urls)
+
+
+@pytest.mark.parametrize("hostname", HOSTILE_HOSTNAMES)
+def test_validate_params_stays_fast_on_hostile_remote_patterns(hostname: str) -> None:
+    patterns = [{"hostname": hostname, "pathname": glob} for glob in HOSTILE_PATHNAMES]
+    config = load_images_config(json.dumps({"remotePatterns": patterns}))
+    for host in ("-" * 2101, "a-" * 126 + "a", "a-b-c-d-e.example.com"):
+        for paths in hostile(LONGEST_URL - len(f"https://{host}"), "/img/"):
+            urls = [f"https://{host}{path}" for path in paths]
+            assert validate_time(config, urls) < CALL_BUDGET, urls[0][:40]
+
+
+def test_validate_params_stays_fast_on_hostile_local_patterns() -> None:
+    patterns = [{"pathname": glob} for glob in HOSTILE_PATHNAMES]
+    config = load_images_config(json.dumps({"localPatterns": patterns}))
+    for prefix in ("/x", "/img/", "/a/"):  # not "/": "//" would be refused before any pattern
+        for urls in hostile(LONGEST_URL, prefix):
+            assert validate_time(config, urls) < CALL_BUDGET, urls[0][:20]
