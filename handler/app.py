@@ -1,22 +1,32 @@
-"""The HTTP layer: Next's ``/_next/image`` route, its headers, 304s and bare error responses."""
+"""The HTTP layer: Next's ``/_next/image`` route, its headers, 304s and bare error responses.
+
+FastAPI hosts the route for its OpenAPI description and interactive docs (``serve --docs``), and
+Mangum wraps the same app on Lambda. The route reads the raw query and headers itself, so Next's
+validation order and messages hold, and no FastAPI 422 or JSON error ever reaches a client.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from starlette.applications import Starlette
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
 
+from handler import __version__
 from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.headers import cache_control, content_disposition, is_fresh
+from handler.openapi import image_route_docs
 from handler.optimizer import Optimizer, Served, Stats
 from handler.params import ImageParams
 from handler.validate import validate_params
@@ -44,69 +54,122 @@ class Oversize:
 
 
 def create_app(
-    optimizer: Optimizer, *, observer: Observer | None = None, oversize: Oversize | None = None
-) -> Starlette:
-    """``observer`` gets one record per request (the Lambda handler logs it, emits metrics).
+    optimizer: Optimizer,
+    *,
+    observer: Observer | None = None,
+    oversize: Oversize | None = None,
+    docs: bool = False,
+) -> FastAPI:
+    """The ``/_next/image`` route on FastAPI, with OpenAPI docs served only when ``docs`` is set.
 
-    Plain Starlette rather than FastAPI: nothing here uses FastAPI's extras, and importing them
-    costs ~170 ms of pydantic model building on every Lambda cold start.
+    ``observer`` gets one record per request (the Lambda handler logs it, emits metrics). Every
+    error, FastAPI's own included, is a bare text body, never JSON.
     """
-    config = optimizer.config
-    path = f"{config.base_path}/_next/image"
-
-    async def next_image(request: Request) -> Response:
-        started = time.perf_counter()
-        stats = Stats()
-        record: RequestRecord = {"query": request.url.query}
-        response = await _answer(request, stats, record)
-        if observer is not None:
-            record |= {
-                "status": response.status_code,
-                "source_bytes": stats.source_bytes,
-                "stages_ms": stats.stages_ms,
-                "total_ms": round((time.perf_counter() - started) * 1000, 2),
-            }
-            observer(request, record)
-        return response
-
-    async def _answer(request: Request, stats: Stats, record: RequestRecord) -> Response:
-        if config.loader != "default" or config.unoptimized:
-            return text_response("This page could not be found.", 404)
-        try:
-            params = validate_params(request.url.query, request.headers.get("accept"), config)
-            record |= {"url": params.href, "w": params.width, "q": params.quality}
-            served = await optimizer.serve(params, stats)
-        except ImageError as exc:
-            record["error"] = exc.message
-            return text_response(exc.message, exc.status, exc.headers)
-        except Exception as exc:
-            log.exception("unexpected failure for %s", request.url.query)
-            record["error"] = type(exc).__name__
-            return text_response("Internal Server Error", 500)
-        record |= {
-            "format": served.variant.content_type,
-            "cache": served.cache,
-            "output_bytes": len(served.variant.body),
-        }
-        response = image_response(request, params, served, config)
-        if oversize is None or response.status_code != 200:
-            return response
-        if len(served.variant.body) <= oversize.limit:
-            return response
-        return await variant_redirect(optimizer, params, served, oversize, record)
-
-    async def trailing_slash(request: Request) -> Response:
-        query = f"?{request.url.query}" if request.url.query else ""
-        return RedirectResponse(path + query, status_code=308)
-
-    app = Starlette(
-        routes=[
-            Route(path, next_image, methods=ROUTE_METHODS),
-            Route(path + "/", trailing_slash, methods=ROUTE_METHODS),
-        ]
+    path = f"{optimizer.config.base_path}/_next/image"
+    app = FastAPI(
+        title="next-image",
+        summary="A drop-in /_next/image optimizer",
+        version=__version__,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        exception_handlers={
+            StarletteHTTPException: plain_http_error,
+            RequestValidationError: plain_validation_error,
+        },
     )
-    app.state.optimizer = optimizer  # for the entry points' lifecycle (Lambda's invocation end)
+    app.state.optimizer = optimizer
+    app.state.observer = observer
+    app.state.oversize = oversize
+    app.add_api_route(path, next_image, methods=ROUTE_METHODS, include_in_schema=False)
+    app.add_api_route(path + "/", trailing_slash, methods=ROUTE_METHODS, include_in_schema=False)
+    documented = [
+        APIRoute(
+            path,
+            next_image,
+            methods=[method],
+            operation_id=f"optimize_image_{method.lower()}",
+            **image_route_docs(optimizer.config),
+        )
+        for method in ("GET", "HEAD")
+    ]
+
+    def openapi() -> dict[str, Any]:
+        """One operation per method: FastAPI gives a multi-method route one duplicated id."""
+        if app.openapi_schema is None:
+            app.openapi_schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=documented
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def next_image(request: Request) -> Response:
+    """``/_next/image``: answer, then hand the request's record to the observer."""
+    started = time.perf_counter()
+    stats = Stats()
+    record: RequestRecord = {"query": request.url.query}
+    response = await answer(request, stats, record)
+    observer: Observer | None = request.app.state.observer
+    if observer is not None:
+        record |= {
+            "status": response.status_code,
+            "source_bytes": stats.source_bytes,
+            "stages_ms": stats.stages_ms,
+            "total_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        observer(request, record)
+    return response
+
+
+async def answer(request: Request, stats: Stats, record: RequestRecord) -> Response:
+    """Validate in Next's order, serve, then send the image, a 304, a redirect or the error."""
+    optimizer: Optimizer = request.app.state.optimizer
+    config = optimizer.config
+    if config.loader != "default" or config.unoptimized:
+        return text_response("This page could not be found.", 404)
+    try:
+        params = validate_params(request.url.query, request.headers.get("accept"), config)
+        record |= {"url": params.href, "w": params.width, "q": params.quality}
+        served = await optimizer.serve(params, stats)
+    except ImageError as exc:
+        record["error"] = exc.message
+        return text_response(exc.message, exc.status, exc.headers)
+    except Exception as exc:
+        log.exception("unexpected failure for %s", request.url.query)
+        record["error"] = type(exc).__name__
+        return text_response("Internal Server Error", 500)
+    record |= {
+        "format": served.variant.content_type,
+        "cache": served.cache,
+        "output_bytes": len(served.variant.body),
+    }
+    response = image_response(request, params, served, config)
+    oversize: Oversize | None = request.app.state.oversize
+    if oversize is None or response.status_code != 200:
+        return response
+    if len(served.variant.body) <= oversize.limit:
+        return response
+    return await variant_redirect(optimizer, params, served, oversize, record)
+
+
+async def trailing_slash(request: Request) -> Response:
+    """Next's ``trailingSlash: false``: ``/_next/image/`` is a 308 to ``/_next/image``."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(request.url.path.rstrip("/") + query, status_code=308)
+
+
+async def plain_http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods: Starlette's plain-text 404/405, not FastAPI's JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    return text_response(str(exc.detail), exc.status_code, exc.headers)
+
+
+async def plain_validation_error(request: Request, exc: Exception) -> Response:
+    """The route declares no typed parameters, so this cannot happen; if it did, no 422 JSON."""
+    return text_response("Bad Request", 400)
 
 
 async def variant_redirect(
@@ -134,7 +197,7 @@ async def variant_redirect(
     return Response(status_code=302, headers=headers)
 
 
-def text_response(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+def text_response(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
     """Next's bare error, labelled as text: without a type, Lambda Function URLs say JSON."""
     return Response(message, status_code=status, headers=headers, media_type="text/plain")
 

@@ -71,8 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="re-apply remotePatterns on every redirect hop [NEXT_IMAGE_STRICT_REDIRECTS, off]",
     )
 
+    serve.add_argument(
+        "--docs",
+        action="store_true",
+        help="also serve the OpenAPI schema (/openapi.json) and interactive docs (/docs)",
+    )
+
     config = commands.add_parser("config", help="print the resolved Next images config as JSON")
     _add_config_flag(config)
+
+    openapi = commands.add_parser("openapi", help="print the OpenAPI schema of /_next/image")
+    _add_config_flag(openapi)
 
     invoke = commands.add_parser("invoke", help="run the Lambda handler on a sample event")
     invoke.add_argument("event", type=Path, help="an event JSON file, e.g. events/*.json")
@@ -88,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "config":
         return _print_config(args.config)
+    if args.command == "openapi":
+        return _print_openapi(args.config)
     if args.command == "invoke":
         from handler.invoke import run
 
@@ -109,6 +120,16 @@ def _print_config(source: str | None) -> int:
 
     settings = Settings.from_env(config=source)
     json.dump(load_images_config(settings.config).to_json(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _print_openapi(source: str | None) -> int:
+    """The schema of the app as ``serve`` would build it (sizes and formats from the config)."""
+    from handler.wiring import build_app
+
+    app = build_app(Settings.from_env(config=source), docs=True)
+    json.dump(app.openapi(), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 
@@ -135,7 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
         strict_redirects=args.strict_redirects,
         store_timeout=args.store_timeout,
     )
-    app = build_app(settings)
+    app = build_app(settings, docs=args.docs)
     uvicorn.run(app, host=settings.host, port=settings.port, server_header=False, date_header=True)
     return 0
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from starlette.applications import Starlette
+from fastapi import FastAPI
 
 from handler import allocator, machine
 from handler.admission import Admission
@@ -103,9 +103,10 @@ def build_app(
     *,
     revalidation: Revalidation = "background",
     observer: Observer | None = None,
-) -> Starlette:
+    docs: bool = False,
+) -> FastAPI:
     """The one app, for ``next-image serve`` and the Lambda handler alike."""
     optimizer = build_optimizer(settings, revalidation=revalidation)
     limit = settings.max_inline_bytes
     oversize = Oversize(limit, "/" + VARIANTS) if limit is not None else None
-    return create_app(optimizer, observer=observer, oversize=oversize)
+    return create_app(optimizer, observer=observer, oversize=oversize, docs=docs)
