@@ -62,6 +62,12 @@ class LinearRegex:
     def __repr__(self) -> str:
         return f"LinearRegex({self.pattern!r})"
 
+    def __eq__(self, other: object) -> bool:  # like re.Pattern, so configs compare by value
+        return isinstance(other, LinearRegex) and other.pattern == self.pattern
+
+    def __hash__(self) -> int:
+        return hash(self.pattern)
+
     def search(self, text: str) -> bool:
         """Whether the regex matches anywhere in ``text`` (``re.search(...) is not None``)."""
         return self._dfa.search(text)

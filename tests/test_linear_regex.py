@@ -209,3 +209,9 @@ def test_a_full_cache_starts_over_with_the_same_answers(monkeypatch: pytest.Monk
         text = "".join(rng.choice("ab") for _ in range(rng.randint(10, 60)))
         assert regex.search(text) is (oracle.search(text) is not None)
     assert regex._dfa._cached <= 64
+
+
+def test_equal_sources_compare_equal_as_re_patterns_do() -> None:
+    assert LinearRegex("^a$") == LinearRegex("^a$")
+    assert LinearRegex("^a$") != LinearRegex("^b$")
+    assert len({LinearRegex("^a$"), LinearRegex("^a$")}) == 1
