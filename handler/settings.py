@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-StoreKind = Literal["memory", "filesystem", "s3"]
+StoreKind = Literal["memory", "filesystem", "s3", "redis"]
 
 ENV_PREFIX = "NEXT_IMAGE_"
 
@@ -39,6 +39,9 @@ class Settings:
     memory_budget: int | None = None  # bytes all running transforms may hold; None: derived
     strict_redirects: bool = False  # re-apply remotePatterns on every redirect hop
     store_timeout: float = 3.0  # seconds per store call; a slower store counts as failing
+    redis_url: str | None = None  # redis:// or rediss://, with a password if needed
+    variant_ttl: int = 30 * 24 * 3600  # seconds a Redis variant lives (the S3 lifecycle's 30 days)
+    workers: str = "1"  # serve's worker processes: a number, or "auto" (one per CPU)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -51,8 +54,8 @@ class Settings:
                 values[f.name] = _coerce(f.type, raw, f.name)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
-        if settings.store not in ("memory", "filesystem", "s3"):
-            raise ValueError(f"{ENV_PREFIX}STORE must be memory, filesystem or s3")
+        if settings.store not in ("memory", "filesystem", "s3", "redis"):
+            raise ValueError(f"{ENV_PREFIX}STORE must be memory, filesystem, s3 or redis")
         return settings
 
 

@@ -53,6 +53,11 @@ class FilesystemStore:
     def put_variant(self, key: str, variant: Variant) -> None:
         self._write(f"variants/{key}", encode_variant(variant))
 
+    def ping(self) -> None:
+        """Ready while the folder exists and is writable (a volume can vanish or go read-only)."""
+        if not os.access(self._root, os.W_OK | os.X_OK):
+            raise OSError(f"{self._root} is not a writable folder")
+
     @property
     def total_bytes(self) -> int:
         """The accounted size of ``root``, files and folders: what the bound applies to."""

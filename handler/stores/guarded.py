@@ -63,6 +63,10 @@ class GuardedStore:
         """True once the store confirmed the write."""
         return await self._call(_confirmed(self.store.put_variant), key, variant) is not None
 
+    async def ready(self) -> bool:
+        """Whether the store answers a ping within the call timeout (for ``/readyz``)."""
+        return await self._call(_confirmed(self.store.ping)) is not None
+
     @property
     def available(self) -> bool:
         """False while the breaker is open."""

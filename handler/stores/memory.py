@@ -34,6 +34,9 @@ class MemoryStore:
         self._size = 0
         self._lock = threading.Lock()
 
+    def ping(self) -> None:
+        """Always ready: it lives in this process."""
+
     @property
     def total_bytes(self) -> int:
         """The accounted size of every record held: what the bound applies to."""

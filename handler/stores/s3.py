@@ -125,6 +125,10 @@ class S3Store:
     def client(self) -> Any:
         return self._client if self._client is not None else s3_client()
 
+    def ping(self) -> None:
+        """One HeadBucket: reachable, and allowed to use the bucket."""
+        self.client.head_bucket(Bucket=self.bucket)
+
     def variant_object_key(self, key: str) -> str:
         return f"{self.prefix}{VARIANTS}{key}"
 
