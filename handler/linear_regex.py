@@ -43,7 +43,7 @@ _CATEGORIES = {
     _c.CATEGORY_NOT_WORD: r"\W",
 }
 _FLIP = bytes.maketrans(b"\x00\x01", b"\x01\x00")
-# ``\B`` never matches an empty text before CPython 3.14, and does from then on.
+# Whether ``\B`` matches in an empty text differs between CPython versions: ask the running one.
 _NON_BOUNDARY_IN_EMPTY = re.search(r"\B", "") is not None
 
 
