@@ -34,15 +34,17 @@ class Recorded:
 class Server:
     port: int = 0
     scheme: str = "http"
+    host: str = "127.0.0.1"  # the bound address
     routes: dict[str, Route] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     hits: dict[str, int] = field(default_factory=dict)
     big_aborted: threading.Event = field(default_factory=threading.Event)
     big_sent: int = 0
     sni: list[str | None] = field(default_factory=list)
+    connections: int = 0  # accepted, even those that never send a request
 
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"{self.scheme}://{host}:{self.port}{path}"
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"{self.scheme}://{host or self.host}:{self.port}{path}"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -133,6 +135,36 @@ def _slow_body(h: Handler) -> None:
         pass
 
 
+def endless(chunk: int, pause: float) -> Route:
+    """A 200 of unknown length that never ends: ``chunk`` bytes every ``pause`` s until hung up."""
+
+    def route(h: Handler) -> None:
+        h.send_response(200)
+        h.end_headers()  # no Content-Length: the body runs until the connection closes
+        h.close_connection = True
+        try:
+            while True:
+                h.wfile.write(b"\0" * chunk)
+                time.sleep(pause)
+        except OSError:
+            pass
+
+    return route
+
+
+def lying_length(body: bytes, declared: int) -> Route:
+    """``body`` under ``Content-Length: declared``, then the connection closes."""
+
+    def route(h: Handler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(declared))
+        h.end_headers()
+        h.close_connection = True
+        h.wfile.write(body)
+
+    return route
+
+
 def _gzip_members() -> bytes:
     half = len(IMAGE) // 2
     return gzip.compress(IMAGE[:half]) + gzip.compress(IMAGE[half:])
@@ -190,22 +222,31 @@ for _code in (300, 304, 399, 403, 404, 500, 503, 999):
 
 
 class _QuietServer(ThreadingHTTPServer):
+    state: Server
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        self.state.connections += 1
+        return True
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that hang up on purpose (caps, timeouts, bad certificates)
 
 
 @contextmanager
-def serve(tls: ssl.SSLContext | None = None) -> Iterator[Server]:
-    state = Server(scheme="https" if tls else "http")
+def serve(tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> Iterator[Server]:
+    """Serve on ``host`` (any 127.x address is loopback too) at a free port."""
+    state = Server(scheme="https" if tls else "http", host=host)
     handler = type("BoundHandler", (Handler,), {"server_state": state})
-    httpd = _QuietServer(("127.0.0.1", 0), handler)
+    httpd = _QuietServer((host, 0), handler)
+    httpd.state = state
     httpd.daemon_threads = True
     httpd.block_on_close = False
     if tls is not None:
         tls.sni_callback = lambda _sock, name, _ctx: state.sni.append(name)
         httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for it, once per server and test.
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield state
