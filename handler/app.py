@@ -26,6 +26,7 @@ from handler import __version__
 from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.headers import cache_control, content_disposition, is_fresh
+from handler.health import add_health_routes
 from handler.openapi import image_route_docs
 from handler.optimizer import Optimizer, Served, Stats
 from handler.params import ImageParams
@@ -59,8 +60,10 @@ def create_app(
     observer: Observer | None = None,
     oversize: Oversize | None = None,
     docs: bool = False,
+    service: bool = False,
 ) -> FastAPI:
-    """The ``/_next/image`` route on FastAPI, with OpenAPI docs served only when ``docs`` is set.
+    """The ``/_next/image`` route on FastAPI, with OpenAPI docs served only when ``docs`` is set
+    and the health routes only when running as a ``service`` (``next-image serve``).
 
     ``observer`` gets one record per request (the Lambda handler logs it, emits metrics). Every
     error, FastAPI's own included, is a bare text body, never JSON.
@@ -83,6 +86,8 @@ def create_app(
     app.state.oversize = oversize
     app.add_api_route(path, next_image, methods=ROUTE_METHODS, include_in_schema=False)
     app.add_api_route(path + "/", trailing_slash, methods=ROUTE_METHODS, include_in_schema=False)
+    if service:
+        add_health_routes(app)
     documented = [
         APIRoute(
             path,

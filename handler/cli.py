@@ -156,7 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
         strict_redirects=args.strict_redirects,
         store_timeout=args.store_timeout,
     )
-    app = build_app(settings, docs=args.docs)
+    app = build_app(settings, docs=args.docs, service=True)
     uvicorn.run(app, host=settings.host, port=settings.port, server_header=False, date_header=True)
     return 0
 

@@ -104,9 +104,10 @@ def build_app(
     revalidation: Revalidation = "background",
     observer: Observer | None = None,
     docs: bool = False,
+    service: bool = False,
 ) -> FastAPI:
     """The one app, for ``next-image serve`` and the Lambda handler alike."""
     optimizer = build_optimizer(settings, revalidation=revalidation)
     limit = settings.max_inline_bytes
     oversize = Oversize(limit, "/" + VARIANTS) if limit is not None else None
-    return create_app(optimizer, observer=observer, oversize=oversize, docs=docs)
+    return create_app(optimizer, observer=observer, oversize=oversize, docs=docs, service=service)
