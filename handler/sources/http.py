@@ -110,9 +110,10 @@ async def read_upstream(
 ) -> Upstream:
     """Turn a final (non-redirect) response into an ``Upstream`` or Next's error for it.
 
-    A 304 is only acceptable as the answer to our own ``If-None-Match``. An upstream 4xx/5xx is
-    passed on; any other status (a 3xx, LinkedIn's 999) is a protocol fault that ``ImageError``
-    answers 502. Only a real 5xx is marked transient: a retry cannot change a bot-blocking 999.
+    A 304 is only acceptable as the answer to our own ``If-None-Match``. An upstream 4xx is
+    passed on, as Next does; an upstream 5xx is answered 502 (Next passes it on too, but then a
+    500 could be the upstream's or ours) and marked transient, worth a retry. Any other status
+    (a 3xx, LinkedIn's 999) is a protocol fault that ``ImageError`` answers 502, not retried.
     """
     cache_control = response.headers.get("cache-control")
     etag = first_header(response, "etag")
@@ -120,7 +121,8 @@ async def read_upstream(
     if status == 304 and conditional:
         return Upstream(b"", cache_control, etag, not_modified=True)
     if not 200 <= status < 300:
-        raise ImageError(status, message, transient=500 <= status <= 599)
+        failing = 500 <= status <= 599
+        raise ImageError(502 if failing else status, message, transient=failing)
     body = await _read_body(response, limit=limit, message=message)
     return Upstream(body, cache_control, etag)
 
