@@ -2,7 +2,8 @@
 
 ``is_private_ip`` reproduces ``server/is-private-ip.ts``: an address is private unless its
 ``ipaddr.js`` range is ``unicast``. Python's ``ipaddress.is_global`` uses a different table, so
-the ranges are listed explicitly (contract §5.1).
+the ranges are listed explicitly (``server/is-private-ip.ts``), plus two that embed an IPv4
+address (the README's deviations table).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ _IPV6_RANGES = tuple(
         "2001::/23",
         "2001:db8::/32",
         "2620:4f:8000::/48",
+        # Safer than Next: ipaddr.js calls these unicast, but both embed an IPv4 address that a
+        # translator may reach (IPv4-compatible, deprecated; local-use NAT64, RFC 8215).
+        "::/96",
+        "64:ff9b:1::/48",
     )
 )
 # ipaddr.js also accepts the classful IPv4 forms (``0x7f.1``, ``2130706433``, octal parts), as
