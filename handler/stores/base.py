@@ -10,7 +10,7 @@ Two kinds of record:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 VariantKind = Literal["optimized", "original", "fallback"]
 
@@ -45,4 +45,23 @@ class Store(Protocol):
 
     def ping(self) -> None:
         """Raise if the store cannot answer now (readiness)."""
+        ...
+
+
+@runtime_checkable
+class Locking(Protocol):
+    """Optional: a store shared by processes or hosts can let one of them lead a miss.
+
+    With it, identical misses on different processes share one fetch and transform; without it,
+    only those within one process do. A lock is held at most ``ttl_ms``, so a holder that dies
+    never blocks the others for long.
+    """
+
+    def try_lock(self, key: str, ttl_ms: int) -> str | None:
+        """A token if the lock was free and is now ours; None while another holds it."""
+        ...
+
+    def unlock(self, key: str, token: str) -> None:
+        """Release the lock if ``token`` still holds it; one that expired and was taken since is
+        left to its new holder."""
         ...

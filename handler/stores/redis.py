@@ -1,0 +1,163 @@
+"""Variants and pointers in Redis (or Valkey): one cache shared by every process and host.
+
+Same keys and meaning as the S3 store:
+
+- ``{prefix}_next/image-variants/{variant_key}``: one value, ``records.encode_variant`` (the
+  body and its metadata, the filesystem store's format). Written with ``SET NX EX variant_ttl``:
+  the key is content-addressed, so a value already there holds the same bytes and counts as a
+  confirmed write. A variant lives ``variant_ttl`` from its first write, as an S3 lifecycle rule
+  expires objects from their creation.
+- ``{prefix}_next/image-pointers/{pointer_key}``: ``records.encode_pointer``, overwritten on every
+  refresh. Redis drops it ``POINTER_GRACE`` after the pointer's own expiry, so a URL asked for
+  again within that day is still served ``STALE`` and revalidated with a conditional request;
+  later it is a miss (a fetch; the variant, found by the source's hash, is not transformed
+  again). Never kept longer than ``variant_ttl`` plus that day: a pointer is only worth the
+  variants it leads to, and a hostile upstream max-age cannot overflow Redis's expiry.
+- ``{prefix}_next/image-locks/{key}``: cross-process single-flight (``Locking``).
+
+Every call fails fast and is never retried here: short socket timeouts, no client-side retry.
+``GuardedStore`` bounds each call as well and opens its circuit breaker, so a Redis that is down
+or hung costs a transform, never the request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from handler.stores.base import Pointer, Variant
+from handler.stores.records import decode_pointer, decode_variant, encode_pointer, encode_variant
+from handler.stores.s3 import POINTERS, VARIANTS
+
+LOCKS = "_next/image-locks/"
+DEFAULT_VARIANT_TTL = 30 * 24 * 3600  # seconds: the S3 lifecycle's 30 days
+POINTER_GRACE = 24 * 3600  # seconds a pointer outlives its expiry, for STALE and revalidation
+
+CONNECT_TIMEOUT = 1.0  # seconds; a Redis next to the optimizer connects in milliseconds
+READ_TIMEOUT = 1.0  # seconds waiting on the socket; a few-MB value streams well within it
+HEALTH_CHECK_INTERVAL = 30  # seconds idle before a pooled connection is PINGed before use
+
+# Deletes the lock only if it still holds our token: one that expired and was taken by another
+# process is never released by its old holder (the pattern redis-py's Lock uses).
+_UNLOCK = """
+if redis.call("get", KEYS[1]) == ARGV[1] then
+    return redis.call("del", KEYS[1])
+end
+return 0
+"""
+
+# Guards creating a client. Replaced in a forked child, where a copy held by a thread of the
+# parent would never be released.
+_connect_lock = threading.Lock()
+
+
+def _new_connect_lock() -> None:
+    global _connect_lock
+    _connect_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_connect_lock)
+
+
+def _check_url(url: str) -> None:
+    """A malformed URL fails at start-up, rather than as a cache miss on every request."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("the Redis URL must start with redis://, rediss:// or unix://")
+    _ = parts.port  # raises ValueError if the port is not a number in range
+
+
+class RedisStore:
+    """``url``: ``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS, or ``unix://``.
+
+    The connection pool is created on first use in each process: uvicorn forks its workers, and
+    connections shared across a fork would interleave the processes' replies.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "",
+        *,
+        variant_ttl: int = DEFAULT_VARIANT_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if variant_ttl < 1:
+            raise ValueError(f"the variant TTL must be at least 1 second, got {variant_ttl}")
+        _check_url(url)
+        self.url = url
+        self.prefix = prefix
+        self.variant_ttl = variant_ttl
+        self._clock = clock
+        self._owned: tuple[int, redis.Redis] | None = None  # (pid, client)
+
+    @property
+    def client(self) -> redis.Redis:
+        """This process's client (and pool); a new one after a fork."""
+        pid = os.getpid()
+        owned = self._owned
+        if owned is None or owned[0] != pid:
+            with _connect_lock:
+                owned = self._owned
+                if owned is None or owned[0] != pid:
+                    owned = (pid, self._connect())
+                    self._owned = owned
+        return owned[1]
+
+    def _connect(self) -> redis.Redis:
+        """No connection yet (the pool connects on first command); failures are not retried."""
+        return redis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=READ_TIMEOUT,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def variant_redis_key(self, key: str) -> str:
+        return f"{self.prefix}{VARIANTS}{key}"
+
+    def pointer_redis_key(self, key: str) -> str:
+        return f"{self.prefix}{POINTERS}{key}"
+
+    def lock_redis_key(self, key: str) -> str:
+        return f"{self.prefix}{LOCKS}{key}"
+
+    def ping(self) -> None:
+        self.client.ping()
+
+    def get_pointer(self, key: str) -> Pointer | None:
+        data = self.client.get(self.pointer_redis_key(key))
+        return decode_pointer(data) if isinstance(data, bytes) else None
+
+    def put_pointer(self, key: str, pointer: Pointer) -> None:
+        remaining = min(pointer.expire_at - self._clock(), self.variant_ttl)
+        ttl = max(math.ceil(remaining), 0) + POINTER_GRACE
+        self.client.set(self.pointer_redis_key(key), encode_pointer(pointer), ex=ttl)
+
+    def get_variant(self, key: str) -> Variant | None:
+        data = self.client.get(self.variant_redis_key(key))
+        return decode_variant(data) if isinstance(data, bytes) else None
+
+    def put_variant(self, key: str, variant: Variant) -> None:
+        """Returns once Redis holds the key: written now, or already there (same bytes)."""
+        data = encode_variant(variant)
+        self.client.set(self.variant_redis_key(key), data, nx=True, ex=self.variant_ttl)
+
+    def try_lock(self, key: str, ttl_ms: int) -> str | None:
+        token = secrets.token_hex(16)
+        taken = self.client.set(self.lock_redis_key(key), token, nx=True, px=ttl_ms)
+        return token if taken else None
+
+    def unlock(self, key: str, token: str) -> None:
+        self.client.eval(_UNLOCK, 1, self.lock_redis_key(key), token)
