@@ -23,8 +23,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_config_flag(serve)
     serve.add_argument(
         "--store",
-        choices=["memory", "filesystem", "s3"],
+        choices=["memory", "filesystem", "s3", "redis"],
         help="variant store [NEXT_IMAGE_STORE, memory]",
+    )
+    serve.add_argument(
+        "--redis-url",
+        help="redis store: redis://[[user]:password@]host:port/db, or rediss:// for TLS "
+        "[NEXT_IMAGE_REDIS_URL]",
+    )
+    serve.add_argument(
+        "--variant-ttl",
+        type=int,
+        help="seconds a variant lives in the redis store [NEXT_IMAGE_VARIANT_TTL, 2592000]",
     )
     serve.add_argument(
         "--cache-dir", help="filesystem store folder [NEXT_IMAGE_CACHE_DIR, ./.next-image-cache]"
@@ -148,6 +158,8 @@ def _serve(args: argparse.Namespace) -> int:
         store=args.store,
         cache_dir=args.cache_dir,
         cache_max_bytes=args.cache_max_bytes,
+        redis_url=args.redis_url,
+        variant_ttl=args.variant_ttl,
         timeout=args.timeout,
         max_attempts=args.max_attempts,
         max_transforms=args.max_transforms,

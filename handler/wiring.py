@@ -40,6 +40,12 @@ def build_store(settings: Settings) -> Store:
         if not settings.bucket:
             raise ValueError("the s3 store needs NEXT_IMAGE_BUCKET")
         return S3Store(settings.bucket, settings.prefix)
+    if settings.store == "redis":
+        from handler.stores.redis import RedisStore
+
+        if not settings.redis_url:
+            raise ValueError("the redis store needs NEXT_IMAGE_REDIS_URL")
+        return RedisStore(settings.redis_url, settings.prefix, variant_ttl=settings.variant_ttl)
     from handler.stores.memory import MemoryStore
 
     return MemoryStore(settings.cache_max_bytes)
