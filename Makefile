@@ -9,7 +9,7 @@ PYTHON_VERSION ?= 3.13
 CDK_CLI_VERSION ?= 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_CLI_VERSION)
 
-.PHONY: setup serve test lint unit layer check-layer synth bench
+.PHONY: setup redis serve test lint unit layer check-layer synth bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,13 @@ lint: setup
 	$(BIN)/ruff format --check handler tests infra layers bench
 	$(BIN)/mypy
 
-unit: setup
+# The Redis store is tested against a real redis-server: Debian's package, installed if missing
+# (as root, as on CI; elsewhere install it once yourself).
+redis:
+	command -v redis-server >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+
+unit: setup redis
 	$(BIN)/pytest -q
 
 test: lint unit

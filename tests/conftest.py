@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +83,64 @@ def make_app(public_dir: Path) -> Iterator[MakeApp]:
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Callable[..., AbstractContextManager[str]]:
+    """Runs real ``redis-server`` processes: ``with redis_server(*flags) as url:``, stopped on exit.
+
+    Each listens on a free loopback port, persists nothing, and is answering when the block
+    starts. Without ``redis-server`` on PATH its tests are skipped, but fail under ``CI``: there
+    the Makefile has installed it, and a skip would hide a broken install.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not on PATH (apt-get install -y redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+    @contextmanager
+    def run(*flags: str) -> Iterator[str]:
+        with tempfile.TemporaryDirectory(prefix="redis-") as folder:
+            for _ in range(3):  # another process may take the free port before redis binds it
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    port = probe.getsockname()[1]
+                log = Path(folder, f"{port}.log")
+                command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder]
+                command += ["--save", "", "--appendonly", "no", "--logfile", str(log), *flags]
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+                try:
+                    if _redis_answers(process, port):
+                        yield f"redis://127.0.0.1:{port}/0"
+                        return
+                finally:
+                    process.terminate()
+                    process.wait(timeout=10)
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            pytest.fail(f"redis-server did not start: {tail}")
+
+    return run
+
+
+def _redis_answers(process: subprocess.Popen[bytes], port: int) -> bool:
+    """Wait until the server replies to PING (NOAUTH counts: it is up); False if it exited."""
+    deadline = time.monotonic() + 10
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith((b"+PONG", b"-NOAUTH")):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: Callable[..., AbstractContextManager[str]]) -> Iterator[str]:
+    """One redis-server for the whole session; tests keep apart by key prefix."""
+    with redis_server() as url:
+        yield url
