@@ -48,6 +48,8 @@ class GuardedStore:
         self._open_until = 0.0
         self._in_flight = 0
         self._idle = threading.Condition()
+        # Told the operation's name at every failed call, for a metric of store errors.
+        self.on_failure: Callable[[str], None] | None = None
 
     async def get_pointer(self, key: str) -> Pointer | None:
         return await self._call(self.store.get_pointer, key)
@@ -110,6 +112,8 @@ class GuardedStore:
     def _failed(self, fn: Callable[..., object], reason: str) -> None:
         self._failures += 1
         name = getattr(fn, "__name__", "call")
+        if self.on_failure is not None:
+            self.on_failure(name)
         if self._failures < self._failure_threshold:
             log.warning("store %s failed (%s); answering without the cache", name, reason)
             return
