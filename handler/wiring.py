@@ -112,8 +112,19 @@ def build_app(
     docs: bool = False,
     service: bool = False,
 ) -> FastAPI:
-    """The one app, for ``next-image serve`` and the Lambda handler alike."""
+    """The one app, for ``next-image serve`` and the Lambda handler alike.
+
+    A ``service`` also counts its requests for ``/metrics`` (then calls ``observer``, if any).
+    """
     optimizer = build_optimizer(settings, revalidation=revalidation)
     limit = settings.max_inline_bytes
     oversize = Oversize(limit, "/" + VARIANTS) if limit is not None else None
-    return create_app(optimizer, observer=observer, oversize=oversize, docs=docs, service=service)
+    if not service:
+        return create_app(optimizer, observer=observer, oversize=oversize, docs=docs)
+    from handler.metrics import PrometheusMetrics
+
+    prometheus = PrometheusMetrics(optimizer, also=observer)
+    app = create_app(optimizer, observer=prometheus, oversize=oversize, docs=docs, service=True)
+    app.state.prometheus = prometheus
+    app.router.lifespan_context = prometheus.around(app.router.lifespan_context)
+    return app
