@@ -60,6 +60,11 @@ class Admission:
     def queued(self) -> int:
         return len(self._waiters)
 
+    @property
+    def expected_seconds(self) -> float:
+        """How long a transform takes lately (a running average)."""
+        return self._expected_seconds
+
     @asynccontextmanager
     async def slot(self, memory: int, *, deadline: float) -> AsyncIterator[None]:
         """Hold a transform slot and ``memory`` bytes until the block ends.
@@ -87,7 +92,7 @@ class Admission:
             raise self._overloaded()
         waiter = _Waiter(cost, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
-        wait = deadline - self._expected_seconds - anyio.current_time()
+        wait = deadline - self.expected_seconds - anyio.current_time()
         try:
             with anyio.fail_after(max(wait, 0.0)):
                 await asyncio.shield(waiter.granted)
@@ -120,6 +125,6 @@ class Admission:
     def _overloaded(self) -> ImageError:
         """503, uncacheable, with a retry hint from the queue and recent transform times."""
         rounds = len(self._waiters) / self.max_running + 1
-        retry_after = min(max(math.ceil(self._expected_seconds * rounds), 1), 60)
+        retry_after = min(max(math.ceil(self.expected_seconds * rounds), 1), 60)
         headers = {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
         return ImageError(503, errors.OVERLOADED, headers=headers)

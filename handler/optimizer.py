@@ -38,6 +38,7 @@ from handler.stores.guarded import GuardedStore
 log = logging.getLogger(__name__)
 
 CacheStatus = Literal["HIT", "MISS", "STALE"]
+LOCK_POLL_SECONDS = 0.1  # how often a process waiting on another's miss looks for its variant
 Revalidation = Literal["background", "inline"]
 
 
@@ -165,9 +166,42 @@ class Optimizer:
         return await asyncio.shield(future)
 
     async def _generate(self, params: ImageParams, stats: Stats, deadline: float) -> Served:
-        upstream = await self._fetch(params, stats)
-        source_hash = hashlib.sha256(upstream.body).hexdigest()
-        return await self._store_new(params, upstream, source_hash, stats, "MISS", deadline)
+        lock_key = pointer_key(f"{params.href}\0{self._variant_key('', params)}")
+        token = await self._lead_or_wait(params, lock_key, deadline)
+        if isinstance(token, Served):
+            return token
+        try:
+            upstream = await self._fetch(params, stats)
+            source_hash = hashlib.sha256(upstream.body).hexdigest()
+            return await self._store_new(params, upstream, source_hash, stats, "MISS", deadline)
+        finally:
+            if token:
+                with anyio.CancelScope(shield=True):
+                    await self.store.release(lock_key, token)
+
+    async def _lead_or_wait(
+        self, params: ImageParams, lock_key: str, deadline: float
+    ) -> str | Served | None:
+        """Across processes and hosts sharing a store: lead this miss, or wait for the leader's.
+
+        Returns the lock's token (or None: lead without a lock), or the variant another process
+        stored meanwhile. A leader that died leaves its lock to expire; a waiter stops waiting
+        in time to do the work itself within its own budget.
+        """
+        while True:
+            remaining = deadline - anyio.current_time()
+            token = await self.store.lead(lock_key, int(max(remaining, 0.1) * 1000))
+            if token != "":
+                return token
+            if remaining < self.admission.expected_seconds + 2 * LOCK_POLL_SECONDS:
+                return None
+            await anyio.sleep(LOCK_POLL_SECONDS)
+            pointer = await self.store.get_pointer(pointer_key(params.href))
+            if pointer is not None:
+                vkey = self._variant_key(pointer.source_hash, params)
+                variant = await self.store.get_variant(vkey)
+                if variant is not None:
+                    return self._served(variant, vkey, pointer, "MISS")
 
     async def _fetch(
         self, params: ImageParams, stats: Stats, if_none_match: str | None = None

@@ -19,7 +19,7 @@ from typing import ParamSpec, TypeVar
 
 import anyio
 
-from handler.stores.base import Pointer, Store, Variant
+from handler.stores.base import Locking, Pointer, Store, Variant
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -64,6 +64,27 @@ class GuardedStore:
     async def put_variant(self, key: str, variant: Variant) -> bool:
         """True once the store confirmed the write."""
         return await self._call(_confirmed(self.store.put_variant), key, variant) is not None
+
+    async def lead(self, key: str, ttl_ms: int) -> str | None:
+        """Try to lead a miss shared by processes or hosts (a ``Locking`` store's lock).
+
+        A token when this process leads (give it back with ``release``); ``""`` while another
+        holds the lock; None when the store cannot lock (no ``Locking``, or it failed), so the
+        caller leads without one.
+        """
+        store = self.store
+        if not isinstance(store, Locking):
+            return None
+
+        def try_lock() -> str:  # named: failures are logged and counted by operation name
+            return store.try_lock(key, ttl_ms) or ""
+
+        return await self._call(try_lock)
+
+    async def release(self, key: str, token: str) -> None:
+        store = self.store
+        if isinstance(store, Locking):
+            await self._call(_confirmed(store.unlock), key, token)
 
     async def ready(self) -> bool:
         """Whether the store answers a ping within the call timeout (for ``/readyz``)."""
