@@ -1,0 +1,191 @@
+"""``next-image local-cdn``: the synthesized stack, set up on this machine and served.
+
+Reads the template (refusing what cannot be emulated), configures the process as the Lambda
+runtime would configure the function (the template's environment, the app's domain replaced by
+``--app-origin``, then ``--env-file``), creates the template's buckets in moto or on the endpoint
+in ``AWS_ENDPOINT_URL``, uploads ``--seed-public`` to the assets bucket, starts the Node.js child
+for the CloudFront Functions, and serves until SIGINT or SIGTERM, cleaning all of it up after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from devtools.local_cdn.edge import Edge
+from devtools.local_cdn.functions import NodeFunctions
+from devtools.local_cdn.intrinsics import Unsupported
+from devtools.local_cdn.lambda_url import LambdaHandler, LambdaUrlFetcher
+from devtools.local_cdn.origins import AppFetcher, Fetcher
+from devtools.local_cdn.s3 import S3Fetcher, create_buckets, seed
+from devtools.local_cdn.server import EdgeApp, bind, serve
+from devtools.local_cdn.template import (
+    CustomOrigin,
+    Distribution,
+    LambdaFunction,
+    LambdaUrlOrigin,
+    S3Origin,
+    read_template,
+)
+from handler.invoke import load_env_file
+from handler.stores.s3 import reset_s3_client, s3_client
+
+log = logging.getLogger("local_cdn")
+
+
+class UsageError(Exception):
+    """A command line that cannot work, whatever the template."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve ``args.template`` until stopped; 2 when the template or the flags are refused."""
+    if not log.handlers:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("local-cdn: %(message)s"))
+        log.addHandler(stream)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    try:
+        _serve(args)
+    except Unsupported as exc:
+        log.error("cannot emulate this template faithfully: %s", exc)
+        return 2
+    except UsageError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+def function_environment(
+    function: LambdaFunction,
+    app: CustomOrigin | None,
+    app_origin: str,
+    overrides: Mapping[str, str],
+    region: str,
+) -> dict[str, str]:
+    """What the function's process sees: the template's variables with the app's domain
+    pointing at ``app_origin``, the runtime's own variables, then ``overrides``."""
+    environment = dict(function.environment)
+    if app is not None:
+        for key, value in environment.items():
+            for prefix in (f"https://{app.domain}", f"http://{app.domain}"):
+                if value == prefix or value.startswith(prefix + "/"):
+                    environment[key] = app_origin.rstrip("/") + value.removeprefix(prefix)
+                    log.info("%s=%s (the template says %s)", key, environment[key], value)
+    environment.update(
+        {
+            "AWS_LAMBDA_FUNCTION_NAME": function.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mib),
+            "AWS_LAMBDA_FUNCTION_VERSION": "1",
+            "AWS_REGION": region,
+        }
+    )
+    if not os.environ.get("AWS_DEFAULT_REGION"):
+        environment["AWS_DEFAULT_REGION"] = region
+    environment.update(overrides)
+    return environment
+
+
+def _lambda_handler() -> LambdaHandler:
+    """A new instance's init phase, from the environment ``_serve`` set."""
+    from handler.lambda_handler import build_handler, lambda_settings
+
+    return build_handler(lambda_settings())
+
+
+def _fetchers(distribution: Distribution, app_origin: str, client: Any) -> dict[str, Fetcher]:
+    fetchers: dict[str, Fetcher] = {}
+    for behaviour in distribution.behaviours:
+        origin = behaviour.origin
+        if origin.id in fetchers:
+            continue
+        if isinstance(origin, LambdaUrlOrigin):
+            fetchers[origin.id] = LambdaUrlFetcher(origin, _lambda_handler, os.cpu_count() or 1)
+        elif isinstance(origin, S3Origin):
+            fetchers[origin.id] = S3Fetcher(origin, client)
+        else:
+            fetchers[origin.id] = AppFetcher(origin, app_origin)
+    return fetchers
+
+
+def _serve(args: argparse.Namespace) -> None:
+    template: Path = args.template
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if args.moto and endpoint:
+        raise UsageError("--moto and AWS_ENDPOINT_URL(_S3) are exclusive")
+    if not args.moto and not endpoint:
+        raise UsageError(
+            "give --moto, or an S3-compatible endpoint in AWS_ENDPOINT_URL: local-cdn never "
+            "creates buckets in a real AWS account"
+        )
+    distribution = read_template(template, region)
+    if distribution.app_origin is not None and not args.app_origin:
+        raise UsageError(
+            f"the default behaviour goes to {distribution.app_origin.domain}: give --app-origin"
+        )
+    for note in distribution.notes:
+        log.warning("note: %s", note)
+    overrides = load_env_file(args.env_file) if args.env_file else {}
+    function = distribution.lambda_function
+    environment = dict(overrides)
+    if function is not None:
+        app = distribution.app_origin
+        environment = function_environment(function, app, args.app_origin, overrides, region)
+    os.environ.update(environment)
+    buckets = {b.name for b in distribution.buckets}
+    buckets |= {
+        environment[k]
+        for k in ("NEXT_IMAGE_BUCKET", "NEXT_IMAGE_ASSETS_BUCKET")
+        if k in environment
+    }
+    with ExitStack() as stack:
+        if args.moto:
+            from moto import mock_aws
+
+            stack.enter_context(mock_aws())
+        reset_s3_client()
+        stack.callback(reset_s3_client)
+        client = s3_client()
+        create_buckets(client, sorted(buckets))
+        assets = environment.get("NEXT_IMAGE_ASSETS_BUCKET")
+        if args.seed_public is not None and not assets:
+            log.warning(
+                "--seed-public ignored: the function has no assets bucket, so relative images "
+                "come from the app's origin, as deployed (synthesize with -c publicDir=... for one)"
+            )
+        elif args.seed_public is not None and assets:
+            prefix = environment.get("NEXT_IMAGE_ASSETS_PREFIX", "")
+            count = seed(client, assets, prefix, args.seed_public)
+            log.info(
+                "uploaded %d files from %s to s3://%s/%s", count, args.seed_public, assets, prefix
+            )
+        functions = None
+        if distribution.functions:
+            functions = stack.enter_context(NodeFunctions(distribution.functions))
+        sock = stack.enter_context(bind(args.host, args.port))
+        host, port = sock.getsockname()[:2]
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        edge = Edge(
+            distribution,
+            _fetchers(distribution, args.app_origin, client),
+            functions,
+            domain=authority,
+        )
+
+        def ready() -> None:
+            behaviours = ", ".join(b.path_pattern for b in distribution.behaviours)
+            print(
+                f"local-cdn: serving {distribution.logical_id} from {template} on "
+                f"http://{authority} (behaviours: {behaviours}); Ctrl-C to stop",
+                flush=True,
+            )
+
+        serve(EdgeApp(edge), sock, ready)
+    log.info("stopped")
