@@ -23,8 +23,8 @@ serve: setup
 	$(BIN)/next-image serve --public-dir ./public --port 3000 --store filesystem
 
 lint: setup
-	$(BIN)/ruff check handler tests infra layers bench
-	$(BIN)/ruff format --check handler tests infra layers bench
+	$(BIN)/ruff check handler devtools tests infra layers bench
+	$(BIN)/ruff format --check handler devtools tests infra layers bench
 	$(BIN)/mypy
 
 # The Redis store is tested against a real redis-server: Debian's package, installed if missing

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
-from handler.settings import Settings
+from handler.settings import ENV_PREFIX, Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,8 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve.add_argument(
         "--docs",
-        action="store_true",
-        help="also serve the OpenAPI schema (/openapi.json) and interactive docs (/docs)",
+        action="store_const",
+        const=True,
+        help="also serve the OpenAPI schema (/openapi.json) and interactive docs (/docs) "
+        "[NEXT_IMAGE_DOCS, off]",
+    )
+    serve.add_argument(
+        "--workers",
+        help="worker processes on the one port, a number or auto (one per CPU); a worker that "
+        "dies is replaced [NEXT_IMAGE_WORKERS, 1]",
     )
 
     config = commands.add_parser("config", help="print the resolved Next images config as JSON")
@@ -104,6 +113,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, default=Path("invoke-out"), help="folder for response bodies"
     )
 
+    local_cdn = commands.add_parser(
+        "local-cdn", help="serve a synthesized stack's CloudFront distribution on this machine"
+    )
+    local_cdn.add_argument(
+        "--template", type=Path, required=True, help="cdk.out/<stack>.template.json"
+    )
+    local_cdn.add_argument(
+        "--app-origin", help="the app standing in for the default behaviour's origin"
+    )
+    local_cdn.add_argument("--host", default="127.0.0.1", help="bind address [127.0.0.1]")
+    local_cdn.add_argument("--port", type=int, default=8080, help="port, 0 for any free one")
+    local_cdn.add_argument(
+        "--moto", action="store_true", help="S3 in-process (moto) with the template's buckets"
+    )
+    local_cdn.add_argument(
+        "--seed-public", type=Path, help="upload this folder to the function's assets bucket"
+    )
+    local_cdn.add_argument(
+        "--env-file", type=Path, help="KEY=VALUE lines over the function's environment"
+    )
+
     args = parser.parse_args(argv)
     if args.command == "config":
         return _print_config(args.config)
@@ -114,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run(args.event, env_file=args.env_file, moto=args.moto, seed=args.seed, out_dir=args.out)
         return 0
+    if args.command == "local-cdn":
+        from devtools.local_cdn.command import run as run_local_cdn  # never shipped to Lambda
+
+        return run_local_cdn(args)
     return _serve(args)
 
 
@@ -145,32 +179,27 @@ def _print_openapi(source: str | None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from handler import service
 
-    from handler.wiring import build_app
+    os.environ.update(_flags_as_environment(args))  # what every worker will read
+    return service.run(Settings.from_env())  # a bad value fails here, before any worker starts
 
-    settings = Settings.from_env(
-        host=args.host,
-        port=args.port,
-        public_dir=args.public_dir,
-        origin=args.origin,
-        config=args.config,
-        store=args.store,
-        cache_dir=args.cache_dir,
-        cache_max_bytes=args.cache_max_bytes,
-        redis_url=args.redis_url,
-        variant_ttl=args.variant_ttl,
-        timeout=args.timeout,
-        max_attempts=args.max_attempts,
-        max_transforms=args.max_transforms,
-        max_queue=args.max_queue,
-        memory_budget=args.memory_budget,
-        strict_redirects=args.strict_redirects,
-        store_timeout=args.store_timeout,
-    )
-    app = build_app(settings, docs=args.docs, service=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, server_header=False, date_header=True)
-    return 0
+
+def _flags_as_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The serve flags given, as the ``NEXT_IMAGE_*`` variables each worker reads.
+
+    Every flag is named after its ``Settings`` field: one that is not fails every start.
+    """
+    known = {field.name for field in fields(Settings)}
+    environment: dict[str, str] = {}
+    for name, value in vars(args).items():
+        if name == "command":
+            continue
+        if name not in known:
+            raise TypeError(f"serve flag {name!r} has no Settings field")
+        if value is not None:
+            environment[ENV_PREFIX + name.upper()] = "true" if value is True else str(value)
+    return environment
 
 
 if __name__ == "__main__":

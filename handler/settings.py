@@ -42,6 +42,7 @@ class Settings:
     redis_url: str | None = None  # redis:// or rediss://, with a password if needed
     variant_ttl: int = 30 * 24 * 3600  # seconds a Redis variant lives (the S3 lifecycle's 30 days)
     workers: str = "1"  # serve's worker processes: a number, or "auto" (one per CPU)
+    docs: bool = False  # serve also answers /openapi.json and /docs
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,0 +1,112 @@
+"""``next-image serve`` as a service: one process, or N uvicorn workers sharing one port.
+
+``next-image serve`` turns its flags into ``NEXT_IMAGE_*`` variables before uvicorn starts, and
+uvicorn spawns its workers as fresh interpreters, so each worker builds its app (``create_app``)
+from its environment alone, the way the Lambda function does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from handler import machine
+from handler.settings import ENV_PREFIX, Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+APP = "handler.service:create_app"
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT, then stop accepting, let the requests in flight finish
+    (within the request budget, ``settings.timeout``) and return 0."""
+    workers = worker_count(settings.workers)
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "timeout_graceful_shutdown": math.ceil(settings.timeout),
+        "server_header": False,
+        "date_header": True,
+    }
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    if workers == 1:
+        uvicorn.run(APP, **options)
+        return 0
+    from handler import metrics
+
+    metrics.prepare_for_workers()
+    config = uvicorn.Config(APP, workers=workers, **options)
+    supervisor = Supervisor(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    return STARTUP_FAILURE if supervisor.failed_to_start else 0
+
+
+def worker_count(setting: str) -> int:
+    if setting == "auto":
+        return machine.cpu_count()
+    if setting.isdigit() and int(setting) > 0:
+        return int(setting)
+    raise ValueError(f"{ENV_PREFIX}WORKERS must be a number of processes or auto, got {setting!r}")
+
+
+def create_app() -> FastAPI:
+    """A worker's app, from the environment.
+
+    A failure to build it (a bad config, a store that cannot open) exits with uvicorn's startup
+    failure code: the supervisor then stops, where any other exit would make it start a
+    replacement that fails the same way, forever.
+    """
+    from handler.wiring import build_app
+
+    try:
+        settings = Settings.from_env()
+        return build_app(settings, docs=settings.docs, service=True)
+    except Exception:
+        log.exception("cannot build the app")
+        sys.exit(STARTUP_FAILURE)
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, which checks its workers every half second and replaces a dead one,
+    with three changes.
+
+    It closes its copy of each started worker's end of the healthcheck pipe, so a worker that
+    dies during a healthcheck is seen at once (the pipe reads end-of-file) rather than after the
+    healthcheck timeout (5 s). Before it tells the workers to drain, it closes its own copy of the
+    listening socket; the workers close theirs as they start draining, so new connections are
+    refused at once, where uvicorn's would wait in the backlog until the supervisor exits and then
+    be reset. And it remembers a worker that failed to start, so that ``serve`` does not exit 0
+    on a bad config.
+    """
+
+    def keep_subprocess_alive(self) -> None:
+        for process in self.processes:  # all started: each worker holds its own end now
+            process.child_conn.close()
+        super().keep_subprocess_alive()
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
+
+    @property
+    def failed_to_start(self) -> bool:
+        return any(process.exitcode == STARTUP_FAILURE for process in self.processes)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises SIGTERM once it has drained: that is a clean stop, not a crash."""
+    raise SystemExit(0)
