@@ -1,0 +1,173 @@
+"""``next-image local-cdn`` on the real stack: synthesized in-process, served by the command.
+
+The CDK app is the one ``cdk synth`` runs (``infra.app.build``, cdk-nag included) with a public
+folder holding one generated image. Its two Lambda layers are stand-in zips: they are opaque
+assets to the template, and local-cdn runs the handler from this checkout. The command runs as a
+subprocess with ``--moto`` and ``--seed-public``, in front of a loopback app origin, and is
+stopped with SIGTERM like a terminal's Ctrl-C or a test runner's cleanup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import imagegen
+import pytest
+from support import Route, Upstream
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = "LocalCdnTest"
+READY = re.compile(r"local-cdn: serving .* on (http://\S+)")
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from aws_cdk import App
+
+    from infra.app import build
+
+    root = tmp_path_factory.mktemp("local-cdn-stack")
+    public = root / "public"
+    public.mkdir()
+    (public / "a.png").write_bytes(imagegen.png(1280, 960))
+    layers = root / "layers"
+    layers.mkdir()
+    for name in ("pyvips", "deps"):
+        with zipfile.ZipFile(layers / f"{name}-arm64.zip", "w") as layer:
+            layer.writestr("python/README", "stand-in layer")
+    (layers / "layers-arm64.json").write_text(
+        json.dumps({"arch": "arm64", "python_version": "3.13"})
+    )
+    images = root / "images.json"
+    images.write_text(json.dumps({"formats": ["image/avif", "image/webp"]}))
+    context = {
+        "appOrigin": "app.example.com",
+        "imagesConfig": str(images),
+        "publicDir": str(public),
+        "layersDir": str(layers),
+        "stackName": STACK,
+    }
+    app = App(outdir=str(root / "cdk.out"), context=context)
+    build(app)
+    app.synth()
+    return root
+
+
+@dataclass
+class Running:
+    url: str = ""
+    output: list[str] = field(default_factory=list)
+    children: list[int] = field(default_factory=list)
+    returncode: int | None = None
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@contextmanager
+def local_cdn(root: Path, app_origin: str) -> Iterator[Running]:
+    """The command on a free port; SIGTERM and a wait for its exit when the block ends."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    env["AWS_DEFAULT_REGION"] = "us-east-1"
+    command = [
+        sys.executable, "-m", "handler.cli", "local-cdn",
+        "--template", str(root / "cdk.out" / f"{STACK}.template.json"),
+        "--app-origin", app_origin, "--moto", "--seed-public", str(root / "public"),
+        "--port", "0",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    running = Running()
+    ready = threading.Event()
+
+    def read() -> None:  # drains the output: the function logs to it on every request
+        assert process.stdout is not None
+        for line in process.stdout:
+            running.output.append(line)
+            match = READY.search(line)
+            if match:
+                running.url = match.group(1)
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        ready.wait(timeout=90)
+        assert running.url, "local-cdn did not start:\n" + "".join(running.output)[-4000:]
+        running.children = _children(process.pid)
+        yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            running.returncode = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=5)
+
+
+def test_the_stack_serves_optimized_images_and_the_app(
+    synthesized: Path, upstream: Upstream
+) -> None:
+    upstream.routes["/about"] = Route(200, b"<p>about</p>", {"Content-Type": "text/html"})
+    with local_cdn(synthesized, upstream.url("")) as running:
+        client = httpx.Client(base_url=running.url, timeout=60)
+        target = "/_next/image?url=/a.png&w=640&q=75"
+        accept = {"accept": "image/avif,image/webp,*/*"}
+        first = client.get(target, headers=accept)
+        second = client.get(target, headers=accept)
+        for response in (first, second):
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"] == "image/avif"
+            assert imagegen.decode(response.content)[:2] == ("avif", 640)
+        assert first.headers["x-cache"] == "Miss from cloudfront"
+        assert second.headers["x-cache"] == "Hit from cloudfront"
+        assert "age" in second.headers and second.content == first.content
+        # The image came from the seeded assets bucket, not from the app.
+        assert "/a.png" not in upstream.hits
+
+        page = client.get("/about", headers={"user-agent": "a-browser"})
+        assert (page.status_code, page.content) == (200, b"<p>about</p>")
+        assert page.headers["x-cache"] == "Miss from cloudfront"  # Managed-CachingDisabled
+        sent = dict(upstream.requests[-1].headers)
+        assert sent["host"] == upstream.url("").removeprefix("http://")
+        assert sent["user-agent"] == "a-browser"  # AllViewerExceptHostHeader
+        assert sent["via"].endswith(".cloudfront.net (CloudFront)")
+        assert sent["x-forwarded-for"] == "127.0.0.1"
+        assert sent["cloudfront-forwarded-proto"] == "http"
+
+        refused = client.post(target, headers=accept)
+        assert (refused.status_code, refused.headers["x-cache"]) == (403, "Error from cloudfront")
+        missing = client.get("/_next/image-variants/none")
+        assert missing.status_code == 403  # S3's AccessDenied: the policy grants no ListBucket
+        assert b"<Code>AccessDenied</Code>" in missing.content
+        assert running.children, "the Node.js child for the CloudFront Function"
+    assert running.returncode == 0, "".join(running.output)[-4000:]
+    assert "local-cdn: stopped" in "".join(running.output)
+    assert not [pid for pid in running.children if Path(f"/proc/{pid}").exists()]
