@@ -44,6 +44,10 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     public = root / "public"
     public.mkdir()
     (public / "a.png").write_bytes(imagegen.png(1280, 960))
+    (public / "noise.jpg").write_bytes(imagegen.noise_jpeg(1280, 960))
+    # Variants over 50 kB are answered with a redirect to the variants behaviour, as over
+    # Lambda's payload limit: --env-file changes the function's environment like a deploy would.
+    (root / "function.env").write_text("NEXT_IMAGE_MAX_INLINE_BYTES=50000\n")
     layers = root / "layers"
     layers.mkdir()
     for name in ("pyvips", "deps"):
@@ -97,7 +101,7 @@ def local_cdn(root: Path, app_origin: str) -> Iterator[Running]:
         sys.executable, "-m", "handler.cli", "local-cdn",
         "--template", str(root / "cdk.out" / f"{STACK}.template.json"),
         "--app-origin", app_origin, "--moto", "--seed-public", str(root / "public"),
-        "--port", "0",
+        "--env-file", str(root / "function.env"), "--port", "0",
     ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -161,6 +165,19 @@ def test_the_stack_serves_optimized_images_and_the_app(
         assert sent["via"].endswith(".cloudfront.net (CloudFront)")
         assert sent["x-forwarded-for"] == "127.0.0.1"
         assert sent["cloudfront-forwarded-proto"] == "http"
+
+        # A large variant: the function redirects, CloudFront reads it from the variants bucket
+        # through the bucket policy and adds the response headers policy's headers.
+        large = client.get("/_next/image?url=/noise.jpg&w=1080&q=75", headers=accept)
+        assert large.status_code == 302, large.text
+        location = large.headers["location"]
+        assert location.startswith("/_next/image-variants/")
+        variant = client.get(location)
+        assert variant.status_code == 200, variant.text
+        assert imagegen.decode(variant.content)[:2] == ("avif", 1080)
+        assert variant.headers["x-content-type-options"] == "nosniff"
+        assert "sandbox" in variant.headers["content-security-policy"]
+        assert client.get(location).headers["x-cache"] == "Hit from cloudfront"
 
         refused = client.post(target, headers=accept)
         assert (refused.status_code, refused.headers["x-cache"]) == (403, "Error from cloudfront")
