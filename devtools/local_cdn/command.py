@@ -65,14 +65,14 @@ def run(args: argparse.Namespace) -> int:
 def function_environment(
     function: LambdaFunction,
     app: CustomOrigin | None,
-    app_origin: str,
+    app_origin: str | None,
     overrides: Mapping[str, str],
     region: str,
 ) -> dict[str, str]:
     """What the function's process sees: the template's variables with the app's domain
     pointing at ``app_origin``, the runtime's own variables, then ``overrides``."""
     environment = dict(function.environment)
-    if app is not None:
+    if app is not None and app_origin:
         for key, value in environment.items():
             for prefix in (f"https://{app.domain}", f"http://{app.domain}"):
                 if value == prefix or value.startswith(prefix + "/"):
@@ -169,7 +169,10 @@ def _serve(args: argparse.Namespace) -> None:
         functions = None
         if distribution.functions:
             functions = stack.enter_context(NodeFunctions(distribution.functions))
-        sock = stack.enter_context(bind(args.host, args.port))
+        try:
+            sock = stack.enter_context(bind(args.host, args.port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
         host, port = sock.getsockname()[:2]
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         edge = Edge(

@@ -82,7 +82,3 @@ class Response:
 
     def with_headers(self, headers: Pairs) -> Response:
         return replace(self, headers=headers)
-
-    def setting(self, name: str, value: str) -> Response:
-        """This response with ``name`` set to ``value`` alone."""
-        return replace(self, headers=[*without(self.headers, name), (name, value)])

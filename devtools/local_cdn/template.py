@@ -144,10 +144,6 @@ class Behaviour:
     viewer_request: ViewerFunction | None
     compress: bool
 
-    @property
-    def label(self) -> str:
-        return "the default behaviour" if self.path_pattern == "*" else repr(self.path_pattern)
-
 
 @dataclass(frozen=True)
 class Distribution:
