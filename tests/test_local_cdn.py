@@ -751,3 +751,85 @@ def test_edge_cache_evicts_least_recently_used() -> None:
         cache.put((key,), Response(200, body=b"1234"), 60)
     assert cache.get(("a",)) is None
     assert cache.get(("c",)) is not None and len(cache) == 2
+
+
+def test_edge_compression_range_and_cookies(tmp_path: Path) -> None:
+    import gzip
+
+    import brotli
+
+    raw = template(default={"CachePolicyId": CACHING_OPTIMIZED, "Compress": True})
+    distribution = load(tmp_path, raw)
+    page = b"<p>" + b"hello " * 400 + b"</p>"
+    origin = FakeOrigin(
+        ok(page, content_type="text/html; charset=utf-8", etag='"v1"', set_cookie="s=1")
+    )
+    edge = Edge(distribution, {"app": origin})
+    response, headers = get(edge, "/", accept_encoding="gzip, deflate, br")
+    assert headers["content-encoding"] == "br" and headers["etag"] == 'W/"v1"'
+    assert brotli.decompress(response.body) == page
+    assert "set-cookie" not in headers  # the cache policy forwards no cookies
+    assert dict(origin.requests[0].headers)["accept-encoding"] == "br,gzip"
+    response, headers = get(edge, "/", accept_encoding="gzip")
+    assert headers["x-cache"] == "Miss from cloudfront"  # another coding, another entry
+    assert gzip.decompress(response.body) == page
+    response, headers = get(edge, "/")
+    assert "content-encoding" not in headers and response.body == page
+    response, headers = get(edge, "/", range="bytes=3-7")
+    assert (response.status, response.body, headers["content-range"]) == (
+        206,
+        b"hello",
+        f"bytes 3-7/{len(page)}",
+    )
+    assert get(edge, "/", range="bytes=99999-")[0].status == 416
+    assert len(origin.requests) == 3
+
+
+def test_identical_misses_wait_for_the_first(tmp_path: Path) -> None:
+    distribution = load(tmp_path, template(default={"CachePolicyId": CACHING_OPTIMIZED}))
+    origin = FakeOrigin(ok(cache_control="max-age=60"))
+    slow_fetch = origin.fetch
+
+    async def slow(request: OriginRequest) -> Response:
+        await asyncio.sleep(0.05)
+        return await slow_fetch(request)
+
+    origin.fetch = slow  # type: ignore[method-assign]
+    edge = Edge(distribution, {"app": origin})
+
+    async def many() -> list[str]:
+        requests = [ViewerRequest("GET", "/same") for _ in range(5)]
+        responses = await asyncio.gather(*(edge.handle(r) for r in requests))
+        return [dict(r.headers)["x-cache"] for r in responses]
+
+    outcomes = asyncio.run(many())
+    assert sorted(outcomes) == ["Hit from cloudfront"] * 4 + ["Miss from cloudfront"]
+    assert len(origin.requests) == 1
+
+
+def test_s3_origin_reads_only_what_the_bucket_policy_grants() -> None:
+    import boto3
+    from moto import mock_aws
+
+    from devtools.local_cdn.s3 import S3Fetcher, create_buckets
+    from devtools.local_cdn.template import Bucket, S3Origin
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        create_buckets(client, ["variants"])
+        client.put_object(Bucket="variants", Key="site/_next/image-variants/k", Body=b"img")
+        client.put_object(Bucket="variants", Key="site/_next/image-pointers/k", Body=b"ptr")
+        granted = ("_next/image-variants/*",)
+
+        def fetch(path: str, listable: bool = False) -> Response:
+            bucket = Bucket("B", "variants", tuple(f"site/{p}" for p in granted), listable)
+            fetcher = S3Fetcher(S3Origin("s3", bucket, "site"), client)
+            return asyncio.run(fetcher.fetch(OriginRequest("GET", path, "", [])))
+
+        found = fetch("/_next/image-variants/k")
+        assert (found.status, found.body) == (200, b"img")
+        assert found.header("etag") is not None
+        assert fetch("/_next/image-pointers/k").status == 403  # outside the grant
+        missing = fetch("/_next/image-variants/none")
+        assert (missing.status, b"AccessDenied" in missing.body) == (403, True)
+        assert fetch("/_next/image-variants/none", listable=True).status == 404
