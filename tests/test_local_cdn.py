@@ -833,3 +833,27 @@ def test_s3_origin_reads_only_what_the_bucket_policy_grants() -> None:
         missing = fetch("/_next/image-variants/none")
         assert (missing.status, b"AccessDenied" in missing.body) == (403, True)
         assert fetch("/_next/image-variants/none", listable=True).status == 404
+
+
+def test_an_expired_object_is_served_while_the_origin_fails(tmp_path: Path) -> None:
+    distribution = load(tmp_path, template(default={"CachePolicyId": CACHING_OPTIMIZED}))
+    answers = iter(
+        [
+            Response(200, [("cache-control", "max-age=60"), ("content-length", "3")], b"old"),
+            Response(503, [("content-length", "4")], b"down"),
+            Response(503, [("content-length", "4")], b"down"),
+        ]
+    )
+    origin = FakeOrigin(lambda _request: next(answers))
+    clock = Clock()
+    edge = Edge(distribution, {"app": origin}, clock=clock)
+    get(edge, "/a")
+    clock.now += 61
+    response, _ = get(edge, "/a")
+    assert (response.status, response.body) == (200, b"old")  # the origin said 503
+    clock.now += 9
+    assert get(edge, "/a")[0].body == b"old"  # for the error caching minimum TTL, 10 s
+    assert len(origin.requests) == 2
+    clock.now += 2
+    assert get(edge, "/a")[0].body == b"old"
+    assert len(origin.requests) == 3

@@ -30,6 +30,7 @@ from email.utils import formatdate, parsedate_to_datetime
 import brotli
 
 from devtools.local_cdn.cache import (
+    ERROR_CACHING_MIN_TTL,
     CacheKey,
     EdgeCache,
     Entry,
@@ -349,8 +350,8 @@ class Edge:
             response = await fetcher.fetch(origin_request)
         except OriginFailure as failure:
             log.error("origin %s: %s", behaviour.origin.id, failure)
-            if stale is not None:
-                return self._serve_stale(key, stale, behaviour, request)
+            if stale is not None and stale.response.status < 400:
+                return self._serve_stale(key, stale, behaviour, request, failure.status)
             detail = "CloudFront wasn't able to connect to the origin."
             if failure.status == 504:
                 detail = "CloudFront attempted to establish a connection with the origin, "
@@ -366,8 +367,8 @@ class Edge:
                 ttl = response_ttl(refreshed, policy, self._error_ttls, now)
                 self.cache.put(key, refreshed, ttl)
                 return Outcome(refreshed, "RefreshHit from cloudfront", behaviour, request, 0)
-            if response.status >= 500:
-                return self._serve_stale(key, stale, behaviour, request)
+            if response.status >= 500 and stale.response.status < 400:
+                return self._serve_stale(key, stale, behaviour, request, response.status)
         if not self._forwards_cookies(behaviour):
             response = response.with_headers(without(response.headers, "set-cookie"))
         if behaviour.compress:
@@ -386,12 +387,17 @@ class Edge:
         return self.distribution.error_caching_min_ttl
 
     def _serve_stale(
-        self, key: CacheKey | None, stale: Entry, behaviour: Behaviour, request: ViewerRequest
+        self,
+        key: CacheKey | None,
+        stale: Entry,
+        behaviour: Behaviour,
+        request: ViewerRequest,
+        status: int,
     ) -> Outcome:
-        """An expired object is served while the origin fails, for the error caching TTL
-        ("The requested object is in the edge cache")."""
+        """An expired object is served while the origin fails, for the error caching minimum
+        TTL of the failure's status ("The requested object is in the edge cache")."""
         if key is not None:
-            ttl = self._error_ttls.get(500, 10)
+            ttl = self._error_ttls.get(status, ERROR_CACHING_MIN_TTL)
             self.cache.put(key, stale.response, ttl)
         return Outcome(stale.response, "Hit from cloudfront", behaviour, request, 0)
 
