@@ -4,8 +4,9 @@ Without it a burst starts one libvips pipeline per request: threads and resident
 the burst, every transform slows down, and they all run out of time together (measured: 64
 concurrent misses, 3.5 GiB and a third of them 504 after 30 s). Here a transform reserves a slot
 and the memory its plan says it needs before it decodes a pixel; the others wait in arrival
-order. A request that finds the queue full, or cannot start in time to finish within its budget,
-is answered 503 with ``Retry-After`` at once, and a client or CDN can try again.
+order. A request that finds the queue full, or would not start in time to finish within its
+budget (judged from its place in the queue and recent transform times), is answered 503 with
+``Retry-After`` at once, and a client or CDN can try again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -39,14 +40,23 @@ class Admission:
     A cost above the whole budget is capped at it: such a transform runs alone rather than never.
     """
 
-    def __init__(self, *, max_running: int, memory_budget: int, max_queue: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_running: int,
+        memory_budget: int,
+        max_queue: int,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
         self.max_running = max(1, max_running)
         self.memory_budget = max(1, memory_budget)
         self.max_queue = max(0, max_queue)
+        self.on_idle = on_idle  # called when the last transform ends and nobody waits
         self._running = 0
         self._reserved = 0
         self._waiters: deque[_Waiter] = deque()
-        self._expected_seconds = _FIRST_GUESS_SECONDS
+        self._average_seconds = _FIRST_GUESS_SECONDS
+        self._started: list[float] = []  # time.monotonic() of each running transform
 
     @property
     def running(self) -> int:
@@ -62,8 +72,17 @@ class Admission:
 
     @property
     def expected_seconds(self) -> float:
-        """How long a transform takes lately (a running average)."""
-        return self._expected_seconds
+        """How long a transform takes: the recent average, or longer if one is running longer.
+
+        At the start of a burst nothing has finished yet; the running ones already tell.
+        """
+        now = time.monotonic()
+        return max([self._average_seconds, *(now - started for started in self._started)])
+
+    def check(self) -> None:
+        """Refuse at once when the queue is full, before a request fetches and decodes anything."""
+        if len(self._waiters) >= self.max_queue and not self._fits(0):
+            raise self._overloaded()
 
     @asynccontextmanager
     async def slot(self, memory: int, *, deadline: float) -> AsyncIterator[None]:
@@ -75,14 +94,18 @@ class Admission:
         cost = min(max(memory, 0), self.memory_budget)
         await self._acquire(cost, deadline)
         started = time.monotonic()
+        self._started.append(started)
         try:
             yield
         finally:
+            self._started.remove(started)
             elapsed = time.monotonic() - started
-            self._expected_seconds += _SMOOTHING * (elapsed - self._expected_seconds)
+            self._average_seconds += _SMOOTHING * (elapsed - self._average_seconds)
             self._running -= 1
             self._reserved -= cost
             self._grant()
+            if self._running == 0 and not self._waiters and self.on_idle is not None:
+                self.on_idle()
 
     async def _acquire(self, cost: int, deadline: float) -> None:
         if not self._waiters and self._fits(cost):
@@ -90,6 +113,10 @@ class Admission:
             return
         if len(self._waiters) >= self.max_queue:
             raise self._overloaded()
+        expected = self.expected_seconds
+        rounds = len(self._waiters) // self.max_running + 1  # transforms ahead, per slot
+        if anyio.current_time() + (rounds + 1) * expected > deadline:
+            raise self._overloaded()  # it would start too late to finish: say so now
         waiter = _Waiter(cost, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         wait = deadline - self.expected_seconds - anyio.current_time()

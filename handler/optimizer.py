@@ -38,6 +38,7 @@ from handler.stores.guarded import GuardedStore
 log = logging.getLogger(__name__)
 
 CacheStatus = Literal["HIT", "MISS", "STALE"]
+IDLE_TRIM_SECONDS = 1.0  # after the last transform, how long idle before memory is trimmed
 LOCK_POLL_SECONDS = 0.1  # how often a process waiting on another's miss looks for its variant
 Revalidation = Literal["background", "inline"]
 
@@ -84,6 +85,7 @@ class Optimizer:
         self.config = config
         self.store = store
         self.admission = admission
+        admission.on_idle = self._trim_when_idle
         self._transform_threads = anyio.CapacityLimiter(admission.max_running)
         self._relative = relative
         self._remote = remote
@@ -166,6 +168,7 @@ class Optimizer:
         return await asyncio.shield(future)
 
     async def _generate(self, params: ImageParams, stats: Stats, deadline: float) -> Served:
+        self.admission.check()  # overloaded: refuse before fetching and decoding anything
         lock_key = pointer_key(f"{params.href}\0{self._variant_key('', params)}")
         token = await self._lead_or_wait(params, lock_key, deadline)
         if isinstance(token, Served):
@@ -263,6 +266,16 @@ class Optimizer:
             return await anyio.to_thread.run_sync(
                 self._run_and_trim, plan, deadline, limiter=self._transform_threads
             )
+
+    def _trim_when_idle(self) -> None:
+        """Buffers of a burst's last requests are freed after its last transform's trim: give
+        them back too, once the process has stayed idle for a moment."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(IDLE_TRIM_SECONDS, self._trim_if_still_idle, loop)
+
+    def _trim_if_still_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.admission.running == 0 and self.admission.queued == 0:
+            loop.run_in_executor(None, release_free_memory)
 
     def _run_and_trim(self, plan: Plan, deadline: float) -> Transformed:
         try:

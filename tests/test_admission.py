@@ -101,22 +101,69 @@ async def test_a_full_queue_answers_503_at_once_with_retry_after() -> None:
     assert trace.started == ["running", "queued"]
 
 
-async def test_a_request_that_cannot_start_in_time_gets_503_before_its_deadline() -> None:
+async def test_a_request_that_would_start_too_late_gets_503_at_once() -> None:
     admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
         await anyio.sleep(0.01)
         started = anyio.current_time()
-        deadline = started + 1.5  # the first transform is expected to take ~1 s: give up at ~0.5 s
+        # One transform ahead (~1 s, the first guess) plus its own: it cannot finish in 1.5 s.
         with pytest.raises(ImageError) as refused:
-            await trace.job(admission, "late", 1, hold=release, deadline=deadline)
-        waited = anyio.current_time() - started
-        assert 0.3 < waited < 1.0
-        assert admission.queued == 0  # it left the queue
+            await trace.job(admission, "late", 1, hold=release, deadline=started + 1.5)
+        assert anyio.current_time() - started < 0.05
+        assert admission.queued == 0
         release.set()
     assert refused.value.status == 503
     assert trace.started == ["running"]
+
+
+async def test_a_queued_request_gives_up_in_time_to_finish_within_its_budget() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        started = anyio.current_time()
+        with pytest.raises(ImageError) as refused:
+            await trace.job(admission, "waiting", 1, hold=release, deadline=started + 2.5)
+        waited = anyio.current_time() - started
+        assert 1.2 < waited < 2.0  # ~1 s before its deadline, room for a transform
+        assert admission.queued == 0
+        release.set()
+    assert refused.value.status == 503
+
+
+async def test_check_refuses_only_when_the_queue_is_full() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=1)
+    admission.check()  # idle
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        admission.check()  # a slot is taken, the queue is empty
+        tg.start_soon(lambda: trace.job(admission, "queued", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        with pytest.raises(ImageError) as refused:
+            admission.check()
+        assert refused.value.status == 503
+        release.set()
+
+
+async def test_the_last_transform_to_end_reports_idle() -> None:
+    idle: list[float] = []
+    admission = Admission(max_running=2, memory_budget=10**9, max_queue=10)
+    admission.on_idle = lambda: idle.append(anyio.current_time())
+    trace, first, second = Trace(), anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "a", 1, hold=first, deadline=far()))
+        tg.start_soon(lambda: trace.job(admission, "b", 1, hold=second, deadline=far()))
+        await anyio.sleep(0.01)
+        first.set()
+        await anyio.sleep(0.01)
+        assert idle == []  # one still runs
+        second.set()
+    assert len(idle) == 1
 
 
 async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:

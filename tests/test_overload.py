@@ -143,7 +143,9 @@ async def test_a_hit_never_waits_behind_running_transforms(heavy: Path, client_f
             assert response.headers["x-nextjs-cache"] == "HIT"
             await anyio.sleep(0.1)
     assert len(latencies) >= 5
-    assert max(latencies) < 0.25, latencies  # a shared 2-core CI machine; the bench quotes ms
+    # Before admission control a hit waited 15 s behind transforms; the bench quotes the real
+    # figure (milliseconds). This bound only has to survive a loaded 2-core CI machine.
+    assert max(latencies) < 1.0, latencies
 
 
 async def test_a_timeout_fallback_is_served_once_uncached_and_never_stored(
