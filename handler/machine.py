@@ -21,6 +21,15 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def worker_count(setting: str) -> int:
+    """``serve --workers``: a number of processes, or ``auto`` for one per CPU."""
+    if setting == "auto":
+        return cpu_count()
+    if setting.isdigit() and int(setting) > 0:
+        return int(setting)
+    raise ValueError(f"NEXT_IMAGE_WORKERS must be a number of processes or auto, got {setting!r}")
+
+
 def memory_limit(environ: Mapping[str, str] | None = None) -> int:
     """Bytes this process may use: Lambda's setting, else the cgroup's limit, else physical RAM."""
     env = os.environ if environ is None else environ

@@ -19,7 +19,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from handler import machine
-from handler.settings import ENV_PREFIX, Settings
+from handler.settings import Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def run(settings: Settings) -> int:
     """Serve until SIGTERM or SIGINT, then stop accepting, let the requests in flight finish
     (within the request budget, ``settings.timeout``) and return 0."""
-    workers = worker_count(settings.workers)
+    workers = machine.worker_count(settings.workers)
     options: dict[str, Any] = {
         "factory": True,
         "host": settings.host,
@@ -52,14 +52,6 @@ def run(settings: Settings) -> int:
     supervisor = Supervisor(config, sockets=[config.bind_socket()])
     supervisor.run()
     return STARTUP_FAILURE if supervisor.failed_to_start else 0
-
-
-def worker_count(setting: str) -> int:
-    if setting == "auto":
-        return machine.cpu_count()
-    if setting.isdigit() and int(setting) > 0:
-        return int(setting)
-    raise ValueError(f"{ENV_PREFIX}WORKERS must be a number of processes or auto, got {setting!r}")
 
 
 def create_app() -> FastAPI:

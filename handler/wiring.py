@@ -67,11 +67,13 @@ def build_relative_source(settings: Settings, config: ImagesConfig) -> Source:
 
 
 def build_admission(settings: Settings) -> Admission:
-    """Defaults: one transform per CPU, half the memory limit (cgroup, Lambda or RAM)."""
-    budget = settings.memory_budget or int(machine.memory_limit() * MEMORY_BUDGET_SHARE)
+    """Per process. Defaults: one transform per CPU and half the memory limit (cgroup, Lambda
+    or RAM), shared out among ``serve --workers``, so N workers never run N times the machine."""
+    workers = machine.worker_count(settings.workers)
+    share = machine.memory_limit() * MEMORY_BUDGET_SHARE / workers
     return Admission(
-        max_running=settings.max_transforms or machine.cpu_count(),
-        memory_budget=budget,
+        max_running=settings.max_transforms or max(1, machine.cpu_count() // workers),
+        memory_budget=settings.memory_budget or int(share),
         max_queue=settings.max_queue,
     )
 

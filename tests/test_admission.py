@@ -191,3 +191,18 @@ async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
         assert trace.started == ["first", "third"]
         second.set()
     assert (admission.running, admission.reserved, admission.queued) == (0, 0, 0)
+
+
+def test_workers_share_the_default_limits_out() -> None:
+    from handler import machine
+    from handler.settings import Settings
+    from handler.wiring import MEMORY_BUDGET_SHARE, build_admission
+
+    one = build_admission(Settings())
+    two = build_admission(Settings(workers="2"))
+    assert one.max_running == machine.cpu_count()
+    assert two.max_running == max(1, machine.cpu_count() // 2)
+    assert one.memory_budget == int(machine.memory_limit() * MEMORY_BUDGET_SHARE)
+    assert two.memory_budget == int(machine.memory_limit() * MEMORY_BUDGET_SHARE / 2)
+    explicit = build_admission(Settings(workers="2", max_transforms=3, memory_budget=10**9))
+    assert (explicit.max_running, explicit.memory_budget) == (3, 10**9)  # flags are per worker
