@@ -31,7 +31,8 @@ _SMOOTHING = 0.2  # weight of the newest transform in the running average
 @dataclass
 class _Waiter:
     cost: int
-    granted: asyncio.Future[None]
+    deadline: float
+    granted: asyncio.Future[None]  # a result when granted, an ImageError when refused
 
 
 class Admission:
@@ -117,19 +118,20 @@ class Admission:
         rounds = len(self._waiters) // self.max_running + 1  # transforms ahead, per slot
         if anyio.current_time() + (rounds + 1) * expected > deadline:
             raise self._overloaded()  # it would start too late to finish: say so now
-        waiter = _Waiter(cost, asyncio.get_running_loop().create_future())
+        waiter = _Waiter(cost, deadline, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         wait = deadline - self.expected_seconds - anyio.current_time()
         try:
             with anyio.fail_after(max(wait, 0.0)):
                 await asyncio.shield(waiter.granted)
-        except BaseException as exc:  # a timeout or the request's own cancellation
-            if waiter.granted.done():
+        except BaseException as exc:  # refused, a timeout, or the request's own cancellation
+            granted = waiter.granted
+            if not granted.done():
+                granted.cancel()
+                self._waiters.remove(waiter)
+            elif not granted.cancelled() and granted.exception() is None:
                 self._running -= 1  # granted as we gave up: hand the slot on
                 self._reserved -= cost
-            else:
-                waiter.granted.cancel()
-                self._waiters.remove(waiter)
             self._grant()
             if isinstance(exc, TimeoutError):
                 raise self._overloaded() from None
@@ -143,11 +145,18 @@ class Admission:
         self._reserved += cost
 
     def _grant(self) -> None:
-        """Start waiters in arrival order while the head of the queue fits."""
+        """Start waiters in arrival order while the head of the queue fits; tell those that can
+        no longer start in time now (transforms run longer under load), not at their deadline."""
         while self._waiters and self._fits(self._waiters[0].cost):
             waiter = self._waiters.popleft()
             self._take(waiter.cost)
             waiter.granted.set_result(None)
+        expected, now = self.expected_seconds, anyio.current_time()
+        for index, waiter in enumerate(list(self._waiters)):
+            rounds = index // self.max_running + 1
+            if now + (rounds + 1) * expected > waiter.deadline:
+                self._waiters.remove(waiter)
+                waiter.granted.set_exception(self._overloaded())
 
     def _overloaded(self) -> ImageError:
         """503, uncacheable, with a retry hint from the queue and recent transform times."""

@@ -29,6 +29,7 @@ from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.headers import get_max_age
 from handler.keys import b64url, etag_of, pointer_key, variant_key
+from handler.low_priority import LowPriorityThreads
 from handler.params import ImageParams
 from handler.pipeline import Plan, Transformed, plan_transform, run_transform
 from handler.sources.base import Source, Upstream
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 CacheStatus = Literal["HIT", "MISS", "STALE"]
 IDLE_TRIM_SECONDS = 1.0  # after the last transform, how long idle before memory is trimmed
 LOCK_POLL_SECONDS = 0.1  # how often a process waiting on another's miss looks for its variant
+PREPARE_THREADS = 4  # hashing sources and reading their headers, ahead of a transform slot
 Revalidation = Literal["background", "inline"]
 
 
@@ -86,7 +88,8 @@ class Optimizer:
         self.store = store
         self.admission = admission
         admission.on_idle = self._trim_when_idle
-        self._transform_threads = anyio.CapacityLimiter(admission.max_running)
+        self._transform_threads = LowPriorityThreads(admission.max_running, "transform")
+        self._prepare_threads = LowPriorityThreads(PREPARE_THREADS, "prepare")
         self._relative = relative
         self._remote = remote
         self._timeout = timeout
@@ -175,7 +178,7 @@ class Optimizer:
             return token
         try:
             upstream = await self._fetch(params, stats)
-            source_hash = await _sha256_hex(upstream.body)
+            source_hash = await self._sha256_hex(upstream.body)
             return await self._store_new(params, upstream, source_hash, stats, "MISS", deadline)
         finally:
             if token:
@@ -250,7 +253,7 @@ class Optimizer:
 
     async def _transform(self, params: ImageParams, source: bytes, deadline: float) -> Transformed:
         """Plan from the header, wait for a slot and the memory the plan needs, then transform."""
-        plan = await anyio.to_thread.run_sync(
+        plan = await self._prepare_threads.run(
             lambda: plan_transform(
                 source,
                 width=params.width,
@@ -263,9 +266,12 @@ class Optimizer:
             return plan
         async with self.admission.slot(plan.memory, deadline=deadline):
             # The loop's clock is time.monotonic(), which the pipeline's deadline uses too.
-            return await anyio.to_thread.run_sync(
-                self._run_and_trim, plan, deadline, limiter=self._transform_threads
-            )
+            return await self._transform_threads.run(lambda: self._run_and_trim(plan, deadline))
+
+    async def _sha256_hex(self, body: bytes) -> str:
+        """The source's hash, off the event loop: a 5 MB photo takes ~10 ms to hash, and a
+        burst of them would hold up every hit (hashlib releases the GIL while it works)."""
+        return await self._prepare_threads.run(lambda: hashlib.sha256(body).hexdigest())
 
     def _trim_when_idle(self) -> None:
         """Buffers of a burst's last requests are freed after its last transform's trim: give
@@ -305,7 +311,7 @@ class Optimizer:
             await self.store.put_pointer(pkey, retained)
             return self._served(variant, vkey, retained, "STALE")
         if not upstream.not_modified:
-            source_hash = await _sha256_hex(upstream.body)
+            source_hash = await self._sha256_hex(upstream.body)
             if source_hash != previous.source_hash:
                 return await self._store_new(
                     params, upstream, source_hash, stats, "STALE", deadline
@@ -389,9 +395,3 @@ class Optimizer:
     @staticmethod
     def _variant_key(source_hash: str, params: ImageParams) -> str:
         return variant_key(source_hash, params.width, params.quality, params.mime_type)
-
-
-async def _sha256_hex(body: bytes) -> str:
-    """The source's hash, off the event loop: a 5 MB photo takes ~10 ms to hash, and a burst
-    of them would hold up every hit (hashlib releases the GIL while it works)."""
-    return await anyio.to_thread.run_sync(lambda: hashlib.sha256(body).hexdigest())

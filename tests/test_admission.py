@@ -206,3 +206,29 @@ def test_workers_share_the_default_limits_out() -> None:
     assert two.memory_budget == int(machine.memory_limit() * MEMORY_BUDGET_SHARE / 2)
     explicit = build_admission(Settings(workers="2", max_transforms=3, memory_budget=10**9))
     assert (explicit.max_running, explicit.memory_budget) == (3, 10**9)  # flags are per worker
+
+
+async def test_waiters_that_can_no_longer_start_in_time_are_told_when_the_queue_moves() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    trace, release, second = Trace(), anyio.Event(), anyio.Event()
+    refused: list[float] = []
+
+    async def late_one(deadline: float) -> None:
+        with pytest.raises(ImageError):
+            await trace.job(admission, "late", 1, hold=second, deadline=deadline)
+        refused.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        started = anyio.current_time()
+        tg.start_soon(lambda: trace.job(admission, "first", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        tg.start_soon(lambda: trace.job(admission, "next", 1, hold=second, deadline=far()))
+        await anyio.sleep(0.01)
+        # Two transforms ahead of ~1 s each: it can still finish by its deadline when it asks.
+        tg.start_soon(late_one, started + 3.5)
+        await anyio.sleep(1.5)
+        release.set()  # the first took 1.5 s: the average grows, "late" cannot make it now
+        await anyio.sleep(0.05)
+        assert refused and refused[0] - started < 1.7  # told at once, not ~2.5 s in
+        second.set()
+    assert trace.started == ["first", "next"]
