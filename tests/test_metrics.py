@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def test_store_errors_are_counted_by_operation(public_dir: Path, tmp_path: Path)
     cache = tmp_path / "cache"
     settings = Settings(public_dir=str(public_dir), store="filesystem", cache_dir=str(cache))
     client = TestClient(build_app(settings, service=True))
-    cache.rmdir()
+    shutil.rmtree(cache)  # it holds the shared size record (.usage) already
     cache.write_bytes(b"")  # a file where the folder was: reads miss, writes and pings fail
     response = client.get(IMAGE, headers=WEBP)
     assert (response.status_code, response.headers["x-nextjs-cache"]) == (200, "MISS")
