@@ -9,7 +9,7 @@ PYTHON_VERSION ?= 3.13
 CDK_CLI_VERSION ?= 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_CLI_VERSION)
 
-.PHONY: setup redis serve test lint unit layer check-layer synth bench
+.PHONY: setup redis serve test lint unit e2e chromium layer check-layer synth bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,19 @@ redis:
 	command -v redis-server >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 
+# pyproject's addopts leave tests/e2e out of a plain pytest run: make e2e runs it.
 unit: setup redis
 	$(BIN)/pytest -q
+
+# Headless Chromium for make e2e: Debian's package (driven by Playwright's Python package from
+# the dev extras; no browser download), installed if missing, as root as on CI.
+chromium:
+	command -v chromium >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# A real Next.js app (npm ci, next build) behind next-image local-cdn, loaded in Chromium.
+e2e: setup chromium
+	$(BIN)/pytest -q tests/e2e
 
 test: lint unit
 
