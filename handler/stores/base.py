@@ -33,7 +33,8 @@ class Variant:
 
 
 class Store(Protocol):
-    """Blocking calls; the optimizer runs them off the event loop."""
+    """Blocking calls; the optimizer runs them off the event loop (unless the store says it is
+    ``in_process``: then they are plain memory operations, cheaper than a thread hop)."""
 
     def get_pointer(self, key: str) -> Pointer | None: ...
 

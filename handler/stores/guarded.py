@@ -106,10 +106,13 @@ class GuardedStore:
         call = functools.partial(self._tracked, functools.partial(fn, *args, **kwargs))
         result: T | None = None
         try:
-            with anyio.fail_after(self._call_timeout):
-                result = await anyio.to_thread.run_sync(
-                    call, abandon_on_cancel=True, limiter=self._limiter
-                )
+            if getattr(self.store, "in_process", False):
+                result = call()  # a dict lookup: a thread hop would cost more than the call
+            else:
+                with anyio.fail_after(self._call_timeout):
+                    result = await anyio.to_thread.run_sync(
+                        call, abandon_on_cancel=True, limiter=self._limiter
+                    )
         except TimeoutError:
             self._failed(fn, f"no answer within {self._call_timeout:g} s")
             return None

@@ -26,7 +26,12 @@ def _record_bytes(key: str, record: Pointer | Variant) -> int:
 
 
 class MemoryStore:
-    """Pointers and variants share one byte bound and one least-recently-used order."""
+    """Pointers and variants share one byte bound and one least-recently-used order.
+
+    ``in_process``: its calls never block, so they are made on the event loop itself.
+    """
+
+    in_process = True
 
     def __init__(self, max_bytes: int = 256_000_000) -> None:
         self._max_bytes = max_bytes
