@@ -107,3 +107,37 @@ def test_two_processes_share_one_folder_within_the_bound(tmp_path: Path) -> None
             assert store.get_variant(key) == keyed_variant(key)
     for path in (tmp_path / "pointers").iterdir():
         assert store.get_pointer(path.name) == keyed_pointer(path.name)
+
+
+def hold_lock(root: str, key: str, held: Any, release: Any) -> None:
+    store = FilesystemStore(root)
+    assert store.try_lock(key, 60_000) is not None
+    held.set()
+    release.wait(10)  # then exit without unlocking, as a worker that dies does
+
+
+def test_workers_on_one_folder_lead_a_miss_one_at_a_time(tmp_path: Path) -> None:
+    from handler.stores.base import Locking
+
+    store = FilesystemStore(tmp_path)
+    assert isinstance(store, Locking)
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    other = context.Process(target=hold_lock, args=(str(tmp_path), "miss-a", held, release))
+    other.start()
+    try:
+        assert held.wait(20)
+        assert store.try_lock("miss-a", 60_000) is None  # the other worker leads it
+        token = store.try_lock("miss-b", 60_000)  # another miss is free
+        assert token is not None
+        store.unlock("miss-b", token)
+        release.set()
+        other.join(10)
+        assert other.exitcode == 0
+        token = store.try_lock("miss-a", 60_000)  # its process ended: the kernel released it
+        assert token is not None
+        store.unlock("miss-a", token)
+    finally:
+        release.set()
+        other.join(10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".locks", ".usage"]  # nothing grew

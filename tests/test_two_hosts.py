@@ -46,3 +46,25 @@ def test_identical_misses_on_two_hosts_transform_once(
         other = "/_next/image?url=%2Fphoto.jpg&w=750&q=75"
         assert first.get(other, headers=WEBP).headers["x-nextjs-cache"] == "MISS"
         assert second.get(other, headers=WEBP).headers["x-nextjs-cache"] == "HIT"
+
+
+def test_identical_misses_on_two_workers_of_one_folder_transform_once(
+    upstream: Server, tmp_path: Path
+) -> None:
+    upstream.routes["/photo.jpg"] = Route(
+        body=imagegen.noise_jpeg(1200, 900), headers={"Content-Type": "image/jpeg"}, delay=0.5
+    )
+    flags = ("--workers", "2", "--store", "filesystem", "--cache-dir", str(tmp_path / "cache"))
+    with serving(*flags, "--origin", upstream.url("")) as service:
+        port = service.base_url.port
+
+        def fresh_connection(_: int) -> httpx.Response:  # so the kernel spreads them
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                return client.get(QUERY, headers=WEBP)
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(fresh_connection, range(16)))
+        assert [a.status_code for a in answers] == [200] * 16
+        assert len({a.content for a in answers}) == 1
+        assert transforms(service) == 1  # summed over both workers
+        assert upstream.hits["/photo.jpg"] == 1

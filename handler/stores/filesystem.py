@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import heapq
 import os
 import posixpath
@@ -23,6 +24,8 @@ from handler.stores.records import decode_pointer, decode_variant, encode_pointe
 
 _TMP_SUFFIX = ".tmp"
 _USAGE = ".usage"  # the folder's accounted size, and the lock every process takes to change it
+_LOCKS = ".locks"  # one empty file; a miss's lock is one byte of it (a POSIX record lock)
+_BOOKKEEPING = frozenset({_USAGE, _LOCKS})
 _TOTAL = struct.Struct("<q")
 _EVICTION_BATCH = 4096  # the least recently used records of a scan kept as eviction candidates
 
@@ -76,6 +79,8 @@ class FilesystemStore:
         self._block = os.statvfs(self._root).f_frsize
         self._usage = os.open(self._root / _USAGE, os.O_RDWR | os.O_CREAT, 0o644)
         weakref.finalize(self, os.close, self._usage)
+        self._locks = os.open(self._root / _LOCKS, os.O_RDWR | os.O_CREAT, 0o644)
+        weakref.finalize(self, os.close, self._locks)
         with self._exclusive():
             if os.fstat(self._usage).st_size < _TOTAL.size:  # a new folder: its size from now on
                 os.pwrite(self._usage, _TOTAL.pack(0), 0)
@@ -95,6 +100,24 @@ class FilesystemStore:
 
     def put_variant(self, key: str, variant: Variant) -> None:
         self._write(f"variants/{key}", encode_variant(variant))
+
+    def try_lock(self, key: str, ttl_ms: int) -> str | None:
+        """Lead a miss among the processes on this folder (``serve --workers``).
+
+        The lock is a byte of ``.locks`` at an offset drawn from the key, held with ``lockf``:
+        the kernel drops it when its process dies, so ``ttl_ms`` is not needed, and the file
+        never grows. Locks of one process never exclude each other (the optimizer's in-process
+        single-flight covers that).
+        """
+        offset = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
+        try:
+            fcntl.lockf(self._locks, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError:  # EAGAIN/EACCES: another process holds it
+            return None
+        return str(offset)
+
+    def unlock(self, key: str, token: str) -> None:
+        fcntl.lockf(self._locks, fcntl.LOCK_UN, 1, int(token))
 
     def ping(self) -> None:
         """Ready while the folder exists and is writable (a volume can vanish or go read-only)."""
@@ -174,7 +197,7 @@ class FilesystemStore:
                 except FileNotFoundError:
                     continue
                 total += self._disk_bytes(stat)
-                if rel != _USAGE:
+                if rel not in _BOOKKEEPING:
                     records.append((stat.st_mtime_ns, rel))
             if rel_folder:
                 with contextlib.suppress(OSError):  # ENOTEMPTY: a folder in use stays
