@@ -6,6 +6,9 @@ come from an assets bucket seeded with ``public/``. Three passes:
 - warm: a new handler instance (nothing in memory), variants in S3: every request a HIT;
 - warm, same instance: pointers also in memory, one S3 GET per request.
 
+Each pass also reports the S3 calls per request (by operation and record: pointer, variant,
+source, asset), the time spent in them, and the mean per-stage times of the request log.
+
     python bench/bench_lambda.py [--json]
 """
 
@@ -16,7 +19,10 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +67,68 @@ def events() -> list[dict[str, Any]]:
     ]
 
 
-def timed_pass(handle: Any, batch: list[dict[str, Any]]) -> tuple[float, dict[str, int]]:
+def record_of(key: str) -> str:
+    """Which kind of object an S3 call touched, from its key."""
+    for kind in ("pointer", "variant", "source"):
+        if f"_next/image-{kind}s/" in key:
+            return kind
+    return "asset"
+
+
+@dataclass
+class Recorder:
+    """Every S3 call of the shared client (its operation, record and duration) and every
+    request's stage times, as the request log reports them."""
+
+    calls: list[tuple[str, float]] = field(default_factory=list)
+    stages: list[dict[str, float]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def install(self, client: Any) -> None:
+        client.meta.events.register("before-call.s3", self._before)
+        for event in ("after-call.s3", "after-call-error.s3"):
+            client.meta.events.register(event, self._after)
+        from handler.observability import RequestObserver
+
+        observe = RequestObserver.__call__
+
+        def observed(observer: RequestObserver, request: Any, record: Any) -> None:
+            self.stages.append(dict(record.get("stages_ms", {})))
+            observe(observer, request, record)
+
+        RequestObserver.__call__ = observed  # type: ignore[method-assign,assignment]
+
+    def _before(self, model: Any, params: dict[str, Any], context: Any, **_: Any) -> None:
+        context["bench"] = (model.name, params.get("url_path", ""), time.perf_counter())
+
+    def _after(self, context: Any, **_: Any) -> None:
+        name, path, started = context.pop("bench")
+        with self._lock:
+            self.calls.append((f"{name} {record_of(path)}", (time.perf_counter() - started) * 1e3))
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.stages.clear()
+
+    def summary(self, requests: int) -> dict[str, Any]:
+        """Per request: S3 calls by kind, their summed time, and each stage's mean time."""
+        kinds = Counter(kind for kind, _ in self.calls)
+        stage_names = sorted({name for stages in self.stages for name in stages})
+        return {
+            "s3_calls_per_request": round(len(self.calls) / requests, 2),
+            "s3_calls": {kind: round(n / requests, 2) for kind, n in sorted(kinds.items())},
+            "s3_ms_per_request": round(sum(ms for _, ms in self.calls) / requests, 1),
+            "stages_ms": {
+                name: round(sum(s.get(name, 0.0) for s in self.stages) / requests, 1)
+                for name in stage_names
+            },
+        }
+
+
+def timed_pass(handle: Any, batch: list[dict[str, Any]], recorder: Recorder) -> dict[str, Any]:
     from handler.invoke import FakeContext, response_headers
 
+    recorder.reset()
     caches: dict[str, int] = {}
     started = time.perf_counter()
     for event in batch:
@@ -71,7 +136,12 @@ def timed_pass(handle: Any, batch: list[dict[str, Any]]) -> tuple[float, dict[st
         assert response["statusCode"] == 200, response
         cache = response_headers(response)["x-nextjs-cache"]
         caches[cache] = caches.get(cache, 0) + 1
-    return round((time.perf_counter() - started) * 1000, 1), caches
+    total_ms = (time.perf_counter() - started) * 1000
+    return {
+        "ms": round(total_ms, 1),
+        "ms_per_request": round(total_ms / len(batch), 1),
+        "cache": caches,
+    } | recorder.summary(len(batch))
 
 
 def main() -> int:
@@ -98,28 +168,25 @@ def main() -> int:
             key = ENV["NEXT_IMAGE_ASSETS_PREFIX"] + name
             client.put_object(Bucket=ENV["NEXT_IMAGE_ASSETS_BUCKET"], Key=key, Body=body)
 
+        recorder = Recorder()
+        recorder.install(client)
         batch = events()
-        cold_ms, cold = timed_pass(build_handler(lambda_settings()), batch)
+        result: dict[str, Any] = {"requests": len(batch)}
+        result["cold"] = timed_pass(build_handler(lambda_settings()), batch, recorder)
         instance = build_handler(lambda_settings())
-        warm_ms, warm = timed_pass(instance, batch)
-        again_ms, again = timed_pass(instance, batch)
+        result["warm"] = timed_pass(instance, batch, recorder)
+        result["warm_same_instance"] = timed_pass(instance, batch, recorder)
     finally:
         server.stop()
 
-    result = {
-        "requests": len(batch),
-        "cold_ms": cold_ms,
-        "cold_cache": cold,
-        "warm_ms": warm_ms,
-        "warm_cache": warm,
-        "warm_same_instance_ms": again_ms,
-        "warm_same_instance_cache": again,
-    }
     if args.json:
         print(json.dumps(result))
     else:
-        for key, value in result.items():
-            print(f"{key:>26}: {value}")
+        print(f"requests: {result.pop('requests')}")
+        for name, figures in result.items():
+            print(f"{name}:")
+            for key, value in figures.items():
+                print(f"  {key:>22}: {value}")
     return 0
 
 
