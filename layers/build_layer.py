@@ -36,9 +36,10 @@ DEFAULT_OUT = ROOT / "layers" / "dist"
 
 ARCHES = {"arm64": "aarch64", "x86_64": "x86_64"}
 PYVIPS_LAYER = frozenset({"pyvips", "pyvips-binary"})
-# Only needed by `next-image serve`: Lambda talks to Mangum, not to an ASGI server, and CloudWatch
-# EMF carries its metrics, not Prometheus.
-NOT_ON_LAMBDA = frozenset({"uvicorn", "prometheus-client"})
+# Only needed by `next-image serve`: Lambda talks to Mangum, not to an ASGI server (so neither
+# uvicorn nor its event loop and HTTP parser), and CloudWatch EMF carries its metrics, not
+# Prometheus.
+NOT_ON_LAMBDA = frozenset({"uvicorn", "uvloop", "httptools", "prometheus-client"})
 # pyvips 3.x is published as an sdist only; its wheel is pure Python (the native part,
 # ``_libvips``, ships in pyvips-binary), so building it here is platform-neutral. Checked below.
 SDIST_ALLOWED = frozenset({"pyvips"})
