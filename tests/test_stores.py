@@ -199,6 +199,28 @@ def test_variants_round_trip_byte_exact_with_their_metadata(contract: StoreUnder
         assert store.get_variant(key) == record
 
 
+def test_sources_round_trip_byte_exact_under_their_hash(contract: StoreUnderTest) -> None:
+    store = contract.store
+    body = bytes(range(256)) * 4 + b"\n\r\n"
+    key = hashlib.sha256(body).hexdigest()
+    assert store.get_source(key) is None
+    store.put_source(key, body)
+    assert store.get_source(key) == body
+    store.put_source(key, body)  # content-addressed: a second writer's copy is the same bytes
+    assert store.get_source(key) == body
+
+
+def test_sources_are_apart_from_pointers_and_variants(contract: StoreUnderTest) -> None:
+    store = contract.store
+    store.put_pointer("k", POINTER)
+    store.put_variant("k", variant(10))
+    assert store.get_source("k") is None
+    store.put_source("s", b"source bytes")
+    assert store.get_pointer("s") is None
+    assert store.get_variant("s") is None
+    assert store.get_source("k") is None
+
+
 @pytest.mark.parametrize("contract", ["filesystem", "s3", "redis"], indirect=True)
 @pytest.mark.parametrize(
     "raw",

@@ -5,6 +5,9 @@ Two kinds of record:
   pipeline version); immutable, so concurrent writers are harmless;
 - a *pointer*: from a source URL to the hash of its current bytes, with the upstream ETag and
   an expiry, so a hit never touches the source and an expired one revalidates cheaply.
+
+And the *source* bytes themselves, keyed on their hash (the pointer's ``source_hash``), so a new
+width of an image already seen is transformed without fetching it again.
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ class Store(Protocol):
     def get_variant(self, key: str) -> Variant | None: ...
 
     def put_variant(self, key: str, variant: Variant) -> None: ...
+
+    def get_source(self, key: str) -> bytes | None:
+        """The source bytes whose sha256 is ``key`` (the caller checks them), or None."""
+        ...
+
+    def put_source(self, key: str, body: bytes) -> None:
+        """Keep ``body`` under its hash, with the same expiry as variants."""
+        ...
 
     def ping(self) -> None:
         """Raise if the store cannot answer now (readiness)."""

@@ -34,8 +34,8 @@ class FilesystemStore:
     """Records are files under ``root``; the least recently used are evicted past ``max_bytes``.
 
     The bound is on what ``du`` reports for ``root``: each file counts its allocated blocks and
-    every folder (the root, ``pointers/``, ``variants/`` and one per source) counts too. A folder
-    is removed when eviction empties it.
+    every folder (the root, ``pointers/``, ``variants/``, ``sources/`` and one per source) counts
+    too. A folder is removed when eviction empties it.
 
     Each write goes to a temporary file that is renamed into place, so a crash leaves either the
     old record or the new one, never a torn file; temporaries that crashed writers left and empty
@@ -100,6 +100,12 @@ class FilesystemStore:
 
     def put_variant(self, key: str, variant: Variant) -> None:
         self._write(f"variants/{key}", encode_variant(variant))
+
+    def get_source(self, key: str) -> bytes | None:
+        return self._read(f"sources/{key}")
+
+    def put_source(self, key: str, body: bytes) -> None:
+        self._write(f"sources/{key}", body)
 
     def try_lock(self, key: str, ttl_ms: int) -> str | None:
         """Lead a miss among the processes on this folder (``serve --workers``).

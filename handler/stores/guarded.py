@@ -65,6 +65,13 @@ class GuardedStore:
         """True once the store confirmed the write."""
         return await self._call(_confirmed(self.store.put_variant), key, variant) is not None
 
+    async def get_source(self, key: str) -> bytes | None:
+        return await self._call(self.store.get_source, key)
+
+    async def put_source(self, key: str, body: bytes) -> bool:
+        """True once the store confirmed the write."""
+        return await self._call(_confirmed(self.store.put_source), key, body) is not None
+
     async def lead(self, key: str, ttl_ms: int) -> str | None:
         """Try to lead a miss shared by processes or hosts (a ``Locking`` store's lock).
 

@@ -13,20 +13,23 @@ from handler.stores.base import Pointer, Variant
 # pointer per distinct URL) cannot grow the process without bound.
 _RECORD_OVERHEAD = 640  # a pointer measures about 830 bytes in all with tracemalloc
 
-_Index = tuple[Literal["pointer", "variant"], str]
+_Index = tuple[Literal["pointer", "variant", "source"], str]
+_Record = Pointer | Variant | bytes
 
 
-def _record_bytes(key: str, record: Pointer | Variant) -> int:
+def _record_bytes(key: str, record: _Record) -> int:
     """What ``record`` is charged: its strings count too, so a hostile ETag is not free."""
     if isinstance(record, Pointer):
         fields = len(record.source_hash) + len(record.etag) + len(record.upstream_etag or "")
-    else:
+    elif isinstance(record, Variant):
         fields = len(record.body) + len(record.content_type) + len(record.etag)
+    else:
+        fields = len(record)
     return _RECORD_OVERHEAD + len(key) + fields
 
 
 class MemoryStore:
-    """Pointers and variants share one byte bound and one least-recently-used order.
+    """Pointers, variants and sources share one byte bound and one least-recently-used order.
 
     ``in_process``: its calls never block, so they are made on the event loop itself.
     """
@@ -35,7 +38,7 @@ class MemoryStore:
 
     def __init__(self, max_bytes: int = 256_000_000) -> None:
         self._max_bytes = max_bytes
-        self._records: OrderedDict[_Index, tuple[Pointer | Variant, int]] = OrderedDict()
+        self._records: OrderedDict[_Index, tuple[_Record, int]] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
@@ -61,7 +64,14 @@ class MemoryStore:
     def put_variant(self, key: str, variant: Variant) -> None:
         self._put(("variant", key), variant)
 
-    def _get(self, index: _Index) -> Pointer | Variant | None:
+    def get_source(self, key: str) -> bytes | None:
+        record = self._get(("source", key))
+        return record if isinstance(record, bytes) else None
+
+    def put_source(self, key: str, body: bytes) -> None:
+        self._put(("source", key), body)
+
+    def _get(self, index: _Index) -> _Record | None:
         with self._lock:
             entry = self._records.get(index)
             if entry is None:
@@ -69,7 +79,7 @@ class MemoryStore:
             self._records.move_to_end(index)
             return entry[0]
 
-    def _put(self, index: _Index, record: Pointer | Variant) -> None:
+    def _put(self, index: _Index, record: _Record) -> None:
         size = _record_bytes(index[1], record)
         if size > self._max_bytes:
             return

@@ -13,6 +13,8 @@ Same keys and meaning as the S3 store:
   later it is a miss (a fetch; the variant, found by the source's hash, is not transformed
   again). Never kept longer than ``variant_ttl`` plus that day: a pointer is only worth the
   variants it leads to, and a hostile upstream max-age cannot overflow Redis's expiry.
+- ``{prefix}_next/image-sources/{source_sha256}``: the source bytes, written like a variant
+  (``SET NX EX variant_ttl``).
 - ``{prefix}_next/image-locks/{key}``: cross-process single-flight (``Locking``).
 
 Every call fails fast and is never retried here: short socket timeouts, no client-side retry.
@@ -36,7 +38,7 @@ from redis.retry import Retry
 
 from handler.stores.base import Pointer, Variant
 from handler.stores.records import decode_pointer, decode_variant, encode_pointer, encode_variant
-from handler.stores.s3 import POINTERS, VARIANTS
+from handler.stores.s3 import POINTERS, SOURCES, VARIANTS
 
 LOCKS = "_next/image-locks/"
 DEFAULT_VARIANT_TTL = 30 * 24 * 3600  # seconds: the S3 lifecycle's 30 days
@@ -130,6 +132,9 @@ class RedisStore:
     def pointer_redis_key(self, key: str) -> str:
         return f"{self.prefix}{POINTERS}{key}"
 
+    def source_redis_key(self, key: str) -> str:
+        return f"{self.prefix}{SOURCES}{key}"
+
     def lock_redis_key(self, key: str) -> str:
         return f"{self.prefix}{LOCKS}{key}"
 
@@ -153,6 +158,14 @@ class RedisStore:
         """Returns once Redis holds the key: written now, or already there (same bytes)."""
         data = encode_variant(variant)
         self.client.set(self.variant_redis_key(key), data, nx=True, ex=self.variant_ttl)
+
+    def get_source(self, key: str) -> bytes | None:
+        data = self.client.get(self.source_redis_key(key))
+        return data if isinstance(data, bytes) and data else None
+
+    def put_source(self, key: str, body: bytes) -> None:
+        """Returns once Redis holds the key: written now, or already there (same bytes)."""
+        self.client.set(self.source_redis_key(key), body, nx=True, ex=self.variant_ttl)
 
     def try_lock(self, key: str, ttl_ms: int) -> str | None:
         token = secrets.token_hex(16)

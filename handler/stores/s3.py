@@ -5,6 +5,9 @@
   with ``If-None-Match: *``: the key is content-addressed, so a concurrent writer's 412/409 means
   the same bytes are already there.
 - ``{prefix}_next/image-pointers/{pointer_key}``: the pointer record (``records.encode_pointer``).
+- ``{prefix}_next/image-sources/{source_sha256}``: the source bytes, written like a variant
+  (content-addressed, ``If-None-Match: *``); outside the variants prefix, so CloudFront never
+  serves them.
 
 boto3 is imported on first use, not at import: the Lambda init phase stays short. A warm process
 keeps recent unexpired pointers in memory, so a hit costs one GET (the variant), at most two.
@@ -26,6 +29,7 @@ from handler.stores.records import decode_pointer, encode_pointer
 
 VARIANTS = "_next/image-variants/"
 POINTERS = "_next/image-pointers/"
+SOURCES = "_next/image-sources/"
 VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _WRITE_LOST = {"PreconditionFailed", "ConditionalRequestConflict"}  # someone else wrote it first
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -135,6 +139,9 @@ class S3Store:
     def pointer_object_key(self, key: str) -> str:
         return f"{self.prefix}{POINTERS}{key}"
 
+    def source_object_key(self, key: str) -> str:
+        return f"{self.prefix}{SOURCES}{key}"
+
     def get_pointer(self, key: str) -> Pointer | None:
         pointer = self._pointers.get(key)
         if pointer is None:
@@ -165,15 +172,27 @@ class S3Store:
 
     def put_variant(self, key: str, variant: Variant) -> None:
         """Returns once S3 holds the object: written now, or already there (412/409)."""
+        self._put_once(
+            self.variant_object_key(key),
+            variant.body,
+            ContentType=variant.content_type,
+            CacheControl=VARIANT_CACHE_CONTROL,
+            Metadata={"etag": variant.etag, "kind": variant.kind},
+        )
+
+    def get_source(self, key: str) -> bytes | None:
+        data = self._get(self.source_object_key(key))
+        return data["Body"].read() if data else None
+
+    def put_source(self, key: str, body: bytes) -> None:
+        """Returns once S3 holds the object: written now, or already there (412/409)."""
+        self._put_once(self.source_object_key(key), body, ContentType="application/octet-stream")
+
+    def _put_once(self, object_key: str, body: bytes, **fields: Any) -> None:
+        """A content-addressed write: a concurrent writer's 412/409 means the bytes are there."""
         try:
             self.client.put_object(
-                Bucket=self.bucket,
-                Key=self.variant_object_key(key),
-                Body=variant.body,
-                ContentType=variant.content_type,
-                CacheControl=VARIANT_CACHE_CONTROL,
-                Metadata={"etag": variant.etag, "kind": variant.kind},
-                IfNoneMatch="*",
+                Bucket=self.bucket, Key=object_key, Body=body, IfNoneMatch="*", **fields
             )
         except Exception as exc:
             if error_code(exc) not in _WRITE_LOST:
