@@ -45,6 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cache-max-bytes", type=int, help="filesystem store bound [NEXT_IMAGE_CACHE_MAX_BYTES]"
     )
     serve.add_argument(
+        "--hot-cache-bytes",
+        type=int,
+        help="filesystem store: bytes of recent records each process keeps in memory, 0 for "
+        "none [NEXT_IMAGE_HOT_CACHE_BYTES, 64000000]",
+    )
+    serve.add_argument(
         "--timeout",
         type=float,
         help="seconds per request, fetch + transform [NEXT_IMAGE_TIMEOUT, 30]",

@@ -26,6 +26,7 @@ class Settings:
     store: StoreKind = "memory"
     cache_dir: str = "./.next-image-cache"
     cache_max_bytes: int = 1_000_000_000
+    hot_cache_bytes: int = 64_000_000  # the filesystem store's in-memory tier, per process; 0: none
     timeout: float = 30.0  # budget per request, covering fetch and transform
     max_attempts: int = 3  # tries of a transient upstream failure
     fetch_timeout: float = 7.0  # per upstream hop, as Next.js

@@ -32,8 +32,12 @@ MEMORY_BUDGET_SHARE = 0.5
 def build_store(settings: Settings) -> Store:
     if settings.store == "filesystem":
         from handler.stores.filesystem import FilesystemStore
+        from handler.stores.tiered import TieredStore
 
-        return FilesystemStore(settings.cache_dir, settings.cache_max_bytes)
+        folder = FilesystemStore(settings.cache_dir, settings.cache_max_bytes)
+        if settings.hot_cache_bytes <= 0:
+            return folder
+        return TieredStore(folder, settings.hot_cache_bytes)
     if settings.store == "s3":
         from handler.stores.s3 import S3Store
 

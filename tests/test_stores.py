@@ -31,6 +31,7 @@ from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore
 from handler.stores.redis import RedisStore
 from handler.stores.s3 import S3Store
+from handler.stores.tiered import TieredStore
 
 POINTER = Pointer("ab" * 32, "etag", 'W/"1-2"', 14400, 1_800_000_000.0)
 REPO = Path(__file__).resolve().parent.parent
@@ -114,19 +115,21 @@ class StoreUnderTest:
     write_raw: Callable[[RecordKind, str, bytes], None] | None
 
 
-@pytest.fixture(params=["memory", "filesystem", "s3", "redis"])
+@pytest.fixture(params=["memory", "filesystem", "tiered", "s3", "redis"])
 def contract(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
     """An empty store of each kind, with a way to plant what another writer could have left."""
     if request.param == "memory":
         yield StoreUnderTest(MemoryStore(), None)
-    elif request.param == "filesystem":
+    elif request.param in ("filesystem", "tiered"):
 
         def write_file(kind: RecordKind, key: str, data: bytes) -> None:
             path = tmp_path / f"{kind}s" / key
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
 
-        yield StoreUnderTest(FilesystemStore(tmp_path), write_file)
+        folder = FilesystemStore(tmp_path)
+        tiered = request.param == "tiered"
+        yield StoreUnderTest(TieredStore(folder) if tiered else folder, write_file)
     elif request.param == "s3":
         with mocked_s3(Settings(bucket="variants")) as client:
             s3 = S3Store("variants", "site/")
@@ -221,7 +224,7 @@ def test_sources_are_apart_from_pointers_and_variants(contract: StoreUnderTest) 
     assert store.get_source("k") is None
 
 
-@pytest.mark.parametrize("contract", ["filesystem", "s3", "redis"], indirect=True)
+@pytest.mark.parametrize("contract", ["filesystem", "tiered", "s3", "redis"], indirect=True)
 @pytest.mark.parametrize(
     "raw",
     [b"", b"{", b"not a record", b'{"source_hash": 1}', b"{}\nbody", b'{"kind":"optimized"}\n'],

@@ -2,7 +2,8 @@
 
 A store is a cache: when it fails, is slow or hangs, a request must still be answered (a miss
 costs a transform). So every call runs on the store's own threads (never queued behind
-transforms), gives up after ``call_timeout`` or the request's deadline, whichever comes first,
+transforms; only memory lookups, of an ``in_process`` store or of a ``MemoryTier``, run on the
+event loop), gives up after ``call_timeout`` or the request's deadline, whichever comes first,
 and counts as a miss (reads) or an unconfirmed write. After ``failure_threshold`` failures in a
 row the store is skipped for ``cooldown`` seconds (a circuit breaker), so requests go straight to
 transform-and-answer instead of each paying the timeout; the outage is logged once per cooldown.
@@ -15,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
@@ -26,6 +27,16 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 STORE_THREADS = 32
+
+
+@runtime_checkable
+class MemoryTier(Protocol):
+    """Optional: a store that keeps recent records in memory (``TieredStore``) answers those on
+    the event loop, without the thread hop that its other calls need."""
+
+    def cached_pointer(self, key: str) -> Pointer | None: ...
+
+    def cached_variant(self, key: str) -> Variant | None: ...
 
 
 class GuardedStore:
@@ -39,6 +50,7 @@ class GuardedStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self._tier = store if isinstance(store, MemoryTier) else None
         self._call_timeout = call_timeout
         self._failure_threshold = max(1, failure_threshold)
         self._cooldown = cooldown
@@ -52,10 +64,12 @@ class GuardedStore:
         self.on_failure: Callable[[str], None] | None = None
 
     async def get_pointer(self, key: str) -> Pointer | None:
-        return await self._call(self.store.get_pointer, key)
+        cached = self._tier.cached_pointer(key) if self._tier is not None else None
+        return cached or await self._call(self.store.get_pointer, key)
 
     async def get_variant(self, key: str) -> Variant | None:
-        return await self._call(self.store.get_variant, key)
+        cached = self._tier.cached_variant(key) if self._tier is not None else None
+        return cached or await self._call(self.store.get_variant, key)
 
     async def put_pointer(self, key: str, pointer: Pointer) -> bool:
         """True once the store confirmed the write."""
