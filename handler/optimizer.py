@@ -3,7 +3,13 @@
 Cache semantics (Next's, made durable): a fresh pointer plus an existing variant is a HIT that
 never touches the source; an expired pointer serves STALE and revalidates (in the background
 when serving, inline where no background work survives the response, as on Lambda); anything
-else is a MISS. Identical concurrent misses share one fetch and one transform.
+else is a MISS. Identical concurrent misses share one fetch and one transform. The source bytes
+are kept in the store too, by their hash: a MISS under a fresh pointer (a new width of an image
+already seen) transforms them without fetching again; an expired pointer always asks the source.
+
+A miss's store calls are off its critical path where they can be: the lookup for the same bytes
+under another URL runs while the transform is planned, and the variant, the pointer and the source
+are written together.
 
 Every step is bounded by the request's deadline: store calls (``GuardedStore``), the fetch, the
 wait for a transform slot (``Admission``) and the transform itself. Only deterministic results
@@ -42,6 +48,7 @@ CacheStatus = Literal["HIT", "MISS", "STALE"]
 IDLE_TRIM_SECONDS = 1.0  # after the last transform, how long idle before memory is trimmed
 LOCK_POLL_SECONDS = 0.1  # how often a process waiting on another's miss looks for its variant
 PREPARE_THREADS = 4  # hashing sources and reading their headers, ahead of a transform slot
+SOURCE_KEEP_MAX_BYTES = 20_000_000  # larger sources are fetched again rather than stored
 Revalidation = Literal["background", "inline"]
 
 
@@ -147,7 +154,7 @@ class Optimizer:
         stats.timed("store", started)
         request_key = f"{params.href}\0{params.width}\0{params.quality}\0{params.mime_type}"
         return await self._shared(
-            request_key, lambda: self._generate(params, stats, deadline), deadline
+            request_key, lambda: self._generate(params, pointer, stats, deadline), deadline
         )
 
     async def _shared(
@@ -170,16 +177,32 @@ class Optimizer:
             future.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(future)
 
-    async def _generate(self, params: ImageParams, stats: Stats, deadline: float) -> Served:
+    async def _generate(
+        self, params: ImageParams, pointer: Pointer | None, stats: Stats, deadline: float
+    ) -> Served:
+        """A miss; ``pointer`` is the URL's, if it has one (its variant was just found missing).
+
+        While that pointer is fresh, the source it names is read from the store if kept there.
+        """
         self.admission.check()  # overloaded: refuse before fetching and decoding anything
         lock_key = pointer_key(f"{params.href}\0{self._variant_key('', params)}")
         token = await self._lead_or_wait(params, lock_key, deadline)
         if isinstance(token, Served):
             return token
         try:
+            if pointer is not None and self._clock() <= pointer.expire_at:
+                kept = await self._kept_source(pointer.source_hash, stats)
+                if kept is not None:
+                    return await self._store_new(
+                        params, kept, pointer, stats, "MISS", deadline, kept=True
+                    )
             upstream = await self._fetch(params, stats)
             source_hash = await self._sha256_hex(upstream.body)
-            return await self._store_new(params, upstream, source_hash, stats, "MISS", deadline)
+            checked = pointer is not None and pointer.source_hash == source_hash
+            fresh = self._pointer(source_hash, upstream)
+            return await self._store_new(
+                params, upstream.body, fresh, stats, "MISS", deadline, checked=checked
+            )
         finally:
             if token:
                 with anyio.CancelScope(shield=True):
@@ -219,25 +242,56 @@ class Optimizer:
         stats.source_bytes = len(upstream.body)
         return upstream
 
+    async def _kept_source(self, source_hash: str, stats: Stats) -> bytes | None:
+        """The stored source with this hash; bytes that do not hash to it (another writer's, or
+        damaged) are not used: the source is fetched instead."""
+        started = time.perf_counter()
+        body = await self.store.get_source(source_hash)
+        stats.timed("store", started)
+        if body is None or await self._sha256_hex(body) != source_hash:
+            return None
+        stats.source_bytes = len(body)
+        return body
+
     async def _store_new(
         self,
         params: ImageParams,
-        upstream: Upstream,
-        source_hash: str,
+        body: bytes,
+        pointer: Pointer,
         stats: Stats,
         cache: CacheStatus,
         deadline: float,
+        *,
+        kept: bool = False,
+        checked: bool = False,
     ) -> Served:
-        vkey = self._variant_key(source_hash, params)
-        pointer = self._pointer(source_hash, upstream)
+        """Transform ``body`` (unless the same bytes under another URL already have this
+        variant), then store the variant, the pointer and the source.
+
+        ``kept``: the body came from the store under this fresh pointer, so neither is written
+        again. ``checked``: this variant was just found missing, so it is not looked up again.
+        """
+        vkey = self._variant_key(pointer.source_hash, params)
+        pkey = pointer_key(params.href)
+        lookup = None
+        if not (kept or checked):  # overlapped with planning: both usually take milliseconds
+            lookup = asyncio.ensure_future(self.store.get_variant(vkey))
+        try:
+            started = time.perf_counter()
+            plan = await self._plan(params, body)
+            stats.timed("transform", started)
+            if lookup is not None:
+                started = time.perf_counter()
+                found = await lookup
+                stats.timed("store", started)
+                if found is not None:
+                    await self.store.put_pointer(pkey, pointer)
+                    return self._served(found, vkey, pointer, cache)
+        finally:
+            if lookup is not None:
+                lookup.cancel()  # still running only if planning failed: no longer needed
         started = time.perf_counter()
-        variant = await self.store.get_variant(vkey)  # same bytes, another URL
-        stats.timed("store", started)
-        if variant is not None:
-            await self.store.put_pointer(pointer_key(params.href), pointer)
-            return self._served(variant, vkey, pointer, cache)
-        started = time.perf_counter()
-        result = await self._transform(params, upstream.body, deadline)
+        result = await self._run(plan, deadline)
         stats.timed("transform", started)
         variant = Variant(result.body, result.content_type, etag_of(result.body), result.kind)
         if result.transient:
@@ -246,14 +300,18 @@ class Optimizer:
             )
             return self._served(variant, vkey, pointer, cache, stored=False, transient=True)
         started = time.perf_counter()
-        stored = await self.store.put_variant(vkey, variant)
+        writes: list[Awaitable[bool]] = []
+        if not kept:
+            writes.append(self.store.put_pointer(pkey, pointer))
+            if len(body) <= SOURCE_KEEP_MAX_BYTES:
+                writes.append(self.store.put_source(pointer.source_hash, body))
+        stored, *_ = await asyncio.gather(self.store.put_variant(vkey, variant), *writes)
         stats.timed("store", started)
-        await self.store.put_pointer(pointer_key(params.href), pointer)
         return self._served(variant, vkey, pointer, cache, stored=stored)
 
-    async def _transform(self, params: ImageParams, source: bytes, deadline: float) -> Transformed:
-        """Plan from the header, wait for a slot and the memory the plan needs, then transform."""
-        plan = await self._prepare_threads.run(
+    async def _plan(self, params: ImageParams, source: bytes) -> Plan | Transformed:
+        """Read the header: what to do, and the memory it takes (or a result needing no slot)."""
+        return await self._prepare_threads.run(
             lambda: plan_transform(
                 source,
                 width=params.width,
@@ -262,6 +320,9 @@ class Optimizer:
                 config=self.config,
             )
         )
+
+    async def _run(self, plan: Plan | Transformed, deadline: float) -> Transformed:
+        """Wait for a slot and the memory the plan needs, then transform."""
         if not isinstance(plan, Plan):
             return plan
         async with self.admission.slot(plan.memory, deadline=deadline):
@@ -313,8 +374,9 @@ class Optimizer:
         if not upstream.not_modified:
             source_hash = await self._sha256_hex(upstream.body)
             if source_hash != previous.source_hash:
+                changed = self._pointer(source_hash, upstream)
                 return await self._store_new(
-                    params, upstream, source_hash, stats, "STALE", deadline
+                    params, upstream.body, changed, stats, "STALE", deadline
                 )
         refreshed = self._pointer(previous.source_hash, upstream, previous)
         await self.store.put_pointer(pkey, refreshed)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +136,72 @@ def test_miss_writes_variant_and_pointer_then_hit_never_reads_the_source(
     assert calls == [("GetObject", variant_key)]  # warm: the pointer is kept in memory
 
 
+def test_a_cold_miss_overlaps_its_writes_and_a_new_width_reads_the_kept_source(
+    buckets: dict[str, str],
+) -> None:
+    body = imagegen.jpeg(800, 600)
+    upload(buckets, "photo.jpg", body)
+    bucket = buckets["NEXT_IMAGE_BUCKET"]
+    put_spans: dict[str, tuple[float, float]] = {}
+
+    def slow_put(model: Any, params: dict[str, Any], context: Any, **_: Any) -> None:
+        if model.name == "PutObject":
+            context["started"] = time.monotonic()
+            time.sleep(0.2)  # an S3 write slower than the transform: overlap must show
+
+    def put_done(model: Any, context: Any, **_: Any) -> None:
+        if model.name == "PutObject" and "started" in context:
+            kind = next(k for k in ("pointer", "variant", "source") if k in context["key"])
+            put_spans[kind] = (context["started"], time.monotonic())
+
+    def remember_key(params: dict[str, Any], context: Any, **_: Any) -> None:
+        context["key"] = params.get("Key", "")
+
+    events = s3_client().meta.events
+    events.register("before-parameter-build.s3.PutObject", remember_key)
+    events.register("before-call.s3.PutObject", slow_put)
+    events.register("after-call.s3.PutObject", put_done)
+    calls = s3_calls()
+    try:
+        miss = lambda_instance(buckets)(event("url=%2Fphoto.jpg&w=640&q=75"), FakeContext())
+    finally:
+        events.unregister("before-call.s3.PutObject", slow_put)
+    miss_calls = list(calls)
+    assert response_headers(miss)["x-nextjs-cache"] == "MISS"
+    source_key = PREFIX + "_next/image-sources/" + hashlib.sha256(body).hexdigest()
+    [variant_key] = objects(bucket, PREFIX + "_next/image-variants/")
+    [pointer_key] = objects(bucket, PREFIX + "_next/image-pointers/")
+    assert objects(bucket, PREFIX + "_next/image-sources/") == [source_key]
+    # A new URL: the pointer, the source, the same bytes under another URL (looked up while the
+    # transform is planned), then three writes at once. The source GET checks the size on its
+    # headers, so there is no HEAD.
+    assert miss_calls[:3] == [
+        ("GetObject", pointer_key),
+        ("GetObject", ASSETS_PREFIX + "photo.jpg"),
+        ("GetObject", variant_key),
+    ]
+    assert sorted(miss_calls[3:]) == sorted(
+        [("PutObject", source_key), ("PutObject", variant_key), ("PutObject", pointer_key)]
+    )
+    starts, ends = zip(*put_spans.values(), strict=True)
+    assert len(put_spans) == 3 and max(starts) < min(ends)  # the three written together
+
+    calls.clear()
+    wider = lambda_instance(buckets)(event("url=%2Fphoto.jpg&w=384&q=75"), FakeContext())
+    wider_calls = list(calls)
+    assert response_headers(wider)["x-nextjs-cache"] == "MISS"
+    assert imagegen.decode(response_body(wider))[:3] == ("webp", 384, 288)
+    [new_variant] = set(objects(bucket, PREFIX + "_next/image-variants/")) - {variant_key}
+    # A fresh pointer: no asset read, no second lookup of the variant just found missing, and
+    # neither the pointer nor the source is written again.
+    assert wider_calls == [
+        ("GetObject", pointer_key),
+        ("GetObject", new_variant),
+        ("GetObject", source_key),
+        ("PutObject", new_variant),
+    ]
+
+
 def expire_pointer(bucket: str, key: str) -> None:
     pointer = decode_pointer(s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
     assert pointer is not None
@@ -218,7 +286,9 @@ def test_s3_down_still_answers_miss(
     decoded = imagegen.decode(response_body(response))
     assert (decoded.format, decoded.width, decoded.height) == ("webp", 640, 480)
     assert "store get_pointer failed" in caplog.text
-    assert "store unavailable after 3 failures in a row (last: put_variant" in caplog.text
+    # The source is written while the transform runs: its write is the third failure, which
+    # opens the breaker before the variant and pointer writes would wait on a dead endpoint.
+    assert "store unavailable after 3 failures in a row (last: put_source" in caplog.text
     assert "Traceback" not in caplog.text  # an outage is a warning, not a stack trace per call
 
 
