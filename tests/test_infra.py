@@ -245,6 +245,9 @@ def test_variants_bucket_is_private_encrypted_ssl_only_and_expires(full: Synth) 
                         Match.object_like(
                             {"Prefix": "site/_next/image-pointers/", "ExpirationInDays": 30}
                         ),
+                        Match.object_like(
+                            {"Prefix": "site/_next/image-sources/", "ExpirationInDays": 30}
+                        ),
                     ]
                 )
             },
@@ -335,6 +338,7 @@ def test_function_role_reaches_only_its_prefixes(full: Synth) -> None:
     }
     text = json.dumps(statements)
     assert "/site/_next/image-variants/*" in text and "/site/_next/image-pointers/*" in text
+    assert "/site/_next/image-sources/*" in text
     assert "/assets/*" in text
     for statement in statements:
         if statement["Action"] == "s3:ListBucket":

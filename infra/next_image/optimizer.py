@@ -45,6 +45,7 @@ IMAGE_PATH = "/_next/image"
 VARIANTS_PATH = "/_next/image-variants/*"
 VARIANTS = "_next/image-variants/"
 POINTERS = "_next/image-pointers/"
+SOURCES = "_next/image-sources/"  # private: CloudFront serves only the variants prefix
 CACHE_KEY_QUERY = ("url", "w", "q", "dpl")
 LAYER_NAMES = ("pyvips", "deps")
 BUCKET_DEPLOYMENT_FINDINGS = (
@@ -198,6 +199,7 @@ class NextImageOptimizer(Construct):
             lifecycle_rules=[
                 s3.LifecycleRule(id="ExpireVariants", prefix=prefix + VARIANTS, expiration=expiry),
                 s3.LifecycleRule(id="ExpirePointers", prefix=prefix + POINTERS, expiration=expiry),
+                s3.LifecycleRule(id="ExpireSources", prefix=prefix + SOURCES, expiration=expiry),
                 s3.LifecycleRule(
                     id="AbortUploads", abort_incomplete_multipart_upload_after=Duration.days(1)
                 ),
@@ -345,12 +347,12 @@ class NextImageOptimizer(Construct):
         return function
 
     def _grant_s3(self, role: iam.Role) -> None:
-        """Read/write on the two variant-store prefixes, read on the assets prefix; no more."""
+        """Read/write on the three variant-store prefixes, read on the assets prefix; no more."""
         prefix = self.props.variants_prefix
         self._grant_prefixes(
             role,
             self.bucket,
-            [prefix + VARIANTS, prefix + POINTERS],
+            [prefix + VARIANTS, prefix + POINTERS, prefix + SOURCES],
             ["s3:GetObject", "s3:PutObject"],
         )
         if self.assets_bucket is not None:
