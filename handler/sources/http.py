@@ -12,11 +12,13 @@ import ssl
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import brotli
-import httpx
+
+if TYPE_CHECKING:  # httpx loads on the first fetch: its import (and its CLI's) would cost the
+    import httpx  # Lambda init phase ~40 ms, and most requests never fetch
 
 from handler import errors
 from handler.errors import ImageError
@@ -33,6 +35,8 @@ class _DecodeError(Exception):
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
     """One verifying context per process: building it (certifi load) costs tens of ms."""
+    import httpx
+
     return httpx.create_ssl_context()
 
 
@@ -52,6 +56,8 @@ async def hop_deadline(timeout: float) -> AsyncIterator[None]:
     Timeouts are 504 as in Next; refused/reset connections are 502 and worth a retry (Next: 500).
     A TLS failure is 502 too, but retrying cannot fix a bad certificate.
     """
+    import httpx
+
     try:
         with anyio.fail_after(timeout):
             yield
@@ -75,6 +81,8 @@ async def open_get(
     absent), with no client default, cookie, redirect handling or environment proxy. Each hop gets
     its own connection, so one is never reused for another hostname sharing a pinned address.
     """
+    import httpx
+
     extensions = {"sni_hostname": sni_hostname} if sni_hostname else {}
     async with httpx.AsyncHTTPTransport(verify=_ssl_context(), trust_env=False) as transport:
 

@@ -12,8 +12,13 @@ every source missed.
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING
+
 import ada_url
-import httpx
+
+if TYPE_CHECKING:
+    import httpx
 
 from handler import errors
 from handler.config import ImagesConfig
@@ -25,10 +30,19 @@ _HEADERS = {"accept": "*/*", "accept-encoding": "identity", "user-agent": "next-
 
 class OriginSource:
     def __init__(self, base_url: str, config: ImagesConfig, *, timeout: float = 7.0) -> None:
-        self._base = httpx.URL(base_url)
-        self._prefix = self._base.raw_path.split(b"?", 1)[0].rstrip(b"/")
+        self._base_url = base_url
         self._config = config
         self._timeout = timeout
+
+    @functools.cached_property
+    def _base(self) -> httpx.URL:
+        import httpx  # on the first fetch, not at import (see handler.sources.http)
+
+        return httpx.URL(self._base_url)
+
+    @functools.cached_property
+    def _prefix(self) -> bytes:
+        return self._base.raw_path.split(b"?", 1)[0].rstrip(b"/")
 
     async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
         """GET ``origin + href`` as the validator parsed it (WHATWG, percent-encoded).

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import ada_url
-import httpx
+
+if TYPE_CHECKING:
+    import httpx
 
 from handler import errors, netguard
 from handler.config import ImagesConfig
@@ -82,7 +85,7 @@ class RemoteSource:
         port = int(url.port) if url.port else (443 if https else 80)
         target = (url.pathname + url.search).encode()
         candidates = [
-            httpx.URL(scheme=url.protocol[:-1], host=address, port=port, raw_path=target)
+            _url(scheme=url.protocol[:-1], host=address, port=port, raw_path=target)
             for address in addresses
         ]
         headers = {
@@ -108,3 +111,9 @@ def _redirect_target(response: httpx.Response, base: str) -> ada_url.URL | None:
     if not ada_url.URL.can_parse(location, base):
         return None
     return ada_url.URL(location, base)
+
+
+def _url(*, scheme: str, host: str, port: int, raw_path: bytes) -> httpx.URL:
+    import httpx  # on the first fetch, not at import (see handler.sources.http)
+
+    return httpx.URL(scheme=scheme, host=host, port=port, raw_path=raw_path)
