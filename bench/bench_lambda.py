@@ -7,7 +7,10 @@ come from an assets bucket seeded with ``public/``. Three passes:
 - warm, same instance: pointers also in memory, one S3 GET per request.
 
 Each pass also reports the S3 calls per request (by operation and record: pointer, variant,
-source, asset), the time spent in them, and the mean per-stage times of the request log.
+source, asset), the time spent in them, and the mean per-stage times of the request log (``store``
+is the time a request waited on the store: the S3 calls on its critical path). The cold pass
+reports them apart for the first request of each image (a new URL) and the others (a new width
+of an image already seen).
 
     python bench/bench_lambda.py [--json]
 """
@@ -106,42 +109,58 @@ class Recorder:
         with self._lock:
             self.calls.append((f"{name} {record_of(path)}", (time.perf_counter() - started) * 1e3))
 
-    def reset(self) -> None:
+    def take(self) -> tuple[list[tuple[str, float]], dict[str, float]]:
+        """The calls and stage times of the request just answered; the recorder starts over."""
+        calls, stages = list(self.calls), (self.stages[-1] if self.stages else {})
         self.calls.clear()
         self.stages.clear()
+        return calls, stages
 
-    def summary(self, requests: int) -> dict[str, Any]:
-        """Per request: S3 calls by kind, their summed time, and each stage's mean time."""
-        kinds = Counter(kind for kind, _ in self.calls)
-        stage_names = sorted({name for stages in self.stages for name in stages})
-        return {
-            "s3_calls_per_request": round(len(self.calls) / requests, 2),
-            "s3_calls": {kind: round(n / requests, 2) for kind, n in sorted(kinds.items())},
-            "s3_ms_per_request": round(sum(ms for _, ms in self.calls) / requests, 1),
-            "stages_ms": {
-                name: round(sum(s.get(name, 0.0) for s in self.stages) / requests, 1)
-                for name in stage_names
-            },
-        }
+
+def summary(requests: list[tuple[list[tuple[str, float]], dict[str, float]]]) -> dict[str, Any]:
+    """Per request: S3 calls by kind, their summed time, and each stage's mean time."""
+    n = len(requests)
+    calls = [call for request_calls, _ in requests for call in request_calls]
+    kinds = Counter(kind for kind, _ in calls)
+    stage_names = sorted({name for _, stages in requests for name in stages})
+    return {
+        "s3_calls_per_request": round(len(calls) / n, 2),
+        "s3_calls": {kind: round(count / n, 2) for kind, count in sorted(kinds.items())},
+        "s3_ms_per_request": round(sum(ms for _, ms in calls) / n, 1),
+        "stages_ms": {
+            name: round(sum(stages.get(name, 0.0) for _, stages in requests) / n, 1)
+            for name in stage_names
+        },
+    }
 
 
 def timed_pass(handle: Any, batch: list[dict[str, Any]], recorder: Recorder) -> dict[str, Any]:
     from handler.invoke import FakeContext, response_headers
 
-    recorder.reset()
+    recorder.take()
     caches: dict[str, int] = {}
-    started = time.perf_counter()
+    seen: set[str] = set()
+    by_url: dict[str, list[tuple[list[tuple[str, float]], dict[str, float]]]] = {}
+    total_ms = 0.0
     for event in batch:
+        started = time.perf_counter()
         response = handle(event, FakeContext())
+        total_ms += (time.perf_counter() - started) * 1000
         assert response["statusCode"] == 200, response
         cache = response_headers(response)["x-nextjs-cache"]
         caches[cache] = caches.get(cache, 0) + 1
-    total_ms = (time.perf_counter() - started) * 1000
-    return {
+        url = event["rawQueryString"].split("&", 1)[0]
+        group = "new_width" if url in seen else "new_url"
+        seen.add(url)
+        by_url.setdefault(group, []).append(recorder.take())
+    result = {
         "ms": round(total_ms, 1),
         "ms_per_request": round(total_ms / len(batch), 1),
         "cache": caches,
-    } | recorder.summary(len(batch))
+    } | summary([request for group in by_url.values() for request in group])
+    if caches.get("MISS"):
+        result |= {group: summary(requests) for group, requests in by_url.items()}
+    return result
 
 
 def main() -> int:
