@@ -135,7 +135,7 @@ def summary(requests: list[tuple[list[tuple[str, float]], dict[str, float]]]) ->
 
 
 def timed_pass(handle: Any, batch: list[dict[str, Any]], recorder: Recorder) -> dict[str, Any]:
-    from handler.invoke import FakeContext, response_headers
+    from devtools.invoke import FakeContext, response_headers
 
     recorder.take()
     caches: dict[str, int] = {}

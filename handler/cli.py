@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "openapi":
         return _print_openapi(args.config)
     if args.command == "invoke":
-        from handler.invoke import run
+        from devtools.invoke import run
 
         run(args.event, env_file=args.env_file, moto=args.moto, seed=args.seed, out_dir=args.out)
         return 0

@@ -12,8 +12,8 @@ from typing import Any
 import imagegen
 import pytest
 
+from devtools.invoke import load_env_file
 from handler.cli import main
-from handler.invoke import load_env_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 from test_lambda_handler import function_url, invoke
 
-from handler.invoke import response_body
+from devtools.invoke import response_body
 from handler.settings import Settings
 from handler.wiring import build_app
 

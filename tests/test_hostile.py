@@ -30,9 +30,9 @@ from support import MakeApp, Route
 from test_lambda_handler import function_url
 from upstream_server import Server, endless, lying_length, serve
 
+from devtools.invoke import FakeContext, response_body, response_headers
 from handler import errors, netguard
 from handler.config import load_images_config
-from handler.invoke import FakeContext, response_body, response_headers
 from handler.lambda_handler import build_handler
 from handler.settings import Settings
 

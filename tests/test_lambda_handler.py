@@ -17,8 +17,8 @@ import imagegen
 import pytest
 from starlette.testclient import TestClient
 
+from devtools.invoke import FakeContext, response_body, response_headers
 from handler import errors
-from handler.invoke import FakeContext, response_body, response_headers
 from handler.keys import variant_key
 from handler.lambda_handler import LAMBDA_MAX_INLINE_BYTES, build_handler, lambda_settings
 from handler.observability import SERVICE

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 from test_lambda_handler import function_url, invoke
 
-from handler.invoke import response_body
+from devtools.invoke import response_body
 from handler.metrics import (
     METRICS,
     MULTIPROC_ENV,

@@ -9,8 +9,8 @@ import pytest
 from starlette.testclient import TestClient
 from test_lambda_handler import function_url, invoke
 
+from devtools.invoke import response_body, response_headers
 from handler.cli import main
-from handler.invoke import response_body, response_headers
 from handler.settings import Settings
 from handler.wiring import build_app
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from devtools.invoke import mocked_s3
 from handler import errors
 from handler.config import ImagesConfig
 from handler.errors import ImageError
-from handler.invoke import mocked_s3
 from handler.settings import Settings
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.s3_assets import S3AssetsSource

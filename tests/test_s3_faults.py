@@ -18,7 +18,7 @@ from fault_proxy import FaultProxy, fault_proxy
 from moto.server import ThreadedMotoServer
 from test_lambda_e2e import event, free_port, lambda_instance, objects
 
-from handler.invoke import FakeContext, response_body, response_headers
+from devtools.invoke import FakeContext, response_body, response_headers
 from handler.stores.s3 import reset_s3_client, s3_client
 
 BUDGET = 10.0

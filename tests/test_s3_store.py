@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 from support import Clock
 
-from handler.invoke import mocked_s3
+from devtools.invoke import mocked_s3
 from handler.settings import Settings
 from handler.stores.base import Pointer, Variant
 from handler.stores.records import encode_pointer

@@ -24,7 +24,7 @@ from typing import Literal
 
 import pytest
 
-from handler.invoke import mocked_s3
+from devtools.invoke import mocked_s3
 from handler.settings import Settings
 from handler.stores.base import Pointer, Store, Variant
 from handler.stores.filesystem import FilesystemStore

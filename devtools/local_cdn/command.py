@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from devtools.invoke import load_env_file
 from devtools.local_cdn.edge import Edge
 from devtools.local_cdn.functions import NodeFunctions
 from devtools.local_cdn.intrinsics import Unsupported
@@ -33,7 +34,6 @@ from devtools.local_cdn.template import (
     S3Origin,
     read_template,
 )
-from handler.invoke import load_env_file
 from handler.stores.s3 import reset_s3_client, s3_client
 
 log = logging.getLogger("local_cdn")

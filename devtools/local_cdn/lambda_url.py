@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from devtools.invoke import FakeContext, response_body, response_headers
 from devtools.local_cdn.http import Pairs, Response, get
 from devtools.local_cdn.origins import OriginRequest
 from devtools.local_cdn.template import LambdaUrlOrigin
-from handler.invoke import FakeContext, response_body, response_headers
 
 # Lambda's synchronous response limit; its error reads "Response payload size exceeded maximum
 # allowed payload size (6291556 bytes)".
