@@ -7,10 +7,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 
-from handler.settings import ENV_PREFIX, Settings
+from handler.settings import SETTINGS, Setting, Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,89 +17,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve /_next/image over HTTP (uvicorn)")
-    serve.add_argument("--host", help="bind address [NEXT_IMAGE_HOST, 127.0.0.1]")
-    serve.add_argument("--port", type=int, help="port [NEXT_IMAGE_PORT, 3000]")
-    serve.add_argument("--public-dir", help="the app's public/ folder [NEXT_IMAGE_PUBLIC_DIR]")
-    serve.add_argument("--origin", help="the app's origin for relative URLs [NEXT_IMAGE_ORIGIN]")
-    _add_config_flag(serve)
-    serve.add_argument(
-        "--store",
-        choices=["memory", "filesystem", "s3", "redis"],
-        help="variant store [NEXT_IMAGE_STORE, memory]",
-    )
-    serve.add_argument(
-        "--redis-url",
-        help="redis store: redis://[[user]:password@]host:port/db, or rediss:// for TLS "
-        "[NEXT_IMAGE_REDIS_URL]",
-    )
-    serve.add_argument(
-        "--variant-ttl",
-        type=int,
-        help="seconds a variant lives in the redis store [NEXT_IMAGE_VARIANT_TTL, 2592000]",
-    )
-    serve.add_argument(
-        "--cache-dir", help="filesystem store folder [NEXT_IMAGE_CACHE_DIR, ./.next-image-cache]"
-    )
-    serve.add_argument(
-        "--cache-max-bytes", type=int, help="filesystem store bound [NEXT_IMAGE_CACHE_MAX_BYTES]"
-    )
-    serve.add_argument(
-        "--hot-cache-bytes",
-        type=int,
-        help="filesystem store: bytes of recent records each process keeps in memory, 0 for "
-        "none [NEXT_IMAGE_HOT_CACHE_BYTES, 64000000]",
-    )
-    serve.add_argument(
-        "--timeout",
-        type=float,
-        help="seconds per request, fetch + transform [NEXT_IMAGE_TIMEOUT, 30]",
-    )
-    serve.add_argument(
-        "--max-attempts",
-        type=int,
-        help="tries of a transient upstream failure [NEXT_IMAGE_MAX_ATTEMPTS, 3]",
-    )
-
-    serve.add_argument(
-        "--max-transforms",
-        type=int,
-        help="transforms running at once [NEXT_IMAGE_MAX_TRANSFORMS, one per CPU]",
-    )
-    serve.add_argument(
-        "--max-queue",
-        type=int,
-        help="requests waiting for a transform; more get 503 [NEXT_IMAGE_MAX_QUEUE, 32]",
-    )
-    serve.add_argument(
-        "--memory-budget",
-        type=int,
-        help="bytes running transforms may reserve [NEXT_IMAGE_MEMORY_BUDGET, "
-        "half the memory limit]",
-    )
-    serve.add_argument(
-        "--store-timeout",
-        type=float,
-        help="seconds per store call before it counts as failed [NEXT_IMAGE_STORE_TIMEOUT, 3]",
-    )
-    serve.add_argument(
-        "--strict-redirects",
-        action="store_const",
-        const=True,
-        help="re-apply remotePatterns on every redirect hop [NEXT_IMAGE_STRICT_REDIRECTS, off]",
-    )
-
-    serve.add_argument(
-        "--docs",
-        action="store_const",
-        const=True,
-        help="also serve the OpenAPI schema (/openapi.json) and interactive docs (/docs) "
-        "[NEXT_IMAGE_DOCS, off]",
-    )
-    serve.add_argument(
-        "--workers",
-        help="worker processes on the one port, a number or auto (one per CPU); a worker that "
-        "dies is replaced [NEXT_IMAGE_WORKERS, 1]",
-    )
+    for setting in SETTINGS:
+        if setting.flag:
+            _add_flag(serve, setting)
 
     config = commands.add_parser("config", help="print the resolved Next images config as JSON")
     _add_config_flag(config)
@@ -142,9 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "config":
-        return _print_config(args.config)
+        return _print_config(args.images_config)
     if args.command == "openapi":
-        return _print_openapi(args.config)
+        return _print_openapi(args.images_config)
     if args.command == "invoke":
         from devtools.invoke import run
 
@@ -158,18 +77,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        help="a .next folder, required-server-files.json, images-manifest.json, "
-        "a JSON file with the images config, or inline JSON [NEXT_IMAGE_CONFIG]",
-    )
+    (images_config,) = (setting for setting in SETTINGS if setting.name == "images_config")
+    _add_flag(parser, images_config)
+
+
+def _add_flag(parser: argparse.ArgumentParser, setting: Setting) -> None:
+    """The flag as declared; its value lands on the setting's field name."""
+    assert setting.flag is not None
+    shown = "" if setting.shown_default == "none" else f", {setting.shown_default}"
+    help = f"{setting.help} [{setting.env}{shown}]"
+    if setting.is_switch:
+        parser.add_argument(
+            setting.flag, dest=setting.name, action="store_const", const=True, help=help
+        )
+    elif setting.choices:
+        parser.add_argument(setting.flag, dest=setting.name, choices=setting.choices, help=help)
+    else:
+        metavar = setting.flag.removeprefix("--").replace("-", "_").upper()
+        parser.add_argument(
+            setting.flag, dest=setting.name, type=setting.parse, metavar=metavar, help=help
+        )
 
 
 def _print_config(source: str | None) -> int:
     from handler.config import load_images_config
 
-    settings = Settings.from_env(config=source)
-    json.dump(load_images_config(settings.config).to_json(), sys.stdout, indent=2)
+    settings = Settings.from_env(images_config=source)
+    json.dump(load_images_config(settings.images_config).to_json(), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 
@@ -178,7 +112,7 @@ def _print_openapi(source: str | None) -> int:
     """The schema of the app as ``serve`` would build it (sizes and formats from the config)."""
     from handler.wiring import build_app
 
-    app = build_app(Settings.from_env(config=source), docs=True)
+    app = build_app(Settings.from_env(images_config=source), docs=True)
     json.dump(app.openapi(), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -192,19 +126,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _flags_as_environment(args: argparse.Namespace) -> dict[str, str]:
-    """The serve flags given, as the ``NEXT_IMAGE_*`` variables each worker reads.
-
-    Every flag is named after its ``Settings`` field: one that is not fails every start.
-    """
-    known = {field.name for field in fields(Settings)}
+    """The serve flags given, as the ``NEXT_IMAGE_*`` variables each worker reads."""
     environment: dict[str, str] = {}
-    for name, value in vars(args).items():
-        if name == "command":
-            continue
-        if name not in known:
-            raise TypeError(f"serve flag {name!r} has no Settings field")
+    for setting in SETTINGS:
+        value = getattr(args, setting.name, None) if setting.flag else None
         if value is not None:
-            environment[ENV_PREFIX + name.upper()] = "true" if value is True else str(value)
+            environment[setting.env] = "true" if value is True else str(value)
     return environment
 
 

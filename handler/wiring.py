@@ -94,7 +94,7 @@ def build_optimizer(
 
     pyvips.cache_set_max(0)  # each source is new: the cache would only pin old images in memory
     allocator.limit_arenas()  # so memory goes back after a burst
-    config = config or load_images_config(settings.config)
+    config = config or load_images_config(settings.images_config)
     remote = RemoteSource(
         config, timeout=settings.fetch_timeout, strict_redirects=settings.strict_redirects
     )

@@ -78,7 +78,9 @@ def via(request: pytest.FixtureRequest, make_app: MakeApp, public_dir: Path) -> 
 
         else:
             config = json.dumps(images)
-            handle = build_handler(Settings(public_dir=str(public_dir), config=config, **options))
+            handle = build_handler(
+                Settings(public_dir=str(public_dir), images_config=config, **options)
+            )
 
             def send(
                 query: str, headers: Mapping[str, str]

@@ -68,7 +68,7 @@ def test_docs_are_served_only_when_asked(public_dir: Path) -> None:
 
 def test_the_schema_documents_parameters_negotiation_and_every_status(public_dir: Path) -> None:
     config = json.dumps({"formats": ["image/avif", "image/webp"], "qualities": [50, 75]})
-    app = build_app(Settings(public_dir=str(public_dir), config=config), docs=True)
+    app = build_app(Settings(public_dir=str(public_dir), images_config=config), docs=True)
     operation = app.openapi()["paths"][IMAGE_PATH]["get"]
     params = {p["name"]: p for p in operation["parameters"]}
     assert list(params) == ["url", "w", "q", "Accept", "If-None-Match"]
