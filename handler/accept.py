@@ -104,7 +104,7 @@ def _parse_range(token: str, pairs: list[str], quoted: dict[str, str], pos: int)
     for pair in pairs:
         kv = pair.split("=")
         if len(kv) != 2 or not kv[1]:
-            raise ImageError(400, errors.ACCEPT_INVALID)
+            raise ImageError(400, errors.ACCEPT_INVALID, category="validation")
         key, value = kv
         if key in ("q", "Q"):
             seen_q = True

@@ -163,4 +163,4 @@ class Admission:
         rounds = len(self._waiters) / self.max_running + 1
         retry_after = min(max(math.ceil(self.expected_seconds * rounds), 1), 60)
         headers = {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
-        return ImageError(503, errors.OVERLOADED, headers=headers)
+        return ImageError(503, errors.OVERLOADED, category="overload", headers=headers)

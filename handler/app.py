@@ -140,11 +140,11 @@ async def answer(request: Request, stats: Stats, record: RequestRecord) -> Respo
         record |= {"url": params.href, "w": params.width, "q": params.quality}
         served = await optimizer.serve(params, stats)
     except ImageError as exc:
-        record["error"] = exc.message
+        record |= {"error": exc.message, "error_category": exc.category}
         return text_response(exc.message, exc.status, exc.headers)
     except Exception as exc:
         log.exception("unexpected failure for %s", request.url.query)
-        record["error"] = type(exc).__name__
+        record |= {"error": type(exc).__name__, "error_category": "internal"}
         return text_response("Internal Server Error", 500)
     record |= {
         "format": served.variant.content_type,
@@ -191,7 +191,7 @@ async def variant_redirect(
     """
     if not await optimizer.ensure_stored(served):
         log.warning("oversize variant %s is not in the store", served.variant_key)
-        record["error"] = "OversizeNotStored"
+        record |= {"error": "OversizeNotStored", "error_category": "store"}
         return text_response(OVERSIZE_UNSTORED, 503, {"Cache-Control": "no-store"})
     headers = {
         "Vary": "Accept",

@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, get_args
+
+Category = Literal["validation", "upstream", "timeout", "overload", "pipeline", "store", "internal"]
+"""What went wrong, for the log line and the error metrics (the status alone lumps a bad ``w``
+and a blocked private address together as a 400):
+
+- ``validation``: the request itself (``url``, ``w``, ``q``, ``Accept``, the configured patterns);
+- ``upstream``: the source failed or answered something unusable (its 4xx, a 5xx or bad
+  connection as 502, too large, empty, too many redirects, a hop to a private or unlisted host);
+- ``timeout``: a 504, upstream or the request's own time budget;
+- ``overload``: a 503 from admission control, before any transform started;
+- ``pipeline``: the transform refused the bytes it got (not an image, a type not allowed);
+- ``store``: an oversize variant could not be confirmed in the store, so no redirect (503);
+- ``internal``: a bug of ours (500); never an ``ImageError``, only the app's catch-all.
+"""
+CATEGORIES: tuple[Category, ...] = get_args(Category)
 
 URL_REQUIRED = '"url" parameter is required'
 URL_ARRAY = '"url" parameter cannot be an array'
@@ -43,6 +59,7 @@ class ImageError(Exception):
     Next turns a status below 400 (an upstream 3xx, say) into 500; we answer 502 for that and for
     anything past 599 (LinkedIn's 999), so a 500 only ever means a bug of ours and no status
     outside 400-599 can leave the app. ``headers`` go on the error response (``Retry-After``).
+    ``category`` is required so every raise site says which kind of failure it is.
     """
 
     def __init__(
@@ -50,11 +67,13 @@ class ImageError(Exception):
         status: int,
         message: str,
         *,
+        category: Category,
         transient: bool = False,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status if 400 <= status <= 599 else 502
         self.message = message
+        self.category: Category = category
         self.transient = transient
         self.headers = dict(headers or {})

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
+from handler.errors import CATEGORIES
+
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
     from starlette.requests import Request
@@ -87,6 +89,16 @@ REQUESTS = MetricSpec(
         _count("Redirects", "status", "302"),
     ),
 )
+ERRORS = MetricSpec(
+    "next_image_errors_total",
+    "counter",
+    "Requests answered with an error, by category of failure",
+    labels=("category",),
+    # One EMF count per category, as Hits/Misses are per cache result: the views hold no labels.
+    emf=tuple(
+        _count(f"{category.capitalize()}Errors", "category", category) for category in CATEGORIES
+    ),
+)
 REQUEST_SECONDS = MetricSpec(
     "next_image_request_seconds",
     "histogram",
@@ -127,6 +139,7 @@ STORE_ERRORS = MetricSpec(
 
 METRICS = (
     REQUESTS,
+    ERRORS,
     REQUEST_SECONDS,
     TRANSFORM_SECONDS,
     OUTPUT_BYTES,
@@ -152,6 +165,8 @@ def measure(record: RequestRecord) -> list[Measurement]:
         Measurement(REQUESTS, 1.0, labels),
         Measurement(REQUEST_SECONDS, record.get("total_ms", 0.0) / 1000),
     ]
+    if "error_category" in record:
+        samples.append(Measurement(ERRORS, 1.0, {"category": record["error_category"]}))
     transform_ms = record.get("stages_ms", {}).get("transform")
     if transform_ms is not None:
         samples.append(Measurement(TRANSFORM_SECONDS, transform_ms / 1000))

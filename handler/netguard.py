@@ -106,7 +106,7 @@ async def system_lookup(hostname: str) -> list[str]:
             hostname, None, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
         )
     except OSError as exc:
-        raise ImageError(502, errors.UPSTREAM_INVALID, transient=True) from exc
+        raise ImageError(502, errors.UPSTREAM_INVALID, category="upstream", transient=True) from exc
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -118,7 +118,7 @@ async def resolve(hostname: str, *, resolver: Resolver = system_lookup) -> list[
         pass
     addresses = await resolver(hostname)
     if not addresses:
-        raise ImageError(502, errors.UPSTREAM_INVALID, transient=True)
+        raise ImageError(502, errors.UPSTREAM_INVALID, category="upstream", transient=True)
     return addresses
 
 
@@ -126,5 +126,7 @@ async def resolve_public(hostname: str, *, resolver: Resolver = system_lookup) -
     """Resolve once and refuse if ANY address is private; return the addresses to pin to."""
     addresses = await resolve(hostname, resolver=resolver)
     if any(is_private_ip(address) for address in addresses):
-        raise ImageError(400, errors.URL_NOT_ALLOWED)
+        # Next's 400 and message, but the URL passed validation: where its host resolves is the
+        # source's doing, so it is not counted with a client's bad parameters.
+        raise ImageError(400, errors.URL_NOT_ALLOWED, category="upstream")
     return addresses

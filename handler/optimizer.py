@@ -113,7 +113,7 @@ class Optimizer:
             with anyio.fail_after(self._timeout):
                 return await self._serve(params, stats, deadline)
         except TimeoutError:
-            raise ImageError(504, errors.TIME_BUDGET_EXCEEDED) from None
+            raise ImageError(504, errors.TIME_BUDGET_EXCEEDED, category="timeout") from None
 
     async def ensure_stored(self, served: Served) -> bool:
         """Make sure the served variant is in the store now (a redirect will point at it).

@@ -132,9 +132,10 @@ def plan_transform(
     """
     upstream = detect_content_type(source)
     if upstream is None or not upstream.startswith("image/") or "," in upstream:
-        raise ImageError(400, errors.NOT_AN_IMAGE)
+        # The source answered in full; it is the transform that finds the bytes unusable.
+        raise ImageError(400, errors.NOT_AN_IMAGE, category="pipeline")
     if upstream.startswith("image/svg") and not config.dangerously_allow_svg:
-        raise ImageError(400, errors.TYPE_NOT_ALLOWED)
+        raise ImageError(400, errors.TYPE_NOT_ALLOWED, category="pipeline")
     if is_animated(source, upstream) or upstream in _BYPASS:
         return Transformed(source, upstream, "original")
     content_type = output_type(mime_type, upstream)

@@ -33,9 +33,9 @@ def validate_params(query_string: str, accept: str | None, config: ImagesConfig)
 
     url = _single(query, "url", errors.URL_REQUIRED, errors.URL_ARRAY)
     if _js_length(url) > 3072:
-        raise ImageError(400, errors.URL_TOO_LONG)
+        raise ImageError(400, errors.URL_TOO_LONG, category="validation")
     if url.startswith("//"):
-        raise ImageError(400, errors.URL_PROTOCOL_RELATIVE)
+        raise ImageError(400, errors.URL_PROTOCOL_RELATIVE, category="validation")
     if url.startswith("/"):
         href, is_absolute = url, False
         _check_relative(url, config)
@@ -44,20 +44,20 @@ def validate_params(query_string: str, accept: str | None, config: ImagesConfig)
 
     w = _single(query, "w", errors.W_REQUIRED, errors.W_ARRAY)
     if not _DIGITS.fullmatch(w):
-        raise ImageError(400, errors.W_INVALID)
+        raise ImageError(400, errors.W_INVALID, category="validation")
     q = _single(query, "q", errors.Q_REQUIRED, errors.Q_ARRAY)
     if not _DIGITS.fullmatch(q):
-        raise ImageError(400, errors.Q_INVALID)
+        raise ImageError(400, errors.Q_INVALID, category="validation")
     width = float(w)  # JS parseInt: a double, so 1e22 rounds the way Next prints it
     if width <= 0:
-        raise ImageError(400, errors.W_INVALID)
+        raise ImageError(400, errors.W_INVALID, category="validation")
     if width not in config.sizes:
-        raise ImageError(400, errors.width_not_allowed(_js_number(width)))
+        raise ImageError(400, errors.width_not_allowed(_js_number(width)), category="validation")
     quality = float(q)
     if quality < 1 or quality > 100:
-        raise ImageError(400, errors.Q_INVALID)
+        raise ImageError(400, errors.Q_INVALID, category="validation")
     if config.qualities is not None and quality not in config.qualities:
-        raise ImageError(400, errors.quality_not_allowed(q))
+        raise ImageError(400, errors.quality_not_allowed(q), category="validation")
 
     return ImageParams(
         href=href,
@@ -72,9 +72,9 @@ def validate_params(query_string: str, accept: str | None, config: ImagesConfig)
 def _single(query: dict[str, list[str]], key: str, missing: str, repeated: str) -> str:
     values = query.get(key, [])
     if len(values) > 1:
-        raise ImageError(400, repeated)
+        raise ImageError(400, repeated, category="validation")
     if not values or not values[0]:
-        raise ImageError(400, missing)
+        raise ImageError(400, missing, category="validation")
     return values[0]
 
 
@@ -82,22 +82,22 @@ def _check_relative(url: str, config: ImagesConfig) -> None:
     try:
         path = ada_url.URL(url, "http://n").pathname
     except ValueError:
-        raise ImageError(400, errors.URL_INVALID) from None
+        raise ImageError(400, errors.URL_INVALID, category="validation") from None
     if _RECURSIVE.search(_decode_uri_component(path)):
-        raise ImageError(400, errors.URL_RECURSIVE)
+        raise ImageError(400, errors.URL_RECURSIVE, category="validation")
     if not has_local_match(config.local_patterns, url):
-        raise ImageError(400, errors.URL_NOT_ALLOWED)
+        raise ImageError(400, errors.URL_NOT_ALLOWED, category="validation")
 
 
 def _check_absolute(url: str, config: ImagesConfig) -> str:
     try:
         parsed = ada_url.URL(url)
     except ValueError:
-        raise ImageError(400, errors.URL_INVALID) from None
+        raise ImageError(400, errors.URL_INVALID, category="validation") from None
     if parsed.protocol not in ("http:", "https:"):
-        raise ImageError(400, errors.URL_INVALID)
+        raise ImageError(400, errors.URL_INVALID, category="validation")
     if not has_remote_match(config.domains, config.remote_patterns, parsed):
-        raise ImageError(400, errors.URL_NOT_ALLOWED)
+        raise ImageError(400, errors.URL_NOT_ALLOWED, category="validation")
     return parsed.href
 
 
@@ -108,7 +108,7 @@ def _decode_uri_component(text: str) -> str:
             raise ValueError("malformed escape")
         return unquote(text, errors="strict")
     except (ValueError, UnicodeDecodeError):
-        raise ImageError(400, errors.URL_MALFORMED_ESCAPE) from None
+        raise ImageError(400, errors.URL_MALFORMED_ESCAPE, category="validation") from None
 
 
 def _js_length(text: str) -> int:

@@ -285,7 +285,7 @@ def test_lambda_invocation_emits_the_emf_of_its_request(
     names = [{m["Name"] for m in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]} for blob in blobs]
     assert names == [
         {"Requests", "Misses", "Redirects", "TransformMs", "TotalMs", "OutputBytes"},
-        {"Requests", "Rejected", "TotalMs"},
+        {"Requests", "Rejected", "ValidationErrors", "TotalMs"},
     ]
     assert [blob["Requests"] for blob in blobs] == [[1.0], [1.0]]
 

@@ -21,4 +21,4 @@ class SourceChain:
                 return await source.fetch(href, if_none_match=if_none_match)
             except SourceNotFound:
                 continue
-        raise ImageError(404, errors.INTERNAL_INVALID)
+        raise ImageError(404, errors.INTERNAL_INVALID, category="upstream")

@@ -62,10 +62,12 @@ async def hop_deadline(timeout: float) -> AsyncIterator[None]:
         with anyio.fail_after(timeout):
             yield
     except TimeoutError as exc:
-        raise ImageError(504, errors.UPSTREAM_TIMEOUT, transient=True) from exc
+        raise ImageError(504, errors.UPSTREAM_TIMEOUT, category="timeout", transient=True) from exc
     except httpx.TransportError as exc:
         transient = not _caused_by_tls(exc)
-        raise ImageError(502, errors.UPSTREAM_INVALID, transient=transient) from exc
+        raise ImageError(
+            502, errors.UPSTREAM_INVALID, category="upstream", transient=transient
+        ) from exc
 
 
 @asynccontextmanager
@@ -130,7 +132,9 @@ async def read_upstream(
         return Upstream(b"", cache_control, etag, not_modified=True)
     if not 200 <= status < 300:
         failing = 500 <= status <= 599
-        raise ImageError(502 if failing else status, message, transient=failing)
+        raise ImageError(
+            502 if failing else status, message, category="upstream", transient=failing
+        )
     body = await _read_body(response, limit=limit, message=message)
     return Upstream(body, cache_control, etag)
 
@@ -147,11 +151,11 @@ async def _read_body(response: httpx.Response, *, limit: int, message: str) -> b
             async for piece in pieces:
                 body += piece
                 if len(body) > limit:
-                    raise ImageError(413, message)
+                    raise ImageError(413, message, category="upstream")
     except _DecodeError as exc:
-        raise ImageError(502, message) from exc
+        raise ImageError(502, message, category="upstream") from exc
     if not body:
-        raise ImageError(400, message)
+        raise ImageError(400, message, category="upstream")
     return bytes(body)
 
 
@@ -167,7 +171,7 @@ def _decoders_for(content_encoding: str | None, message: str) -> list[_Decoder]:
         return []
     codings = [coding.strip() for coding in content_encoding.lower().split(",")]
     if len(codings) > _MAX_CODINGS:
-        raise ImageError(400, message)
+        raise ImageError(400, message, category="upstream")
     if any(coding not in _DECODERS for coding in codings):
         return []
     return [_DECODERS[coding]() for coding in reversed(codings)]

@@ -48,9 +48,9 @@ class PublicDirSource:
                 if not stat.S_ISREG(info.st_mode):
                     raise SourceNotFound(href)
                 if info.st_size > self._limit:
-                    raise ImageError(413, errors.INTERNAL_INVALID)
+                    raise ImageError(413, errors.INTERNAL_INVALID, category="upstream")
                 if info.st_size == 0:
-                    raise ImageError(400, errors.INTERNAL_INVALID)
+                    raise ImageError(400, errors.INTERNAL_INVALID, category="upstream")
                 etag = f'W/"{info.st_size:x}-{info.st_mtime_ns // 1_000_000:x}"'
                 if if_none_match == etag:
                     return Upstream(b"", cache_control, etag, not_modified=True)
@@ -58,9 +58,9 @@ class PublicDirSource:
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
             raise SourceNotFound(href) from exc
         if len(body) > self._limit:
-            raise ImageError(413, errors.INTERNAL_INVALID)
+            raise ImageError(413, errors.INTERNAL_INVALID, category="upstream")
         if not body:
-            raise ImageError(400, errors.INTERNAL_INVALID)
+            raise ImageError(400, errors.INTERNAL_INVALID, category="upstream")
         return Upstream(body, cache_control, etag)
 
 

@@ -59,12 +59,13 @@ class RemoteSource:
                         message=errors.UPSTREAM_INVALID,
                     )
             if redirects_left == 0:
-                raise ImageError(508, errors.UPSTREAM_INVALID)
+                raise ImageError(508, errors.UPSTREAM_INVALID, category="upstream")
             config = self._config
             if self._strict_redirects and not has_remote_match(
                 config.domains, config.remote_patterns, target
             ):
-                raise ImageError(400, errors.URL_NOT_ALLOWED)  # as for a private-address hop
+                # As for a private-address hop: the upstream sent us there, the request was fine.
+                raise ImageError(400, errors.URL_NOT_ALLOWED, category="upstream")
             redirects_left -= 1
             url = target
 
@@ -75,7 +76,7 @@ class RemoteSource:
         """One hop: resolve and check once, then connect to a checked address only."""
         if url.protocol not in ("http:", "https:"):
             # A redirect to ftp:, gopher:, file:, data:...: the upstream's fault (Next: 500).
-            raise ImageError(502, errors.UPSTREAM_INVALID)
+            raise ImageError(502, errors.UPSTREAM_INVALID, category="upstream")
         https = url.protocol == "https:"
         hostname = url.hostname.removeprefix("[").removesuffix("]")
         if self._config.dangerously_allow_local_ip:

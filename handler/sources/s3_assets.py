@@ -63,19 +63,19 @@ class S3AssetsSource:
                 etag = headers.get("etag") or if_none_match
                 return Upstream(b"", headers.get("cache-control"), etag, not_modified=True)
             log.warning("S3 assets read of s3://%s/%s failed: %r", self.bucket, key, exc)
-            raise ImageError(502, errors.UPSTREAM_INVALID) from exc
+            raise ImageError(502, errors.UPSTREAM_INVALID, category="upstream") from exc
         if response.get("ContentLength", 0) > self._limit:
             response["Body"].close()
-            raise ImageError(413, errors.INTERNAL_INVALID)
+            raise ImageError(413, errors.INTERNAL_INVALID, category="upstream")
         try:
             body: bytes = response["Body"].read(self._limit + 1)
         except Exception as exc:  # the connection dropped mid-body
-            raise ImageError(502, errors.UPSTREAM_INVALID) from exc
+            raise ImageError(502, errors.UPSTREAM_INVALID, category="upstream") from exc
         finally:
             response["Body"].close()
         if len(body) > self._limit:
-            raise ImageError(413, errors.INTERNAL_INVALID)
+            raise ImageError(413, errors.INTERNAL_INVALID, category="upstream")
         if not body:
-            raise ImageError(400, errors.INTERNAL_INVALID)
+            raise ImageError(400, errors.INTERNAL_INVALID, category="upstream")
         cache_control = response.get("CacheControl") or default_cache_control
         return Upstream(body, cache_control, response.get("ETag"))
