@@ -286,9 +286,9 @@ def test_s3_down_still_answers_miss(
     decoded = imagegen.decode(response_body(response))
     assert (decoded.format, decoded.width, decoded.height) == ("webp", 640, 480)
     assert "store get_pointer failed" in caplog.text
-    # The source is written while the transform runs: its write is the third failure, which
-    # opens the breaker before the variant and pointer writes would wait on a dead endpoint.
-    assert "store unavailable after 3 failures in a row (last: put_source" in caplog.text
+    # Writes overlap (the source's with the transform, the variant's with the pointer's), so
+    # which failure is the third and opens the breaker varies; it opens once.
+    assert caplog.text.count("store unavailable after 3 failures in a row") == 1
     assert "Traceback" not in caplog.text  # an outage is a warning, not a stack trace per call
 
 
