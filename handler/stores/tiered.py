@@ -26,20 +26,17 @@ What the tier holds is what the filesystem holds:
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from handler.stores.base import Locking, Pointer, Store, Variant
-from handler.stores.memory import _record_bytes as record_bytes
+from handler.stores.lru import Index, RecordLRU
 
 POINTER_TTL = 1.0  # seconds: how stale a pointer refreshed by another process may be here
 VARIANT_TTL = 30.0  # seconds between reads of a hot variant from the folder (its LRU recency)
 
 R = TypeVar("R", Pointer, Variant)
-_Index = tuple[Literal["pointer", "variant"], str]
 
 
 class LockingStore(Store, Locking, Protocol):
@@ -63,27 +60,22 @@ class TieredStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backing = backing
-        self._max_bytes = max_bytes
         self._ttl = {"pointer": pointer_ttl, "variant": variant_ttl}
-        self._clock = clock
-        # index -> (record, charged bytes, monotonic time it leaves the tier)
-        self._records: OrderedDict[_Index, tuple[Pointer | Variant, int, float]] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
+        self._records = RecordLRU(max_bytes, clock)
 
     @property
     def tier_bytes(self) -> int:
         """The accounted size of what the tier holds: what ``max_bytes`` bounds."""
-        return self._size
+        return self._records.size
 
     def cached_pointer(self, key: str) -> Pointer | None:
         """The tier's copy, if fresh; never blocks (for the event loop)."""
-        record = self._cached(("pointer", key))
+        record = self._records.get(("pointer", key))
         return record if isinstance(record, Pointer) else None
 
     def cached_variant(self, key: str) -> Variant | None:
         """The tier's copy, if fresh; never blocks (for the event loop)."""
-        record = self._cached(("variant", key))
+        record = self._records.get(("variant", key))
         return record if isinstance(record, Variant) else None
 
     def get_pointer(self, key: str) -> Pointer | None:
@@ -114,51 +106,20 @@ class TieredStore:
     def ping(self) -> None:
         self.backing.ping()
 
-    def _cached(self, index: _Index) -> Pointer | Variant | None:
-        with self._lock:
-            entry = self._records.get(index)
-            if entry is None:
-                return None
-            if self._clock() >= entry[2]:
-                self._drop(index)
-                return None
-            self._records.move_to_end(index)
-            return entry[0]
-
-    def _get(self, index: _Index, read: Callable[[str], R | None], kind: type[R]) -> R | None:
-        cached = self._cached(index)
+    def _get(self, index: Index, read: Callable[[str], R | None], kind: type[R]) -> R | None:
+        cached = self._records.get(index)
         if isinstance(cached, kind):
             return cached
         record = read(index[1])
-        if record is not None:
-            with self._lock:
-                if index not in self._records:  # else a write (or a read) since is as new
-                    self._hold(index, record)
+        if record is not None:  # unless a write (or a read) since is as new
+            self._records.put(index, record, self._ttl[index[0]], replace=False)
         return record
 
-    def _put(self, index: _Index, record: R, write: Callable[[str, R], None]) -> None:
+    def _put(self, index: Index, record: R, write: Callable[[str, R], None]) -> None:
         try:
             write(index[1], record)
         except BaseException:
-            with self._lock:
-                self._drop(index)  # the folder may hold the old record or this one
+            self._records.drop(index)  # the folder may hold the old record or this one
             raise
-        with self._lock:
-            self._hold(index, record)
-
-    def _hold(self, index: _Index, record: Pointer | Variant) -> None:
-        """Keep ``record``, evicting the least recently used past the bound. Under the lock."""
-        self._drop(index)
-        size = record_bytes(index[1], record)
-        if size > self._max_bytes:
-            return
-        self._records[index] = (record, size, self._clock() + self._ttl[index[0]])
-        self._size += size
-        while self._size > self._max_bytes:
-            self._drop(next(iter(self._records)))
-
-    def _drop(self, index: _Index) -> None:
-        """Forget ``index``, if held. Under the lock."""
-        entry = self._records.pop(index, None)
-        if entry is not None:
-            self._size -= entry[1]
+        self._records.drop(index)  # a record too large for the tier must not leave an old one
+        self._records.put(index, record, self._ttl[index[0]])
