@@ -49,19 +49,26 @@ JOBS = [
 OUTPUT = {"image/webp": "image/webp", "image/avif": "image/avif"}
 
 
-def fetch_photos() -> list[Path]:
-    if all((PHOTOS / name).exists() for name in PICKS):
-        return [PHOTOS / name for name in PICKS]
-    PHOTOS.mkdir(exist_ok=True)
+def download_ukui(folder: Path, names: tuple[str, ...]) -> None:
+    """Copy ``names`` out of Debian's ukui-wallpapers (real photographs) into ``folder``.
+
+    Raises OSError, CalledProcessError or StopIteration when the package cannot be had.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            ["apt-get", "download", "ukui-wallpapers"], cwd=tmp, check=True, capture_output=True
+        )
+        deb = next(Path(tmp).glob("*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
+        for name in names:
+            shutil.copy(Path(tmp) / "usr/share/backgrounds" / name, folder / name)
+
+
+def fetch_photos() -> list[Path]:
+    if not all((PHOTOS / name).exists() for name in PICKS):
         try:
-            subprocess.run(
-                ["apt-get", "download", "ukui-wallpapers"], cwd=tmp, check=True, capture_output=True
-            )
-            deb = next(Path(tmp).glob("*.deb"))
-            subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
-            for name in PICKS:
-                shutil.copy(Path(tmp) / "usr/share/backgrounds" / name, PHOTOS / name)
+            download_ukui(PHOTOS, PICKS)
         except (OSError, subprocess.CalledProcessError, StopIteration):
             print("ukui-wallpapers unavailable: using generated photos", file=sys.stderr)
             for name in PICKS:

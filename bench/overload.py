@@ -55,13 +55,11 @@ import shutil
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +68,9 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: the repo
+from bench.bench_miss import download_ukui, unique  # noqa: E402
+
 CACHE = Path(__file__).resolve().parent / "photos" / "overload"
 # The richest of the package's pictures (the flat vector ones compress to almost nothing).
 UKUI_PICKS = (
@@ -137,33 +138,14 @@ def prepare_photos(photos_dir: Path | None, cache: Path, upscale_width: int) -> 
 
 
 def _ukui(folder: Path) -> Path:
-    if all((folder / name).exists() for name in UKUI_PICKS):
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    if not all((folder / name).exists() for name in UKUI_PICKS):
         try:
-            subprocess.run(
-                ["apt-get", "download", "ukui-wallpapers"], cwd=tmp, check=True, capture_output=True
-            )
-            deb = next(Path(tmp).glob("*.deb"))
-            subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
-            for name in UKUI_PICKS:
-                shutil.copy(Path(tmp) / "usr/share/backgrounds" / name, folder / name)
+            download_ukui(folder, UKUI_PICKS)
         except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
             raise SystemExit(
                 f"could not fetch ukui-wallpapers ({exc}); pass --photos DIR with JPEG/PNG photos"
             ) from None
     return folder
-
-
-def unique(data: bytes, tag: str) -> bytes:
-    """The same picture with different bytes: a JPEG COM segment or a PNG tEXt chunk."""
-    payload = tag.encode()
-    if data[:2] == b"\xff\xd8":
-        return data[:2] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
-    chunk = b"tEXt" + b"bench\0" + payload
-    crc = struct.pack(">I", zlib.crc32(chunk))
-    return data[:33] + struct.pack(">I", len(chunk) - 4) + chunk + crc + data[33:]
 
 
 # --- configurations ---------------------------------------------------------------------------
