@@ -6,10 +6,8 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -23,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.testclient import TestClient
 from test_lambda_handler import function_url, invoke
+from test_serve import answering, free_port
 
 from devtools.invoke import response_body
 from handler.metrics import (
@@ -332,38 +331,13 @@ os._exit(0)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def worker(public: Path, folder: Path) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
     """One uvicorn process of the service, as each ``serve --workers`` worker runs it."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(port), str(public)],
-        cwd=ROOT,
-        env=os.environ | {MULTIPROC_ENV: str(folder)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                    assert time.monotonic() < deadline, "worker did not start"
-                    time.sleep(0.1)
-            yield client, process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    command = [sys.executable, "-c", WORKER, str(port), str(public)]
+    with answering(command, port, "/healthz", {MULTIPROC_ENV: str(folder)}) as running:
+        yield running
 
 
 def test_workers_share_one_scrape(public_dir: Path, tmp_path: Path) -> None:

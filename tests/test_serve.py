@@ -25,10 +25,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[httpx.Client]:
-    port = free_port()
+def answering(
+    command: list[str], port: int, probe: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+    """Start ``command`` (a server on ``port``), wait until ``probe`` answers, stop it after."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "handler.cli", "serve", "--port", str(port), *args],
+        command,
         env={**os.environ, **(env or {})},
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -39,16 +41,24 @@ def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[httpx.Cli
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    client.get("/_next/image")
+                    client.get(probe)
                     break
                 except httpx.TransportError:
                     assert process.poll() is None, process.stderr.read() if process.stderr else ""
                     assert time.monotonic() < deadline, "server did not start"
                     time.sleep(0.1)
-            yield client
+            yield client, process
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[httpx.Client]:
+    port = free_port()
+    command = [sys.executable, "-m", "handler.cli", "serve", "--port", str(port), *args]
+    with answering(command, port, "/_next/image", env) as (client, _):
+        yield client
 
 
 def test_readme_curl_example_and_restart(tmp_path: Path) -> None:
