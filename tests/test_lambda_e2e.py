@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -40,12 +41,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
+@contextmanager
+def s3_at(url: str) -> Iterator[None]:
+    """Point boto3 (and a fresh shared client) at ``url``, with test credentials, for a block."""
     with pytest.MonkeyPatch.context() as env:
         env.delenv("AWS_ENDPOINT_URL_S3", raising=False)
         env.setenv("AWS_ENDPOINT_URL", url)  # boto3 picks it up itself
@@ -53,8 +51,20 @@ def endpoint() -> Iterator[str]:
             env.setenv(name, "testing")
         env.setenv("AWS_DEFAULT_REGION", "us-east-1")
         reset_s3_client()
+        try:
+            yield
+        finally:
+            reset_s3_client()
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    with s3_at(url):
         yield url
-        reset_s3_client()
     server.stop()
 
 

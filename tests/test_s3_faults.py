@@ -16,7 +16,7 @@ import imagegen
 import pytest
 from fault_proxy import FaultProxy, fault_proxy
 from moto.server import ThreadedMotoServer
-from test_lambda_e2e import event, free_port, lambda_instance, objects
+from test_lambda_e2e import event, free_port, lambda_instance, objects, s3_at
 
 from devtools.invoke import FakeContext, response_body, response_headers
 from handler.stores.s3 import reset_s3_client, s3_client
@@ -30,15 +30,8 @@ def proxy() -> Iterator[FaultProxy]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    with fault_proxy(port) as proxy, pytest.MonkeyPatch.context() as env:
-        env.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        env.setenv("AWS_ENDPOINT_URL", proxy.url)
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            env.setenv(name, "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        reset_s3_client()
+    with fault_proxy(port) as proxy, s3_at(proxy.url):
         yield proxy
-        reset_s3_client()
     server.stop()
 
 
