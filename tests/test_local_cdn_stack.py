@@ -11,27 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import imagegen
 import pytest
+from local_cdn_process import LocalCdn, local_cdn, stand_in_layers
 from support import Route, Upstream
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "LocalCdnTest"
-READY = re.compile(r"local-cdn: serving .* on (http://\S+)")
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +41,7 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Variants over 50 kB are answered with a redirect to the variants behaviour, as over
     # Lambda's payload limit: --env-file changes the function's environment like a deploy would.
     (root / "function.env").write_text("NEXT_IMAGE_MAX_INLINE_BYTES=50000\n")
-    layers = root / "layers"
-    layers.mkdir()
-    for name in ("pyvips", "deps"):
-        with zipfile.ZipFile(layers / f"{name}-arm64.zip", "w") as layer:
-            layer.writestr("python/README", "stand-in layer")
-    (layers / "layers-arm64.json").write_text(
-        json.dumps({"arch": "arm64", "python_version": "3.13"})
-    )
+    layers = stand_in_layers(root)
     images = root / "images.json"
     images.write_text(json.dumps({"formats": ["image/avif", "image/webp"]}))
     context = {
@@ -69,14 +55,6 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build(app)
     app.synth()
     return root
-
-
-@dataclass
-class Running:
-    url: str = ""
-    output: list[str] = field(default_factory=list)
-    children: list[int] = field(default_factory=list)
-    returncode: int | None = None
 
 
 def _children(pid: int) -> list[int]:
@@ -93,54 +71,20 @@ def _children(pid: int) -> list[int]:
 
 
 @contextmanager
-def local_cdn(root: Path, app_origin: str) -> Iterator[Running]:
-    """The command on a free port; SIGTERM and a wait for its exit when the block ends."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    env["AWS_DEFAULT_REGION"] = "us-east-1"
-    command = [
-        sys.executable, "-m", "handler.cli", "local-cdn",
-        "--template", str(root / "cdk.out" / f"{STACK}.template.json"),
-        "--app-origin", app_origin, "--moto", "--seed-public", str(root / "public"),
-        "--env-file", str(root / "function.env"), "--port", "0",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    running = Running()
-    ready = threading.Event()
-
-    def read() -> None:  # drains the output: the function logs to it on every request
-        assert process.stdout is not None
-        for line in process.stdout:
-            running.output.append(line)
-            match = READY.search(line)
-            if match:
-                running.url = match.group(1)
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        ready.wait(timeout=90)
-        assert running.url, "local-cdn did not start:\n" + "".join(running.output)[-4000:]
-        running.children = _children(process.pid)
-        yield running
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            running.returncode = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        reader.join(timeout=5)
+def running_stack(root: Path, app_origin: str) -> Iterator[tuple[LocalCdn, list[int]]]:
+    """The command on the synthesized stack, and its child processes once it serves."""
+    template = root / "cdk.out" / f"{STACK}.template.json"
+    args = ("--template", str(template), "--app-origin", app_origin)
+    args += ("--seed-public", str(root / "public"), "--env-file", str(root / "function.env"))
+    with local_cdn(*args) as running:
+        yield running, _children(running.pid)
 
 
 def test_the_stack_serves_optimized_images_and_the_app(
     synthesized: Path, upstream: Upstream
 ) -> None:
     upstream.routes["/about"] = Route(200, b"<p>about</p>", {"Content-Type": "text/html"})
-    with local_cdn(synthesized, upstream.url("")) as running:
+    with running_stack(synthesized, upstream.url("")) as (running, children):
         client = httpx.Client(base_url=running.url, timeout=60)
         target = "/_next/image?url=/a.png&w=640&q=75"
         accept = {"accept": "image/avif,image/webp,*/*"}
@@ -184,7 +128,7 @@ def test_the_stack_serves_optimized_images_and_the_app(
         missing = client.get("/_next/image-variants/none")
         assert missing.status_code == 403  # S3's AccessDenied: the policy grants no ListBucket
         assert b"<Code>AccessDenied</Code>" in missing.content
-        assert running.children, "the Node.js child for the CloudFront Function"
+        assert children, "the Node.js child for the CloudFront Function"
     assert running.returncode == 0, "".join(running.output)[-4000:]
     assert "local-cdn: stopped" in "".join(running.output)
-    assert not [pid for pid in running.children if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import time
-import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from harness import APP, ARTIFACTS, NEXT, REPORT, TIMINGS, timed
+from local_cdn_process import stand_in_layers
 from pictures import MOUNTAIN, Picture, draw, remote
 from processes import LocalCdn, Proxy, local_cdn, logging_proxy, next_start
 from upstream_server import Handler, Server, serve
@@ -123,14 +123,7 @@ def synthesized(built_app: dict[str, Picture], tmp_path_factory: pytest.TempPath
     from infra.app import build
 
     root = tmp_path_factory.mktemp("e2e-stack")
-    layers = root / "layers"
-    layers.mkdir()
-    for name in ("pyvips", "deps"):
-        with zipfile.ZipFile(layers / f"{name}-arm64.zip", "w") as layer:
-            layer.writestr("python/README", "stand-in layer")
-    (layers / "layers-arm64.json").write_text(
-        json.dumps({"arch": "arm64", "python_version": "3.13"})
-    )
+    layers = stand_in_layers(root)
     context = {
         "appOrigin": "127.0.0.1",
         "nextDir": str(APP / ".next"),

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -21,12 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from harness import NEXT, ROOT
+from harness import NEXT
+from local_cdn_process import LocalCdn
+from local_cdn_process import local_cdn as run_local_cdn
 
-READY = re.compile(r"local-cdn: serving .* on (http://\S+)")
 # Never forwarded by a proxy (RFC 9110 §7.6.1); the body is re-framed with Content-Length.
 HOP_BY_HOP = frozenset(
     {
@@ -179,46 +178,12 @@ def logging_proxy(upstream: str) -> Iterator[Proxy]:
         thread.join(timeout=5)
 
 
-@dataclass
-class LocalCdn:
-    url: str = ""
-    output: list[str] = field(default_factory=list)
-    returncode: int | None = None
-
-
 @contextmanager
 def local_cdn(template: Path, app_origin: str, seed: Path, log: Path) -> Iterator[LocalCdn]:
-    """``next-image local-cdn --moto --seed-public`` on a free port, as a user would run it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    env["AWS_DEFAULT_REGION"] = "us-east-1"
-    command = [
-        sys.executable, "-m", "handler.cli", "local-cdn", "--template", str(template),
-        "--app-origin", app_origin, "--moto", "--seed-public", str(seed), "--port", "0",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    running = LocalCdn()
-    ready = threading.Event()
-
-    def read(stdout: IO[str]) -> None:  # drains the output: the function logs every request
-        for line in stdout:
-            running.output.append(line)
-            match = READY.search(line)
-            if match:
-                running.url = match.group(1)
-                ready.set()
-        ready.set()
-
-    assert process.stdout is not None
-    reader = threading.Thread(target=read, args=(process.stdout,), daemon=True)
-    reader.start()
-    try:
-        ready.wait(timeout=120)
-        if not running.url:
-            raise RuntimeError("local-cdn did not start:\n" + "".join(running.output)[-4000:])
-        yield running
-    finally:
-        running.returncode = stop(process, timeout=30)
-        reader.join(timeout=5)
-        log.write_text("".join(running.output))
+    """``next-image local-cdn --moto --seed-public`` on a free port; its output kept in ``log``."""
+    args = ("--template", str(template), "--app-origin", app_origin, "--seed-public", str(seed))
+    with run_local_cdn(*args, start_timeout=120) as running:
+        try:
+            yield running
+        finally:
+            log.write_text("".join(running.output))
