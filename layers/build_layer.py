@@ -38,8 +38,8 @@ ARCHES = {"arm64": "aarch64", "x86_64": "x86_64"}
 PYVIPS_LAYER = frozenset({"pyvips", "pyvips-binary"})
 # Only needed by `next-image serve`: Lambda talks to Mangum, not to an ASGI server (so neither
 # uvicorn nor its event loop and HTTP parser), and CloudWatch EMF carries its metrics, not
-# Prometheus.
-NOT_ON_LAMBDA = frozenset({"uvicorn", "uvloop", "httptools", "prometheus-client"})
+# Prometheus. tqdm draws `next-image warm`'s progress bar, and the function never warms.
+NOT_ON_LAMBDA = frozenset({"uvicorn", "uvloop", "httptools", "prometheus-client", "tqdm"})
 # pyvips 3.x is published as an sdist only; its wheel is pure Python (the native part,
 # ``_libvips``, ships in pyvips-binary), so building it here is platform-neutral. Checked below.
 SDIST_ALLOWED = frozenset({"pyvips"})
