@@ -4,14 +4,21 @@ Without it a burst starts one libvips pipeline per request: threads and resident
 the burst, every transform slows down, and they all run out of time together (measured: 64
 concurrent misses, 3.5 GiB and a third of them 504 after 30 s). Here a transform reserves a slot
 and the memory its plan says it needs before it decodes a pixel; the others wait in arrival
-order. A request that finds the queue full, or would not start in time to finish within its
-budget (judged from its place in the queue and recent transform times), is answered 503 with
-``Retry-After`` at once, and a client or CDN can try again.
+order. A request that finds the queue full, or would not finish within its budget, is answered
+503 with ``Retry-After`` at once, and a client or CDN can try again.
+
+Whether a queued request can finish in time is judged from the plan of every transform ahead of
+it, not from an average: a 3840 px AVIF of a 5K photo takes 50x longer than a 640 px WebP, so
+with an average, requests queued behind a run of big AVIFs learn only seconds later that they
+can no longer start in time. Each plan says how long it takes on a reference core
+(``Plan.seconds``); a running pace (measured time / planned time) scales that to this machine
+under its current load; the queue's start times come from playing the queue out over the slots.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import time
 from collections import deque
@@ -24,15 +31,24 @@ import anyio
 from handler import errors
 from handler.errors import ImageError
 
-_FIRST_GUESS_SECONDS = 1.0  # expected transform time before any was measured
-_SMOOTHING = 0.2  # weight of the newest transform in the running average
+_FIRST_GUESS_SECONDS = 1.0  # a transform's planned time when its caller has no plan
+_SMOOTHING = 0.2  # weight of the newest transform in the running averages
+_OVERDUE_AFTER = 1.0  # seconds a transform runs before its overrun says the machine is slower
 
 
-@dataclass
+@dataclass(eq=False)
+class _Running:
+    cost: int
+    seconds: float  # planned, on a reference core
+    started: float  # time.monotonic() of the grant
+
+
+@dataclass(eq=False)
 class _Waiter:
     cost: int
+    seconds: float  # planned, on a reference core
     deadline: float
-    granted: asyncio.Future[None]  # a result when granted, an ImageError when refused
+    granted: asyncio.Future[_Running]  # the running job, or an ImageError when refused
 
 
 class Admission:
@@ -53,15 +69,17 @@ class Admission:
         self.memory_budget = max(1, memory_budget)
         self.max_queue = max(0, max_queue)
         self.on_idle = on_idle  # called when the last transform ends and nobody waits
-        self._running = 0
         self._reserved = 0
         self._waiters: deque[_Waiter] = deque()
-        self._average_seconds = _FIRST_GUESS_SECONDS
-        self._started: list[float] = []  # time.monotonic() of each running transform
+        self._running_jobs: list[_Running] = []
+        # Recent averages of the time transforms took and of the time their plans said
+        # (the first transform's own figures until then).
+        self._average_seconds: float | None = None
+        self._average_planned: float | None = None
 
     @property
     def running(self) -> int:
-        return self._running
+        return len(self._running_jobs)
 
     @property
     def reserved(self) -> int:
@@ -73,12 +91,31 @@ class Admission:
 
     @property
     def expected_seconds(self) -> float:
-        """How long a transform takes: the recent average, or longer if one is running longer.
+        """How long a transform takes, plan unknown: the recent average (or longer if the
+        running ones say so)."""
+        if self._average_seconds is None:
+            return _FIRST_GUESS_SECONDS * self._slowdown()
+        return self._average_seconds * self._slowdown() / self.pace
+
+    @property
+    def pace(self) -> float:
+        """Measured time per planned second, weighted by size (big transforms say the most)."""
+        if self._average_seconds is None or self._average_planned is None:
+            return 1.0
+        return self._average_seconds / self._average_planned
+
+    def _slowdown(self) -> float:
+        """The pace, or slower if a running transform is already well past its planned time.
 
         At the start of a burst nothing has finished yet; the running ones already tell.
         """
         now = time.monotonic()
-        return max([self._average_seconds, *(now - started for started in self._started)])
+        overruns = [
+            (now - job.started) / job.seconds
+            for job in self._running_jobs
+            if now - job.started > _OVERDUE_AFTER
+        ]
+        return max([self.pace, *overruns])
 
     def check(self) -> None:
         """Refuse at once when the queue is full, before a request fetches and decodes anything."""
@@ -86,81 +123,114 @@ class Admission:
             raise self._overloaded()
 
     @asynccontextmanager
-    async def slot(self, memory: int, *, deadline: float) -> AsyncIterator[None]:
+    async def slot(
+        self, memory: int, *, deadline: float, seconds: float = _FIRST_GUESS_SECONDS
+    ) -> AsyncIterator[None]:
         """Hold a transform slot and ``memory`` bytes until the block ends.
 
-        ``deadline`` is the request's (``anyio.current_time()`` clock): waiting stops early enough
-        for a transform of the usual length to finish before it.
+        ``seconds`` is the transform's planned time on a reference core. ``deadline`` is the
+        request's (``anyio.current_time()`` clock): waiting stops early enough for this
+        transform to finish before it.
         """
         cost = min(max(memory, 0), self.memory_budget)
-        await self._acquire(cost, deadline)
-        started = time.monotonic()
-        self._started.append(started)
+        job = await self._acquire(cost, max(seconds, 0.001), deadline)
         try:
             yield
         finally:
-            self._started.remove(started)
-            elapsed = time.monotonic() - started
-            self._average_seconds += _SMOOTHING * (elapsed - self._average_seconds)
-            self._running -= 1
-            self._reserved -= cost
-            self._grant()
-            if self._running == 0 and not self._waiters and self.on_idle is not None:
+            self._learn(time.monotonic() - job.started, job.seconds)
+            self._finish(job)
+            if not self._running_jobs and not self._waiters and self.on_idle is not None:
                 self.on_idle()
 
-    async def _acquire(self, cost: int, deadline: float) -> None:
-        if not self._waiters and self._fits(cost):
-            self._take(cost)
+    def _learn(self, elapsed: float, planned: float) -> None:
+        if self._average_seconds is None or self._average_planned is None:
+            self._average_seconds, self._average_planned = elapsed, planned
             return
+        self._average_seconds += _SMOOTHING * (elapsed - self._average_seconds)
+        self._average_planned += _SMOOTHING * (planned - self._average_planned)
+
+    async def _acquire(self, cost: int, seconds: float, deadline: float) -> _Running:
+        if not self._waiters and self._fits(cost):
+            return self._start(cost, seconds)
         if len(self._waiters) >= self.max_queue:
             raise self._overloaded()
-        expected = self.expected_seconds
-        rounds = len(self._waiters) // self.max_running + 1  # transforms ahead, per slot
-        if anyio.current_time() + (rounds + 1) * expected > deadline:
-            raise self._overloaded()  # it would start too late to finish: say so now
-        waiter = _Waiter(cost, deadline, asyncio.get_running_loop().create_future())
+        waiter = _Waiter(cost, seconds, deadline, asyncio.get_running_loop().create_future())
+        slowdown = self._slowdown()
+        if self._play_out([*self._waiters, waiter], slowdown)[-1] is None:
+            raise self._overloaded()  # it would finish too late: say so now
         self._waiters.append(waiter)
-        wait = deadline - self.expected_seconds - anyio.current_time()
+        wait = deadline - seconds * slowdown - anyio.current_time()
         try:
             with anyio.fail_after(max(wait, 0.0)):
-                await asyncio.shield(waiter.granted)
+                return await asyncio.shield(waiter.granted)
         except BaseException as exc:  # refused, a timeout, or the request's own cancellation
             granted = waiter.granted
             if not granted.done():
                 granted.cancel()
                 self._waiters.remove(waiter)
+                self._grant()
             elif not granted.cancelled() and granted.exception() is None:
-                self._running -= 1  # granted as we gave up: hand the slot on
-                self._reserved -= cost
-            self._grant()
+                self._finish(granted.result())  # granted as we gave up: hand the slot on
             if isinstance(exc, TimeoutError):
                 raise self._overloaded() from None
             raise
 
     def _fits(self, cost: int) -> bool:
-        return self._running < self.max_running and self._reserved + cost <= self.memory_budget
+        return (
+            len(self._running_jobs) < self.max_running
+            and self._reserved + cost <= self.memory_budget
+        )
 
-    def _take(self, cost: int) -> None:
-        self._running += 1
+    def _start(self, cost: int, seconds: float) -> _Running:
+        job = _Running(cost, seconds, time.monotonic())
+        self._running_jobs.append(job)
         self._reserved += cost
+        return job
+
+    def _finish(self, job: _Running) -> None:
+        self._running_jobs.remove(job)
+        self._reserved -= job.cost
+        self._grant()
 
     def _grant(self) -> None:
         """Start waiters in arrival order while the head of the queue fits; tell those that can
         no longer start in time now (transforms run longer under load), not at their deadline."""
         while self._waiters and self._fits(self._waiters[0].cost):
             waiter = self._waiters.popleft()
-            self._take(waiter.cost)
-            waiter.granted.set_result(None)
-        expected, now = self.expected_seconds, anyio.current_time()
-        for index, waiter in enumerate(list(self._waiters)):
-            rounds = index // self.max_running + 1
-            if now + (rounds + 1) * expected > waiter.deadline:
+            waiter.granted.set_result(self._start(waiter.cost, waiter.seconds))
+        finishes = self._play_out(list(self._waiters))
+        for waiter, finish in zip(list(self._waiters), finishes, strict=True):
+            if finish is None:
                 self._waiters.remove(waiter)
                 waiter.granted.set_exception(self._overloaded())
 
+    def _play_out(
+        self, waiters: list[_Waiter], slowdown: float | None = None
+    ) -> list[float | None]:
+        """When each waiter should finish, in seconds from now, or None if not by its deadline.
+
+        The queue is played out in arrival order over the slots, each slot free when its running
+        transform's plan says so; a waiter that would finish too late takes no slot time.
+        """
+        pace = self._slowdown() if slowdown is None else slowdown
+        now, clock = time.monotonic(), anyio.current_time()
+        free_at = [max(job.seconds * pace - (now - job.started), 0.0) for job in self._running_jobs]
+        free_at += [0.0] * (self.max_running - len(free_at))
+        heapq.heapify(free_at)
+        finishes: list[float | None] = []
+        for waiter in waiters:
+            finish = free_at[0] + waiter.seconds * pace
+            if clock + finish > waiter.deadline:
+                finishes.append(None)
+            else:
+                heapq.heapreplace(free_at, finish)
+                finishes.append(finish)
+        return finishes
+
     def _overloaded(self) -> ImageError:
-        """503, uncacheable, with a retry hint from the queue and recent transform times."""
-        rounds = len(self._waiters) / self.max_running + 1
-        retry_after = min(max(math.ceil(self.expected_seconds * rounds), 1), 60)
+        """503, uncacheable, with a retry hint: when the queue ahead should have drained."""
+        finishes = self._play_out(list(self._waiters))
+        drained = max((finish for finish in finishes if finish is not None), default=0.0)
+        retry_after = min(max(math.ceil(drained), 1), 60)
         headers = {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
         return ImageError(503, errors.OVERLOADED, category="overload", headers=headers)

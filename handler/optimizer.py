@@ -325,7 +325,7 @@ class Optimizer:
         """Wait for a slot and the memory the plan needs, then transform."""
         if not isinstance(plan, Plan):
             return plan
-        async with self.admission.slot(plan.memory, deadline=deadline):
+        async with self.admission.slot(plan.memory, seconds=plan.seconds, deadline=deadline):
             # The loop's clock is time.monotonic(), which the pipeline's deadline uses too.
             return await self._transform_threads.run(lambda: self._run_and_trim(plan, deadline))
 

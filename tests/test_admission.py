@@ -232,3 +232,69 @@ async def test_waiters_that_can_no_longer_start_in_time_are_told_when_the_queue_
         assert refused and refused[0] - started < 1.7  # told at once, not ~2.5 s in
         second.set()
     assert trace.started == ["first", "next"]
+
+
+async def _timed_job(admission: Admission, seconds: float, *, deadline: float) -> None:
+    """A transform planned at ``seconds`` that takes that long."""
+    async with admission.slot(1, seconds=seconds, deadline=deadline):
+        await anyio.sleep(seconds)
+
+
+async def test_a_request_behind_long_transforms_is_refused_at_once_from_their_plans() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        for _ in range(2):  # two 3840 px AVIFs of 5K photos, say: 5 s each by their plans
+            tg.start_soon(lambda: _timed_job(admission, 5.0, deadline=far()))
+        await anyio.sleep(0.01)
+        started = anyio.current_time()
+        # By the average (1 s so far) it could start by 3 s; by the plans ahead, at ~11 s.
+        with pytest.raises(ImageError) as refused:
+            async with admission.slot(1, seconds=0.2, deadline=started + 8):
+                pass
+        assert anyio.current_time() - started < 0.05
+        assert refused.value.status == 503
+        assert int(refused.value.headers["Retry-After"]) >= 10  # when the queue should drain
+        tg.cancel_scope.cancel()
+
+
+async def test_a_request_behind_short_transforms_waits_its_turn_and_runs() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=20)
+    started = anyio.current_time()
+    ran: list[float] = []
+
+    async def small() -> None:
+        async with admission.slot(1, seconds=0.05, deadline=started + 2):
+            ran.append(anyio.current_time() - started)
+            await anyio.sleep(0.05)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _timed_job(admission, 0.05, deadline=far()))
+        await anyio.sleep(0.01)
+        for _ in range(10):  # 11 x 50 ms ahead: by a 1 s average it could never make 2 s
+            tg.start_soon(small)
+        await anyio.sleep(0.01)
+        await small()
+    assert len(ran) == 11
+    assert max(ran) < 1.5
+
+
+async def test_the_pace_scales_plans_to_how_long_transforms_really_take() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    for _ in range(12):  # planned at 20 ms, each takes 60 ms: this machine is 3x slower
+        async with admission.slot(1, seconds=0.02, deadline=far()):
+            await anyio.sleep(0.06)
+    assert 2.2 < admission.pace < 4
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        started = anyio.current_time()
+        # Planned 0.5 s each: 1 s at the plans' pace, ~3 s at this machine's.
+        with pytest.raises(ImageError):
+            async with admission.slot(1, seconds=0.5, deadline=started + 2.0):
+                pass
+        assert anyio.current_time() - started < 0.05
+        release.set()

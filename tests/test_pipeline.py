@@ -403,3 +403,22 @@ def test_the_plan_sizes_memory_from_the_header(
     )
     assert isinstance(plan, Plan)
     assert at_least_mb << 20 <= plan.memory <= at_most_mb << 20
+
+
+def test_the_plan_times_the_transform_from_the_header() -> None:
+    """Admission control queues by these plans: what costs most must plan the longest."""
+    config = load_images_config(None)
+    source = imagegen.jpeg(4000, 3000)
+
+    def planned(width: int, mime: str) -> float:
+        plan = plan_transform(source, width=width, quality=75, mime_type=mime, config=config)
+        assert isinstance(plan, Plan)
+        return plan.seconds
+
+    small_webp, large_webp = planned(640, "image/webp"), planned(3840, "image/webp")
+    large_avif = planned(3840, "image/avif")
+    assert 0.04 < small_webp < large_webp < large_avif
+    assert large_avif > 10 * small_webp
+    assert large_avif > 3 * large_webp  # AVIF encodes cost ~5x WebP's per output pixel
+    # No upscaling: past the source's width the plan stays the same.
+    assert planned(4000, "image/webp") == planned(8000, "image/webp")
