@@ -1,4 +1,5 @@
-"""``next-image``: serve the optimizer locally, print the resolved config, invoke the handler."""
+"""``next-image``: serve the optimizer locally, print the resolved config, invoke the handler,
+warm a store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from handler.settings import SETTINGS, Setting, Settings
+
+# serve flags about serving HTTP: warm asks its workers for one variant at a time instead.
+SERVE_ONLY = frozenset(
+    {"host", "port", "workers", "docs", "max_transforms", "max_queue", "memory_budget"}
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,6 +65,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--env-file", type=Path, help="KEY=VALUE lines over the function's environment"
     )
 
+    warm = commands.add_parser(
+        "warm", help="store the variants an app will ask for ahead of traffic (serve's settings)"
+    )
+    for setting in SETTINGS:
+        if setting.flag and setting.name not in SERVE_ONLY:
+            _add_flag(warm, setting)
+    warm.add_argument(
+        "--urls", type=Path, help="a file of image URLs, one a line, instead of --public-dir"
+    )
+    warm.add_argument(
+        "--widths",
+        type=_numbers,
+        help="comma-separated widths [the config's device and image sizes]",
+    )
+    warm.add_argument(
+        "--qualities", type=_numbers, help="comma-separated qualities [the config's qualities]"
+    )
+    warm.add_argument("--jobs", type=int, help="worker processes [one per CPU]")
+
     args = parser.parse_args(argv)
     if args.command == "config":
         return _print_config(args.images_config)
@@ -69,11 +94,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run(args.event, env_file=args.env_file, moto=args.moto, seed=args.seed, out_dir=args.out)
         return 0
+    if args.command == "warm":
+        from devtools.warm.command import run as run_warm  # never shipped to Lambda
+
+        return run_warm(args)
     if args.command == "local-cdn":
         from devtools.local_cdn.command import run as run_local_cdn  # never shipped to Lambda
 
         return run_local_cdn(args)
     return _serve(args)
+
+
+def _numbers(text: str) -> list[int]:
+    """``640,750,828``."""
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:

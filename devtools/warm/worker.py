@@ -1,0 +1,79 @@
+"""One warm process: its own optimizer, built as ``serve`` builds it, asked for one variant at a
+time exactly as the route asks it (``validate_params``, then ``Optimizer.serve``), so the stored
+keys, bytes and headers are the ones a request would have produced.
+
+One variant at a time per process: admission control never queues it, so it never refuses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Literal
+
+from devtools.warm.images import Job
+from handler.errors import ImageError
+from handler.optimizer import Optimizer
+from handler.settings import Settings
+from handler.validate import validate_params
+from handler.wiring import build_optimizer
+
+log = logging.getLogger(__name__)
+
+Result = Literal["made", "skipped", "refreshed", "failed"]
+# What a request's cache status means for warming: a HIT was already stored; a STALE variant
+# was stored too, and its expired pointer has just been revalidated (inline).
+_RESULTS: dict[str, Result] = {"MISS": "made", "HIT": "skipped", "STALE": "refreshed"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job: Job
+    result: Result
+    bytes: int = 0  # of the variant, when made
+    error: str = ""
+
+
+_optimizer: Optimizer | None = None
+_runner: asyncio.Runner | None = None
+_broken = ""  # why this process has no optimizer: reported for every variant it is given
+
+
+def start(settings: Settings) -> None:
+    """Set up this worker process (``multiprocessing.Pool``'s initializer)."""
+    global _optimizer, _runner, _broken
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _runner = asyncio.Runner()
+    try:
+        _optimizer = build_optimizer(settings, revalidation="inline")
+    except Exception as exc:  # an initializer that raises would be restarted forever
+        _broken = f"cannot build the optimizer: {exc!r}"
+
+
+def warm(job: Job) -> Outcome:
+    """Ask for one variant (``Pool.imap_unordered``'s function)."""
+    if _optimizer is None or _runner is None:
+        return Outcome(job, "failed", error=_broken or "worker not started")
+    return _runner.run(warm_one(_optimizer, job))
+
+
+async def warm_one(optimizer: Optimizer, job: Job) -> Outcome:
+    """Whether the variant was made, already stored, or could not be stored, and why."""
+    try:
+        params = validate_params(job.query, job.accept, optimizer.config)
+        served = await optimizer.serve(params)
+    except ImageError as exc:
+        return Outcome(job, "failed", error=f"{exc.status} {exc.message}")
+    except Exception as exc:  # the route would answer 500
+        log.exception("unexpected failure for %s", job)
+        return Outcome(job, "failed", error=f"500 {exc!r}")
+    if served.transient:
+        return Outcome(job, "failed", error="the transform timed out; nothing was stored")
+    if served.variant.kind == "fallback":
+        return Outcome(job, "failed", error="libvips cannot transform it: Next serves it as is")
+    if not await optimizer.ensure_stored(served):
+        return Outcome(job, "failed", error="the store did not confirm the write")
+    result = _RESULTS[served.cache]
+    return Outcome(job, result, len(served.variant.body) if result == "made" else 0)
