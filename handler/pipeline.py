@@ -6,9 +6,10 @@ Interface:
         -- the decision and its memory and time estimates, from the header alone
     run_transform(plan, config, *, deadline=None) -> Transformed  -- the pixel work
     transform_image(...) -> Transformed  -- both at once
-    output_type(mime_type: str, upstream: str) -> str  -- §7.2
-    avif_quality(quality: int) -> int  -- §7.3
-Implements Next 16.4.6 ``imageOptimizerTransform`` (contract §6.2, §7): sniff, policy
+    output_type(mime_type: str, upstream: str) -> str  -- the output format
+    avif_quality(quality: int) -> int  -- the AVIF quality for ``q``
+Implements Next 16.4.6 ``imageOptimizerTransform`` and ``optimizeImage``
+(``packages/next/src/server/image-optimizer/transform.ts``): sniff, policy
 (reject / pass-through), choose output type and quality, then pyvips; on a pyvips failure serve
 the original bytes (kind "fallback"), marked transient when a timeout caused it.
 
@@ -54,7 +55,7 @@ from handler.stores.base import VariantKind
 # The libvips version is part of it: another libvips build may encode different bytes.
 PIPELINE_VERSION = "1-vips{}.{}.{}".format(*(pyvips.version(i) for i in range(3)))
 
-# Next 16.3+ (``getSharp``): block every loader, then allow only these (contract §13 item 9).
+# Next 16.3+ (``getSharp`` in transform.ts): block every loader, then allow only these.
 _ALLOWED_LOADERS = (
     "VipsForeignLoadJpeg",
     "VipsForeignLoadPng",
@@ -74,7 +75,7 @@ def _allow_only_next_loaders() -> None:
 
 _allow_only_next_loaders()
 
-_BYPASS = frozenset({SVG, ICO, ICNS, BMP, JXL, HEIC})  # served as they are (§6.2 step 4)
+_BYPASS = frozenset({SVG, ICO, ICNS, BMP, JXL, HEIC})  # served as they are (``BYPASS_TYPES``)
 _MAX_COORD = 10_000_000  # VIPS_MAX_COORD: "no limit" for the other thumbnail axis
 
 
@@ -143,7 +144,7 @@ def transform_image(
 def plan_transform(
     source: bytes, *, width: int, quality: int, mime_type: str, config: ImagesConfig
 ) -> Transformed | Plan:
-    """Next's decision order (§6.2): reject, pass through, or plan an optimisation.
+    """``imageOptimizerTransform``'s decision order: reject, pass through, or plan an optimisation.
 
     Only the header is read. Whatever sharp would refuse before decoding (no encoder, too many
     pixels) is already the original-bytes fallback here.
@@ -195,7 +196,9 @@ def run_transform(
 
 
 def output_type(mime_type: str, upstream: str) -> str:
-    """§7.2: the negotiated type, else the source type with WebP and AVIF downlevelled to JPEG.
+    """The negotiated type, else the source type with WebP and AVIF downlevelled to JPEG.
+
+    This is how ``imageOptimizerTransform`` chooses its ``contentType``.
 
     Unlike Next, a parameterised type (``image/webp;level=1``) is encoded as its base type
     rather than written in the source format under a WebP label.
@@ -206,7 +209,7 @@ def output_type(mime_type: str, upstream: str) -> str:
 
 
 def avif_quality(quality: int) -> int:
-    """§7.3: ``max(Math.round(q * 50 / 80), 1)``; JS rounds .5 up, Python's round() would not."""
+    """``optimizeImage``'s ``max(Math.round(q * (50 / 80)), 1)``: JS rounds .5 up, round() won't."""
     return max((quality * 5 + 4) // 8, 1)
 
 
@@ -323,7 +326,8 @@ def _cancel_after(image: pyvips.Image, deadline: float) -> None:
     image.signal_connect("eval", on_eval)
 
 
-# --- Encoders: sharp 0.35.5's libvips parameters (contract §7.5), all with keep="none" ----------
+# --- Encoders: the libvips parameters of Next's ``optimizeImage`` calls -------------------------
+# (as sharp 0.35.5's src/pipeline.cc passes them), all with keep="none".
 
 _Saver = Callable[[pyvips.Image, int, ImagesConfig], bytes]
 

@@ -1,4 +1,8 @@
-"""Magic-byte content sniffing and animation detection, as Next 16.4.6 does it (contract §6).
+"""Magic-byte content sniffing and animation detection, as Next 16.4.6 does it.
+
+Next's code: ``detectContentType`` in
+``packages/next/src/server/image-optimizer/detect-content-type.ts``, and the bundled
+``is-animated`` that ``imageOptimizerTransform`` (``transform.ts`` beside it) calls.
 
 Interface:
     detect_content_type(buf: bytes) -> str | None   -- ``detectContentType``; never raises
@@ -29,7 +33,8 @@ JP2 = "image/jp2"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# Next's own checks, first match wins (§6.1 rows 1-6 and 8-13, 15, 16; the ftyp rows are separate).
+# ``detectContentType``'s byte checks in its order, first match wins; between these groups come
+# its WebP check and its two ``hasFtypBox`` checks (AVIF, then HEIC).
 _PREFIXES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", JPEG),
     (_PNG_SIGNATURE, PNG),

@@ -1,4 +1,7 @@
-"""``ImageOptimizerCache.validateParams`` (production mode): the §2.2 checks in Next's order.
+"""``ImageOptimizerCache.validateParams`` (production mode): its checks in Next's order.
+
+Next's code: ``packages/next/src/server/image-optimizer.ts``; the url allow-lists are in
+``handler/patterns.py``.
 
 Two deliberate deviations, both where Next answers a bare 500: a malformed percent escape in a
 relative url's path is a 400 (``URL_MALFORMED_ESCAPE``) and so is an unparsable relative url

@@ -1,4 +1,7 @@
-"""Accept negotiation: Next's getSupportedMimeType over @hapi/accept (§7.1)."""
+"""Accept negotiation: Next's getSupportedMimeType over @hapi/accept.
+
+Next's code: ``getSupportedMimeType`` in ``packages/next/src/server/image-optimizer.ts``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ OLD_SAFARI = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
 @pytest.mark.parametrize(
     ("formats", "accept", "expected"),
     [
-        # §7.1 table
+        # hapi's choice among ``formats``, kept only if the header names it verbatim
         (WEBP, None, ""),
         (BOTH, None, ""),
         (WEBP, "*/*", ""),
@@ -37,7 +40,7 @@ OLD_SAFARI = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
         (BOTH, "IMAGE/WEBP", ""),
         (WEBP, "image/webp; level=1", ""),
         (WEBP, OLD_SAFARI, ""),
-        # §10 cases 29-31
+        # what browsers send
         (BOTH, "image/avif,image/webp,image/apng,image/*,*/*;q=0.8", "image/avif"),
         (WEBP, "image/webp,image/apng,image/*,*/*;q=0.8", "image/webp"),
         (WEBP, "image/invalid", ""),

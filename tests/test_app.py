@@ -1,4 +1,8 @@
-"""The /_next/image contract at the HTTP level (contract §10 cases), through the real app."""
+"""Next's /_next/image behaviour at the HTTP level, through the real app.
+
+Next's code: ``imageOptimizer`` and ``sendResponse`` in
+``packages/next/src/server/image-optimizer.ts``; the README lists where we deviate.
+"""
 
 from __future__ import annotations
 

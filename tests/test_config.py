@@ -1,4 +1,9 @@
-"""Loading and normalising the images config from every supported source (§3)."""
+"""Loading and normalising the images config from every supported source.
+
+Next's code: ``imageConfigDefault`` in ``packages/next/src/shared/lib/image-config.ts``,
+``assignDefaults`` in ``packages/next/src/server/config.ts``, ``writeImagesManifest`` in
+``packages/next/src/build/index.ts``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import pytest
 
 from handler.config import ImagesConfig, load_images_config
 
-# The images object of a real 16.4.6 required-server-files.json with no images config (§3.3).
+# The images object of a real 16.4.6 required-server-files.json with no images config.
 DEFAULT_IMAGES_JSON = json.loads("""{
   "deviceSizes":[640,750,828,1080,1200,1920,2048,3840],
   "imageSizes":[32,48,64,96,128,256,384],

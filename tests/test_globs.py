@@ -1,4 +1,8 @@
-"""picomatch semantics: every §4.1 row, the §3.3 manifest regex sources, and a differential table.
+"""picomatch semantics: hostname and pathname globs, manifest regex sources, a differential table.
+
+Next's code: ``matchRemotePattern`` (``packages/next/src/shared/lib/match-remote-pattern.ts``)
+tests ``makeRe(hostname)`` and ``makeRe(pathname ?? '**', {dot: true})``; ``writeImagesManifest``
+(``packages/next/src/build/index.ts``) writes the same regex sources to ``images-manifest.json``.
 
 ``PICOMATCH_CASES`` was produced by running the real picomatch 4.0.4 ``makeRe(glob, {dot}).test``
 over the candidate strings below (hostnames with default options, pathnames with ``dot: true``).
@@ -366,7 +370,7 @@ def test_linear_matcher_matches_picomatch(glob: str, dot: bool, accepted: tuple[
     assert tuple(s for s in candidates if regex.search(s)) == accepted
 
 
-# §4.1 hostname table (default options).
+# Hostname globs (``makeRe`` with default options), as ``matchRemotePattern`` tests them.
 @pytest.mark.parametrize(
     ("glob", "matches", "rejects"),
     [
@@ -388,7 +392,7 @@ def test_hostname_table(glob: str, matches: list[str], rejects: list[str]) -> No
     assert [h for h in rejects if regex.search(h)] == []
 
 
-# §4.1 pathname table ({dot: true}).
+# Pathname globs (``makeRe`` with ``{dot: true}``), as both pattern matchers test them.
 @pytest.mark.parametrize(
     ("glob", "matches", "rejects"),
     [
@@ -408,7 +412,8 @@ def test_pathname_table(glob: str, matches: list[str], rejects: list[str]) -> No
     assert [p for p in rejects if regex.search(p)] == []
 
 
-# Regex sources quoted in §3.3/§4.1; ours must accept exactly the same strings.
+# Regex sources of picomatch's ``makeRe`` (as in a 16.4.6 images-manifest.json); ours must accept
+# exactly the same strings.
 @pytest.mark.parametrize(
     ("glob", "dot", "source"),
     [

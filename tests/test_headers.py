@@ -1,4 +1,10 @@
-"""Next's header rules as pure functions (contract §8)."""
+"""Next's header rules as pure functions.
+
+Next's code: ``setResponseHeaders`` and ``getFileNameWithExtension`` in
+``packages/next/src/server/image-optimizer.ts``, ``getMaxAge`` in
+``packages/next/src/server/image-optimizer/get-max-age.ts``, ``sendEtagResponse`` in
+``packages/next/src/server/send-payload.ts``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""PublicDirSource: Next's static-file headers, and a folder nothing can escape (§5.2)."""
+"""PublicDirSource: the headers Next's static server sends, and a folder nothing can escape.
+
+Next's code: ``packages/next/src/server/lib/router-server.ts`` serves public files with
+``serveStatic`` (``packages/next/src/server/serve-static.ts``, the ``send`` package).
+"""
 
 from __future__ import annotations
 

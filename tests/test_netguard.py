@@ -1,4 +1,7 @@
-"""The private-IP table of Next 16's ``isPrivateIp`` (ipaddr.js ranges, contract §5.1)."""
+"""The private-IP table of Next 16's ``isPrivateIp`` (ipaddr.js ranges).
+
+Next's code: ``packages/next/src/server/is-private-ip.ts``.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +48,8 @@ PRIVATE_RANGE_EDGES = [
     ("2620:4f:8000::", "2620:4f:8000:ffff:ffff:ffff:ffff:ffff"),
 ]
 
-# §5.1 "verified rejections" (as the guard sees them: literal or normalised by the URL parser).
+# Hosts Next 16.4.6 refuses as private (as the guard sees them: literal or normalised by the
+# URL parser).
 VERIFIED_PRIVATE = [
     "127.0.0.1",
     "[::1]",

@@ -1,4 +1,7 @@
-"""OriginSource and SourceChain against a real loopback app: Next's internal fetch (§5.2)."""
+"""OriginSource and SourceChain against a real loopback app: Next's internal fetch.
+
+Next's code: ``fetchInternalImage`` in ``packages/next/src/server/image-optimizer.ts``.
+"""
 
 from __future__ import annotations
 

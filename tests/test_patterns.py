@@ -1,4 +1,8 @@
-"""hasRemoteMatch / hasLocalMatch (§4.1, §4.2) on WHATWG-parsed URLs."""
+"""hasRemoteMatch / hasLocalMatch on WHATWG-parsed URLs.
+
+Next's code: ``packages/next/src/shared/lib/match-remote-pattern.ts`` and
+``packages/next/src/shared/lib/match-local-pattern.ts``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""transform_image: Next 16.4.6 policy (§6.2) and the pyvips pipeline (§7), on decoded output."""
+"""transform_image: Next 16.4.6 policy and the pyvips pipeline, on decoded output.
+
+Next's code: ``imageOptimizerTransform`` and ``optimizeImage`` in
+``packages/next/src/server/image-optimizer/transform.ts``.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +66,8 @@ def test_exif_orientation_applied_before_resize(orientation: int) -> None:
 
 
 def test_orientation_6_portrait_from_landscape_pixels() -> None:
-    # Contract case 70 literally: 400x200 stored pixels, orientation 6 -> 128x256.
+    # sharp's rotate() before resize(), as optimizeImage calls them: 400x200 stored pixels,
+    # orientation 6 -> 128x256.
     stored = pyvips.Image.black(400, 200, bands=3).copy(interpretation="srgb")
     stored.set_type(pyvips.GValue.gint_type, "orientation", 6)
     out = run(bytes(stored.jpegsave_buffer()), w=128)

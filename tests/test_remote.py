@@ -1,4 +1,7 @@
-"""RemoteSource against a real loopback server: Next's external fetch (§5.1, §10 #52-65)."""
+"""RemoteSource against a real loopback server: Next's ``fetchExternalImage``.
+
+Next's code: ``fetchExternalImage`` in ``packages/next/src/server/image-optimizer.ts``.
+"""
 
 from __future__ import annotations
 
@@ -230,7 +233,7 @@ async def test_timeout_covers_headers_and_body(server: Server, path: str) -> Non
     assert time.monotonic() - start < 1.0
 
 
-# --- private-IP guard (§5.1 step A, §10 #64-65) ---------------------------------------------
+# --- private-IP guard (Next's ``isPrivateIp``, packages/next/src/server/is-private-ip.ts) ------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,9 @@
-"""Content sniffing and isAnimated against the contract's §6.1/§6.2 rules."""
+"""Content sniffing and isAnimated against Next's rules.
+
+Next's code: ``detectContentType`` in
+``packages/next/src/server/image-optimizer/detect-content-type.ts``, and ``isAnimated`` as
+``imageOptimizerTransform`` (``transform.ts`` beside it) uses it.
+"""
 
 from __future__ import annotations
 

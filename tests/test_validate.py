@@ -1,4 +1,8 @@
-"""validateParams (§2.2) with the default 16.4.6 config unless a case says otherwise."""
+"""validateParams with the default 16.4.6 config unless a case says otherwise.
+
+Next's code: ``ImageOptimizerCache.validateParams`` in
+``packages/next/src/server/image-optimizer.ts``.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ def error_of(query: str, config: ImagesConfig = DEFAULT, accept: str | None = WE
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        # §10 cases 1-21
+        # each message, in the order validateParams checks
         ("w=640&q=75", errors.URL_REQUIRED),
         ("url=&w=640&q=75", errors.URL_REQUIRED),
         ("url=/test.png&url=/a.png&w=640&q=75", errors.URL_ARRAY),
@@ -59,7 +63,7 @@ def error_of(query: str, config: ImagesConfig = DEFAULT, accept: str | None = WE
         ("url=/test.png&w=640&q=99.9", errors.Q_INVALID),
         ("url=/test.png&w=640&q=80", errors.quality_not_allowed("80")),
         ("url=/test.png&w=640&q=75&q=75", errors.Q_ARRAY),
-        # the rest of §2.2
+        # edge cases, and which check wins when several fail
         ("url=/test.png&w=640&w=640&q=75", errors.W_ARRAY),
         ("url=/test.png&w=&q=75", errors.W_REQUIRED),
         ("url=/test.png&w=640&q=", errors.Q_REQUIRED),
@@ -135,7 +139,8 @@ def test_relative_success_keeps_the_raw_href() -> None:
     ],
 )
 def test_absolute_href_is_whatwg_normalised(url: str, href: str) -> None:
-    # Private-looking hosts pass validation; the SSRF guard is the fetcher's job (§5.1).
+    # Private-looking hosts pass validation; the SSRF guard is the fetcher's job
+    # (``fetchExternalImage``).
     params = validate_params(f"url={quote(url, safe='')}&w=640&q=75", None, ANY_REMOTE)
     assert (params.href, params.is_absolute, params.mime_type) == (href, True, "")
 

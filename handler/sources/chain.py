@@ -10,7 +10,11 @@ from handler.sources.base import Source, SourceNotFound, Upstream
 
 
 class SourceChain:
-    """The first source that has the file wins; a miss everywhere is Next's 404 (§10 #43)."""
+    """The first source that has the file wins; a miss everywhere is Next's 404.
+
+    Next 16.4 answers a missing internal file with its status, 404 (``fetchInternalImage`` in
+    ``packages/next/src/server/image-optimizer.ts``).
+    """
 
     def __init__(self, sources: Sequence[Source]) -> None:
         self._sources = tuple(sources)

@@ -1,8 +1,9 @@
 """What the HTTP sources share: one hop's GET under a hard deadline, and a decoded, capped body.
 
 Next decodes ``Content-Encoding`` itself and counts the DECODED bytes against
-``maximumResponseBody`` (contract §5.1 step E), so httpx's own decoding is bypassed: raw chunks go
-through our decoders with bounded output, and the download stops as soon as the cap is passed.
+``maximumResponseBody`` (``decodeResponseBody`` and ``fetchExternalImage`` in
+``packages/next/src/server/image-optimizer.ts``), so httpx's own decoding is bypassed: raw chunks
+go through our decoders with bounded output, and the download stops as soon as the cap is passed.
 """
 
 from __future__ import annotations

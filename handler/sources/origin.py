@@ -1,4 +1,6 @@
-"""Relative URLs served by the Next.js app's own origin, like Next's ``fetchInternalImage`` (§5.2).
+"""Relative URLs served by the Next.js app's own origin, like Next's ``fetchInternalImage``.
+
+Next's code: ``fetchInternalImage`` in ``packages/next/src/server/image-optimizer.ts``.
 
 Next runs the request through its own router with empty headers and no redirect following; over
 HTTP that is a plain GET with no client header, where a 3xx is an error (Next: 500; here 502, the

@@ -1,4 +1,7 @@
-"""Absolute http(s) URLs, fetched as Next 16.4.6's ``fetchExternalImage`` does (contract §5.1).
+"""Absolute http(s) URLs, fetched as Next 16.4.6's ``fetchExternalImage`` does.
+
+Next's code: ``fetchExternalImage`` in ``packages/next/src/server/image-optimizer.ts``, with
+``isPrivateIp`` from ``packages/next/src/server/is-private-ip.ts``.
 
 Each hop resolves the hostname once, refuses private addresses (unless
 ``dangerouslyAllowLocalIP``) and connects to the checked address itself: the URL's host becomes the
