@@ -6,7 +6,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
-STATIC_CACHE_CONTROL = "public, max-age=315360000, immutable"
+# Next's header for an image whose url is under ``/_next/static/media`` (``isStatic``): ten years.
+NEXT_STATIC_MEDIA_CACHE_CONTROL = "public, max-age=315360000, immutable"
 
 _EXTENSIONS = {
     "image/jpeg": "jpeg",
@@ -45,7 +46,9 @@ def get_max_age(cache_control: str | None) -> int:
 
 
 def cache_control(is_static: bool, max_age: int) -> str:
-    return STATIC_CACHE_CONTROL if is_static else f"public, max-age={max_age}, must-revalidate"
+    if is_static:
+        return NEXT_STATIC_MEDIA_CACHE_CONTROL
+    return f"public, max-age={max_age}, must-revalidate"
 
 
 def extension(content_type: str) -> str:

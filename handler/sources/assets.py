@@ -1,7 +1,8 @@
 """How a relative URL maps to a stored asset, shared by the public-dir and S3 assets sources.
 
 Next's static server answers public files with ``max-age=0`` and its hashed build output under
-``/_next/static`` as immutable; our sources report the same upstream headers.
+``/_next/static`` as immutable for a year (``packages/next/src/server/lib/router-server.ts``, which
+calls ``serveStatic``); our sources report the same upstream headers.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from urllib.parse import unquote_to_bytes
 
 import ada_url
 
-PUBLIC_CACHE_CONTROL = "public, max-age=0"
-STATIC_CACHE_CONTROL = "public, max-age=31536000, immutable"
+PUBLIC_FILE_CACHE_CONTROL = "public, max-age=0"  # a file of ``public/``
+STATIC_FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"  # one under ``/_next/static``
 
 
 def asset_segments(href: str) -> list[str] | None:
@@ -35,4 +36,6 @@ def asset_segments(href: str) -> list[str] | None:
 
 
 def default_cache_control(segments: list[str]) -> str:
-    return STATIC_CACHE_CONTROL if segments[:2] == ["_next", "static"] else PUBLIC_CACHE_CONTROL
+    if segments[:2] == ["_next", "static"]:
+        return STATIC_FILE_CACHE_CONTROL
+    return PUBLIC_FILE_CACHE_CONTROL
