@@ -138,7 +138,7 @@ async def answer(request: Request, stats: Stats, record: RequestRecord) -> Respo
     try:
         params = validate_params(request.url.query, request.headers.get("accept"), config)
         record |= {"url": params.href, "w": params.width, "q": params.quality}
-        served = await optimizer.serve(params, stats)
+        served = await optimizer.serve(params, stats, allow_fast_first_view=True)
     except ImageError as exc:
         record |= {"error": exc.message, "error_category": exc.category}
         return text_response(exc.message, exc.status, exc.headers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import random
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ from mangum import Mangum
 
 from handler.observability import RequestObserver, make_logger, make_metrics
 from handler.optimizer import Optimizer
+from handler.params import ImageParams
+from handler.self_invoke import SelfInvoker, params_to_produce
 from handler.settings import ENV_PREFIX, Settings
 from handler.stores.s3 import reset_s3_client, s3_client
 from handler.wiring import build_app
@@ -31,6 +34,8 @@ LAMBDA_MAX_INLINE_BYTES = 4_400_000
 DRAIN_SECONDS = 8.0
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+log = logging.getLogger(__name__)
 
 
 def lambda_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -46,10 +51,19 @@ def lambda_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def build_handler(settings: Settings) -> LambdaHandler:
-    """Revalidation is inline: background work does not survive a Lambda response."""
+    """Revalidation is inline: background work does not survive a Lambda response. For the same
+    reason a fast first view's AVIF is produced by an asynchronous invocation of this function,
+    which arrives as a produce event rather than an HTTP one."""
     logger = make_logger()
     metrics = make_metrics()
-    app = build_app(settings, revalidation="inline", observer=RequestObserver(logger, metrics))
+    function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+    app = build_app(
+        settings,
+        revalidation="inline",
+        defer_first_view=SelfInvoker(function_name, version) if function_name else None,
+        observer=RequestObserver(logger, metrics),
+    )
     adapter = Mangum(app, lifespan="off")
     optimizer: Optimizer = app.state.optimizer
 
@@ -57,11 +71,25 @@ def build_handler(settings: Settings) -> LambdaHandler:
     @metrics.log_metrics
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
-            return adapter(event, context)
+            params = params_to_produce(event)
+            if params is None:
+                return adapter(event, context)
+            return produce(optimizer, params)
         finally:
             finish_invocation(optimizer, context)
 
     return handle
+
+
+def produce(optimizer: Optimizer, params: ImageParams) -> dict[str, Any]:
+    """A produce event: serve the request in full (no fast first view), so its variant is stored."""
+    loop = asyncio.get_event_loop()
+    try:
+        served = loop.run_until_complete(optimizer.serve(params))
+    except Exception as exc:
+        log.warning("could not produce %s: %r", params.href, exc)
+        return {"produced": False}
+    return {"produced": served.stored, "variant": served.variant_key}
 
 
 def finish_invocation(optimizer: Optimizer, context: Any) -> None:

@@ -14,6 +14,12 @@ are written together.
 Every step is bounded by the request's deadline: store calls (``GuardedStore``), the fetch, the
 wait for a transform slot (``Admission``) and the transform itself. Only deterministic results
 are stored: a transform that timed out is served once, marked ``transient``, and forgotten.
+
+Fast first view (off unless ``first_view_seconds`` is set): an AVIF miss whose plan says it
+takes longer than that is answered with the WebP variant (produced and stored as for a WebP
+request), cached for seconds only, and the AVIF is produced after the response: by a background
+task here, or, where no work survives the response (Lambda), by ``defer_first_view``. Deciding
+from the plan, before any encode, keeps the first visitor from paying for two encodes at once.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal, TypeGuard
 
 import anyio
 
@@ -38,6 +44,7 @@ from handler.keys import b64url, etag_of, pointer_key, variant_key
 from handler.low_priority import LowPriorityThreads
 from handler.params import ImageParams
 from handler.pipeline import Plan, Transformed, plan_transform, run_transform
+from handler.sniff import AVIF, WEBP
 from handler.sources.base import Source, Upstream
 from handler.stores.base import Pointer, Variant
 from handler.stores.guarded import GuardedStore
@@ -49,7 +56,12 @@ IDLE_TRIM_SECONDS = 1.0  # after the last transform, how long idle before memory
 LOCK_POLL_SECONDS = 0.1  # how often a process waiting on another's miss looks for its variant
 PREPARE_THREADS = 4  # hashing sources and reading their headers, ahead of a transform slot
 SOURCE_KEEP_MAX_BYTES = 20_000_000  # larger sources are fetched again rather than stored
+# A fast first view's WebP stands in for the AVIF this long: a CDN asks again soon after, by
+# when the AVIF is stored.
+FIRST_VIEW_MAX_AGE = 10
 Revalidation = Literal["background", "inline"]
+# Produces the AVIF of a fast first view later, outside this request (an asynchronous call).
+Deferral = Callable[[ImageParams], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,8 @@ class Optimizer:
         admission: Admission,
         timeout: float = 30.0,
         revalidation: Revalidation = "background",
+        first_view_seconds: float = 0.0,
+        defer_first_view: Deferral | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -101,17 +115,30 @@ class Optimizer:
         self._remote = remote
         self._timeout = timeout
         self._revalidation = revalidation
+        self._first_view_seconds = first_view_seconds
+        self._defer_first_view = defer_first_view
         self._clock = clock
         self._inflight: dict[str, asyncio.Future[Served]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
-    async def serve(self, params: ImageParams, stats: Stats | None = None) -> Served:
-        """Answer one validated request within the time budget."""
+    async def serve(
+        self,
+        params: ImageParams,
+        stats: Stats | None = None,
+        *,
+        allow_fast_first_view: bool = False,
+    ) -> Served:
+        """Answer one validated request within the time budget.
+
+        ``allow_fast_first_view``: a visitor waits for this answer (not a warm-up or the
+        deferred AVIF itself), so a slow AVIF miss may be answered with WebP for now.
+        """
         stats = stats or Stats()
         deadline = anyio.current_time() + self._timeout
+        first_view = allow_fast_first_view and self._first_view_seconds > 0
         try:
             with anyio.fail_after(self._timeout):
-                return await self._serve(params, stats, deadline)
+                return await self._serve(params, stats, deadline, first_view)
         except TimeoutError:
             raise ImageError(504, errors.TIME_BUDGET_EXCEEDED, category="timeout") from None
 
@@ -132,7 +159,9 @@ class Optimizer:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _serve(self, params: ImageParams, stats: Stats, deadline: float) -> Served:
+    async def _serve(
+        self, params: ImageParams, stats: Stats, deadline: float, first_view: bool
+    ) -> Served:
         started = time.perf_counter()
         pkey = pointer_key(params.href)
         pointer = await self.store.get_pointer(pkey)
@@ -154,7 +183,9 @@ class Optimizer:
         stats.timed("store", started)
         request_key = f"{params.href}\0{params.width}\0{params.quality}\0{params.mime_type}"
         return await self._shared(
-            request_key, lambda: self._generate(params, pointer, stats, deadline), deadline
+            request_key,
+            lambda: self._generate(params, pointer, stats, deadline, first_view),
+            deadline,
         )
 
     async def _shared(
@@ -178,7 +209,12 @@ class Optimizer:
         return await asyncio.shield(future)
 
     async def _generate(
-        self, params: ImageParams, pointer: Pointer | None, stats: Stats, deadline: float
+        self,
+        params: ImageParams,
+        pointer: Pointer | None,
+        stats: Stats,
+        deadline: float,
+        first_view: bool,
     ) -> Served:
         """A miss; ``pointer`` is the URL's, if it has one (its variant was just found missing).
 
@@ -194,14 +230,28 @@ class Optimizer:
                 kept = await self._kept_source(pointer.source_hash, stats)
                 if kept is not None:
                     return await self._store_new(
-                        params, kept, pointer, stats, "MISS", deadline, kept=True
+                        params,
+                        kept,
+                        pointer,
+                        stats,
+                        "MISS",
+                        deadline,
+                        kept=True,
+                        first_view=first_view,
                     )
             upstream = await self._fetch(params, stats)
             source_hash = await self._sha256_hex(upstream.body)
             checked = pointer is not None and pointer.source_hash == source_hash
             fresh = self._pointer(source_hash, upstream)
             return await self._store_new(
-                params, upstream.body, fresh, stats, "MISS", deadline, checked=checked
+                params,
+                upstream.body,
+                fresh,
+                stats,
+                "MISS",
+                deadline,
+                checked=checked,
+                first_view=first_view,
             )
         finally:
             if token:
@@ -264,12 +314,14 @@ class Optimizer:
         *,
         kept: bool = False,
         checked: bool = False,
+        first_view: bool = False,
     ) -> Served:
         """Transform ``body`` (unless the same bytes under another URL already have this
         variant), then store the variant, the pointer and the source.
 
         ``kept``: the body came from the store under this fresh pointer, so neither is written
         again. ``checked``: this variant was just found missing, so it is not looked up again.
+        ``first_view``: a slow AVIF may be answered with WebP for now (the module's docstring).
         """
         vkey = self._variant_key(pointer.source_hash, params)
         pkey = pointer_key(params.href)
@@ -290,6 +342,12 @@ class Optimizer:
         finally:
             if lookup is not None:
                 lookup.cancel()  # still running only if planning failed: no longer needed
+        if first_view and self._slow_avif(plan):
+            webp = await self._store_new(
+                replace(params, mime_type=WEBP), body, pointer, stats, cache, deadline, kept=kept
+            )
+            await self._produce_later(params, plan, vkey)
+            return replace(webp, max_age=min(webp.max_age, FIRST_VIEW_MAX_AGE))
         started = time.perf_counter()
         result = await self._run(plan, deadline)
         stats.timed("transform", started)
@@ -308,6 +366,44 @@ class Optimizer:
         stored, *_ = await asyncio.gather(self.store.put_variant(vkey, variant), *writes)
         stats.timed("store", started)
         return self._served(variant, vkey, pointer, cache, stored=stored)
+
+    def _slow_avif(self, plan: Plan | Transformed) -> TypeGuard[Plan]:
+        """An AVIF whose plan, at this machine's pace, takes longer than a first view may wait."""
+        if not isinstance(plan, Plan) or plan.content_type != AVIF:
+            return False
+        if self._revalidation == "inline" and self._defer_first_view is None:
+            return False  # nothing here could produce the AVIF after the response
+        return plan.seconds * self.admission.pace > self._first_view_seconds
+
+    async def _produce_later(self, params: ImageParams, plan: Plan, vkey: str) -> None:
+        """The AVIF of a fast first view, after the response: a background transform here,
+        or the deferral (an asynchronous invocation on Lambda). Failures are logged: the next
+        request for it tries again."""
+        log.info("fast first view of %s: WebP now, AVIF later", params.href)
+        if self._revalidation == "inline":
+            assert self._defer_first_view is not None
+            try:
+                await self._defer_first_view(params)
+            except Exception:
+                log.exception("could not defer the AVIF of %s", params.href)
+            return
+
+        async def produce() -> None:
+            deadline = anyio.current_time() + self._timeout
+            try:
+                with anyio.fail_after(self._timeout):
+                    result = await self._run(plan, deadline)
+                    if not result.transient:
+                        variant = Variant(
+                            result.body, result.content_type, etag_of(result.body), result.kind
+                        )
+                        await self.store.put_variant(vkey, variant)
+            except (ImageError, TimeoutError) as exc:
+                log.warning("the AVIF of %s was not produced: %r", params.href, exc)
+
+        task = asyncio.ensure_future(produce())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _plan(self, params: ImageParams, source: bytes) -> Plan | Transformed:
         """Read the header: what to do, and the memory it takes (or a result needing no slot)."""

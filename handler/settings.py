@@ -158,6 +158,13 @@ class Settings:
         flag="--memory-budget",
         default_text="half the memory limit",
     )
+    fast_first_view: float = _declare(
+        0.0,
+        "seconds an AVIF miss may take (by its plan) before it is answered with WebP, cached "
+        "10 s, while the AVIF is produced after the response; 0 for off (Next's behaviour)",
+        parse=float,
+        flag="--fast-first-view",
+    )
     store_timeout: float = _declare(
         3.0,
         "seconds per store call before it counts as failed",

@@ -12,7 +12,7 @@ from handler import allocator, machine
 from handler.admission import Admission
 from handler.app import Observer, Oversize, create_app
 from handler.config import ImagesConfig, load_images_config
-from handler.optimizer import Optimizer, Revalidation
+from handler.optimizer import Deferral, Optimizer, Revalidation
 from handler.settings import Settings
 from handler.sources.base import Source
 from handler.sources.chain import SourceChain
@@ -88,6 +88,7 @@ def build_optimizer(
     config: ImagesConfig | None = None,
     store: Store | None = None,
     revalidation: Revalidation = "background",
+    defer_first_view: Deferral | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Optimizer:
     import pyvips
@@ -106,6 +107,8 @@ def build_optimizer(
         admission=build_admission(settings),
         timeout=settings.timeout,
         revalidation=revalidation,
+        first_view_seconds=settings.fast_first_view,
+        defer_first_view=defer_first_view,
         clock=clock,
     )
 
@@ -114,6 +117,7 @@ def build_app(
     settings: Settings,
     *,
     revalidation: Revalidation = "background",
+    defer_first_view: Deferral | None = None,
     observer: Observer | None = None,
     docs: bool = False,
     service: bool = False,
@@ -122,7 +126,9 @@ def build_app(
 
     A ``service`` also counts its requests for ``/metrics`` (then calls ``observer``, if any).
     """
-    optimizer = build_optimizer(settings, revalidation=revalidation)
+    optimizer = build_optimizer(
+        settings, revalidation=revalidation, defer_first_view=defer_first_view
+    )
     limit = settings.max_inline_bytes
     oversize = Oversize(limit, "/" + VARIANTS) if limit is not None else None
     if not service:

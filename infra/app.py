@@ -3,7 +3,8 @@
 Context (``-c key=value`` or ``cdk.json``): ``appOrigin`` (host of the app's origin), ``nextDir``
 (the app's ``.next`` folder) or ``imagesConfig`` (a JSON file with the images config), ``arch``,
 ``pythonVersion``, ``memory``, ``timeout``, ``originReadTimeout``, ``variantExpiryDays``,
-``variantsPrefix``, ``publicDir``, ``assetsPrefix``, ``layersDir``, ``stackName``.
+``variantsPrefix``, ``publicDir``, ``assetsPrefix``, ``fastFirstView`` (seconds), ``layersDir``,
+``stackName``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def props_from_context(app: App) -> NextImageOptimizerProps:
         origin_read_timeout_seconds=int(get("originReadTimeout", 30)),
         variant_expiry_days=int(get("variantExpiryDays", 30)),
         variants_prefix=get("variantsPrefix", ""),
+        fast_first_view_seconds=float(fast) if (fast := get("fastFirstView")) else None,
         layers_dir=Path(layers_dir) if layers_dir else DEFAULT_LAYERS_DIR,
     )
 

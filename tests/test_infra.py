@@ -70,6 +70,7 @@ def full(layers: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "publicDir": str(ROOT / "public"),
         "variantsPrefix": "site/",
         "assetsPrefix": "assets/",
+        "fastFirstView": "0.5",
         "layersDir": str(layers),
         "stackName": "NextImageTest",
     }
@@ -299,6 +300,37 @@ def test_function_runtime_layers_snapstart_alias_and_environment(full: Synth) ->
     assert "Fn::GetAtt" in full.one("AWS::Lambda::Alias")["FunctionVersion"]
 
 
+def test_fast_first_view_lets_the_function_invoke_its_own_versions_once(
+    full: Synth, attached: Synth
+) -> None:
+    function_id, function = next(
+        (k, v["Properties"])
+        for k, v in full.resources("AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+    )
+    assert function["Environment"]["Variables"]["NEXT_IMAGE_FAST_FIRST_VIEW"] == "0.5"
+    arn = {"Fn::GetAtt": [function_id, "Arn"]}
+    invoke = [
+        s
+        for p in full.resources("AWS::IAM::Policy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if s["Action"] == "lambda:InvokeFunction"
+    ]
+    assert invoke == [
+        {
+            "Action": "lambda:InvokeFunction",
+            "Effect": "Allow",
+            "Resource": [arn, {"Fn::Join": ["", [arn, ":*"]]}],
+        }
+    ]
+    async_config = full.one("AWS::Lambda::EventInvokeConfig")
+    assert async_config["MaximumRetryAttempts"] == 0
+    assert async_config["FunctionName"] == {"Ref": function_id}
+    # Off unless asked for: Next's behaviour, no self-invoke grant.
+    assert not attached.resources("AWS::Lambda::EventInvokeConfig")
+    assert "lambda:InvokeFunction" not in json.dumps(attached.resources("AWS::IAM::Policy"))
+
+
 def test_timeouts_are_ordered(both: list[Synth]) -> None:
     for synth in both:
         function = next(
@@ -330,6 +362,7 @@ def test_function_role_reaches_only_its_prefixes(full: Synth) -> None:
         for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }
     assert actions == {
+        "lambda:InvokeFunction",  # itself, for fast first view (its own test)
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "s3:GetObject",

@@ -115,6 +115,10 @@ class NextImageOptimizerProps:
     variants_prefix: str = ""
     """Key prefix in the variants bucket: empty, or ending in ``/`` (CloudFront's origin path)."""
     snap_start: bool = True
+    fast_first_view_seconds: float | None = None
+    """``NEXT_IMAGE_FAST_FIRST_VIEW``: an AVIF miss planned to take longer is answered with WebP
+    for 10 s, and the AVIF is produced by an asynchronous invocation of the function (granted
+    here). None: Next's behaviour, every AVIF miss waits for its AVIF."""
     layers_dir: Path = DEFAULT_LAYERS_DIR
     handler_dir: Path = DEFAULT_HANDLER_DIR
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
@@ -272,7 +276,7 @@ class NextImageOptimizer(Construct):
             acknowledge(handler_role, rule, reason)
         if handler_role.node.scope is not None:
             acknowledge(handler_role.node.scope, "AwsSolutions-L1", reason)
-        arn = self._arn_in_findings(bucket)
+        arn = self._arn_in_findings(bucket, bucket.bucket_arn)
         acknowledge(handler_role, f"AwsSolutions-IAM5[Resource::{arn}/*]", reason)
 
     def _function(self, budget: float) -> lambda_.Function:
@@ -317,6 +321,8 @@ class NextImageOptimizer(Construct):
             environment["NEXT_IMAGE_ASSETS_PREFIX"] = props.assets_prefix
         if props.max_attempts is not None:
             environment["NEXT_IMAGE_MAX_ATTEMPTS"] = str(props.max_attempts)
+        if props.fast_first_view_seconds is not None:
+            environment["NEXT_IMAGE_FAST_FIRST_VIEW"] = f"{props.fast_first_view_seconds:g}"
         function = lambda_.Function(
             self,
             "Function",
@@ -333,6 +339,8 @@ class NextImageOptimizer(Construct):
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if props.snap_start else None,
             description="Next.js /_next/image optimizer (Starlette + pyvips)",
         )
+        if props.fast_first_view_seconds is not None:
+            self._grant_self_invoke(function, role)
         Annotations.of(function).acknowledge_warning(
             "@aws-cdk/aws-lambda:snapStartRequirePublish",
             "Versions are published: the 'live' alias that CloudFront invokes points at one.",
@@ -345,6 +353,29 @@ class NextImageOptimizer(Construct):
                 "(make layer PYTHON_VERSION=...); any 3.12+ runtime works with pyvips-binary.",
             )
         return function
+
+    def _grant_self_invoke(self, function: lambda_.Function, role: iam.Role) -> None:
+        """Fast first view: the function queues the deferred AVIF as an asynchronous invocation
+        of its own running version. A policy of its own (not the role's default policy, which
+        the function depends on) keeps the template free of a dependency cycle."""
+        policy = iam.Policy(
+            self,
+            "InvokeSelf",
+            roles=[role],
+            statements=[
+                iam.PolicyStatement(
+                    actions=["lambda:InvokeFunction"],
+                    resources=[function.function_arn, f"{function.function_arn}:*"],
+                )
+            ],
+        )
+        arn = self._arn_in_findings(function, function.function_arn)
+        acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::{arn}:*]",
+            "The function's own versions and aliases: it invokes the version that is running.",
+        )
+        function.configure_async_invoke(retry_attempts=0)  # the next request defers it again
 
     def _grant_s3(self, role: iam.Role) -> None:
         """Read/write on the three variant-store prefixes, read on the assets prefix; no more."""
@@ -377,7 +408,7 @@ class NextImageOptimizer(Construct):
                 conditions={"StringLike": {"s3:prefix": patterns}},
             )
         )
-        arn = self._arn_in_findings(bucket)
+        arn = self._arn_in_findings(bucket, bucket.bucket_arn)
         for pattern in patterns:
             acknowledge(
                 role,
@@ -386,13 +417,13 @@ class NextImageOptimizer(Construct):
                 "is the prefix boundary, not a wider grant.",
             )
 
-    def _arn_in_findings(self, bucket: s3.IBucket) -> str:
-        """How cdk-nag spells a bucket ARN in a finding: ``<LogicalId.Arn>`` or the literal."""
+    def _arn_in_findings(self, resource: IConstruct, arn: str) -> str:
+        """How cdk-nag spells an ARN in a finding: ``<LogicalId.Arn>`` or the literal."""
         stack = Stack.of(self)
-        child = bucket.node.default_child
+        child = resource.node.default_child
         if isinstance(child, CfnResource):
             return f"<{stack.resolve(stack.get_logical_id(child))}.Arn>"
-        return str(stack.resolve(bucket.bucket_arn))
+        return str(stack.resolve(arn))
 
     def _distribution(self) -> cloudfront.Distribution:
         origin = origins.HttpOrigin(

@@ -1,0 +1,160 @@
+"""Fast first view: a slow AVIF miss is answered with WebP for seconds, the AVIF follows.
+
+On ``serve`` the AVIF is produced by a background task; on Lambda by an asynchronous invocation
+of the function itself, which boto3 sends here to a loopback server standing in for the Lambda
+API (``AWS_ENDPOINT_URL_LAMBDA``), and which is then fed back to the handler as Lambda would.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pyvips
+from support import MakeApp
+
+from devtools.invoke import FakeContext, response_body, response_headers
+from handler.config import load_images_config
+from handler.lambda_handler import build_handler
+from handler.self_invoke import PRODUCE
+from handler.settings import Settings
+
+AVIF_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
+FORMATS = '{"formats": ["image/avif", "image/webp"]}'  # Next negotiates AVIF only if configured
+QUERY = "url=%2Ftest.jpg&w=640&q=75"  # 800x600 source: the AVIF plans ~0.12 s
+
+
+AVIF_FIRST = load_images_config(FORMATS)
+
+
+def decoded(body: bytes) -> tuple[str, int]:
+    image = pyvips.Image.new_from_buffer(body, "")
+    return image.get("vips-loader"), image.width
+
+
+def test_a_slow_avif_miss_is_answered_with_webp_briefly_then_the_avif_is_a_hit(
+    make_app: MakeApp,
+) -> None:
+    app = make_app(AVIF_FIRST, fast_first_view=0.01)
+    first = app.get(QUERY, accept=AVIF_ACCEPT)
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "image/webp"
+    assert first.headers["cache-control"] == "public, max-age=10, must-revalidate"
+    assert first.headers["x-nextjs-cache"] == "MISS"
+    assert first.headers["vary"] == "Accept"
+    assert decoded(first.content) == ("webpload_buffer", 640)
+
+    app.drain()  # the background AVIF
+    then = app.get(QUERY, accept=AVIF_ACCEPT)
+    assert then.headers["content-type"] == "image/avif"
+    assert then.headers["x-nextjs-cache"] == "HIT"
+    assert then.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+    assert decoded(then.content) == ("heifload_buffer", 640)
+    webp = app.get(QUERY, accept="image/webp,*/*")  # the first view stored a real WebP variant
+    assert webp.headers["x-nextjs-cache"] == "HIT"
+    assert webp.content == first.content
+
+
+def test_off_by_default_and_for_avifs_planned_within_the_limit(make_app: MakeApp) -> None:
+    for app in (make_app(AVIF_FIRST), make_app(AVIF_FIRST, fast_first_view=30)):
+        answer = app.get(QUERY, accept=AVIF_ACCEPT)
+        assert answer.headers["content-type"] == "image/avif"
+        assert answer.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+        assert decoded(answer.content) == ("heifload_buffer", 640)
+
+
+def test_webp_requests_are_never_changed(make_app: MakeApp) -> None:
+    answer = make_app(AVIF_FIRST, fast_first_view=0.01).get(QUERY, accept="image/webp,*/*")
+    assert answer.headers["content-type"] == "image/webp"
+    assert answer.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+
+
+class LambdaApi(BaseHTTPRequestHandler):
+    """Lambda's Invoke API on loopback: records each call and accepts it, as for an Event."""
+
+    calls: list[tuple[str, str, dict[str, Any]]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        kind = self.headers.get("x-amz-invocation-type", "")
+        self.calls.append((self.path, kind, json.loads(body)))
+        self.send_response(202)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def lambda_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, Any]]]:
+    calls: list[tuple[str, str, Any]] = []
+    handler = type("Recorder", (LambdaApi,), {"calls": calls})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "next-image")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "7")  # a published version, SnapStart
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    yield calls
+    server.shutdown()
+    server.server_close()
+
+
+def function_url_event(query: str, accept: str) -> dict[str, Any]:
+    return {
+        "version": "2.0",
+        "rawPath": "/_next/image",
+        "rawQueryString": query,
+        "headers": {"accept": accept, "host": "abc.lambda-url.us-east-1.on.aws"},
+        "requestContext": {
+            "http": {"method": "GET", "path": "/_next/image", "sourceIp": "203.0.113.9"}
+        },
+        "isBase64Encoded": False,
+    }
+
+
+def test_on_lambda_the_avif_comes_from_an_asynchronous_invocation_of_the_function(
+    public_dir: Path, tmp_path: Path, lambda_api: list[tuple[str, str, Any]]
+) -> None:
+    settings = Settings(
+        public_dir=str(public_dir),
+        store="filesystem",
+        cache_dir=str(tmp_path / "cache"),
+        fast_first_view=0.01,
+        images_config=FORMATS,
+    )
+    handle = build_handler(settings)
+    first = handle(function_url_event(QUERY, AVIF_ACCEPT), FakeContext())
+    assert first["statusCode"] == 200
+    headers = response_headers(first)
+    assert headers["content-type"] == "image/webp"
+    assert headers["cache-control"] == "public, max-age=10, must-revalidate"
+    assert decoded(response_body(first)) == ("webpload_buffer", 640)
+
+    [(path, kind, payload)] = lambda_api  # sent before the response: nothing runs after it
+    assert path == "/2015-03-31/functions/next-image/invocations?Qualifier=7"
+    assert kind == "Event"
+    assert payload[PRODUCE]["mime_type"] == "image/avif"
+    assert payload[PRODUCE]["width"] == 640
+
+    produced = build_handler(settings)(payload, FakeContext())  # Lambda runs the event
+    assert produced["produced"] is True
+    then = handle(function_url_event(QUERY, AVIF_ACCEPT), FakeContext())
+    assert response_headers(then)["content-type"] == "image/avif"
+    assert response_headers(then)["x-nextjs-cache"] == "HIT"
+    assert decoded(response_body(then)) == ("heifload_buffer", 640)
+    assert len(lambda_api) == 1
+
+
+def test_a_malformed_produce_event_is_refused(public_dir: Path) -> None:
+    handle = build_handler(Settings(public_dir=str(public_dir)))
+    with pytest.raises(ValueError, match=PRODUCE):
+        handle({PRODUCE: {"href": "/test.jpg"}}, FakeContext())
