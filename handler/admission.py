@@ -34,6 +34,9 @@ from handler.errors import ImageError
 _FIRST_GUESS_SECONDS = 1.0  # a transform's planned time when its caller has no plan
 _SMOOTHING = 0.2  # weight of the newest transform in the running averages
 _OVERDUE_AFTER = 1.0  # seconds a transform runs before its overrun says the machine is slower
+# A request is queued only if it would finish this much inside its budget, and refused later only
+# if it can no longer finish at all: estimates err, and a 503 given at once beats a late one.
+_ADMIT_MARGIN = 1.5
 
 
 @dataclass(eq=False)
@@ -156,7 +159,8 @@ class Admission:
             raise self._overloaded()
         waiter = _Waiter(cost, seconds, deadline, asyncio.get_running_loop().create_future())
         slowdown = self._slowdown()
-        if self._play_out([*self._waiters, waiter], slowdown)[-1] is None:
+        finish = self._play_out([*self._waiters, waiter], slowdown)[-1]
+        if finish is None or anyio.current_time() + finish * _ADMIT_MARGIN > deadline:
             raise self._overloaded()  # it would finish too late: say so now
         self._waiters.append(waiter)
         wait = deadline - seconds * slowdown - anyio.current_time()
