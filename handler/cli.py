@@ -12,9 +12,11 @@ from pathlib import Path
 
 from handler.settings import SETTINGS, Setting, Settings
 
-# serve flags about serving HTTP: warm asks its workers for one variant at a time instead.
+# serve flags about serving visitors: warm asks its workers for one variant at a time, and
+# wants the variant itself (never a fast first view's stand-in).
 SERVE_ONLY = frozenset(
     {"host", "port", "workers", "docs", "max_transforms", "max_queue", "memory_budget"}
+    | {"fast_first_view"}
 )
 
 
@@ -72,17 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if setting.flag and setting.name not in SERVE_ONLY:
             _add_flag(warm, setting)
     warm.add_argument(
-        "--urls", type=Path, help="a file of image URLs, one a line, instead of --public-dir"
+        "--urls", type=Path, metavar="FILE", help="image URLs, one a line, instead of the folder"
     )
     warm.add_argument(
-        "--widths",
-        type=_numbers,
-        help="comma-separated widths [the config's device and image sizes]",
+        "--widths", type=_numbers, metavar="W,W", help="[the config's deviceSizes and imageSizes]"
     )
     warm.add_argument(
-        "--qualities", type=_numbers, help="comma-separated qualities [the config's qualities]"
+        "--qualities", type=_numbers, metavar="Q,Q", help="[the config's qualities, else 75]"
     )
-    warm.add_argument("--jobs", type=int, help="worker processes [one per CPU]")
+    warm.add_argument("--jobs", type=int, metavar="N", help="worker processes [one per CPU]")
 
     args = parser.parse_args(argv)
     if args.command == "config":

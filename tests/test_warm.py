@@ -38,7 +38,7 @@ WIDTHS = (64, 256)
 # What Chrome sends for an <img>: it negotiates AVIF, the config's first choice.
 CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 SUMMARY = re.compile(
-    r"warm: (\d+) of (\d+) variants of (\d+) images in [\d.]+ s on (\d+) processes: "
+    r"warm: (\d+) of (\d+) variants of (\d+) images in [\d.]+ s on (\d+) process(?:es)?: "
     r"(\d+) made \(([\d,]+) bytes\), (\d+) skipped \(already stored\), (\d+) refreshed, "
     r"(\d+) failed"
 )

@@ -61,7 +61,7 @@ class Tally:
         done = self.made + self.skipped + self.refreshed + len(self.failures)
         return (
             f"warm: {done} of {self.variants} variants of {self.images} images in {seconds:.1f} s"
-            f" on {self.processes} processes: {self.made} made ({self.bytes:,} bytes),"
+            f" on {_processes(self.processes)}: {self.made} made ({self.bytes:,} bytes),"
             f" {self.skipped} skipped (already stored), {self.refreshed} refreshed,"
             f" {len(self.failures)} failed; {done / max(seconds, 1e-9):.1f} variants/s"
         )
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     processes = max(1, min(args.jobs or machine.cpu_count(), len(todo)))
     print(
         f"warm: {len(todo)} variants of {len(urls)} images into the {settings.store} store,"
-        f" {processes} processes",
+        f" {_processes(processes)}",
         file=sys.stderr,
     )
     tally = Tally(len(todo), len(urls), processes)
@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"warm: {tally.stopped}; run it again to continue", file=sys.stderr)
         return 130 if tally.stopped == "interrupted" else 1
     return 1 if tally.failures else 0
+
+
+def _processes(count: int) -> str:
+    return f"{count} process" + ("es" if count != 1 else "")
 
 
 def _plan(args: argparse.Namespace, settings: Settings) -> tuple[list[str], list[Job]]:
