@@ -27,7 +27,7 @@ from upstream_server import (
 from handler import errors, netguard
 from handler.config import ImagesConfig, load_images_config
 from handler.errors import ImageError
-from handler.sources import http as http_source
+from handler.sources import http_fetch
 from handler.sources.remote import RemoteSource
 from handler.sources.retry import RetryingSource
 
@@ -476,7 +476,7 @@ def tls_server(
     tls: tuple[ssl.SSLContext, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Server]:
     server_ctx, client_ctx = tls
-    monkeypatch.setattr(http_source, "_ssl_context", lambda: client_ctx)
+    monkeypatch.setattr(http_fetch, "_ssl_context", lambda: client_ctx)
     with serve(server_ctx) as state:
         yield state
 

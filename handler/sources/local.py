@@ -16,8 +16,8 @@ import anyio
 from handler import errors
 from handler.config import ImagesConfig
 from handler.errors import ImageError
-from handler.sources.assets import asset_segments, default_cache_control
 from handler.sources.base import SourceNotFound, Upstream
+from handler.sources.static_files import asset_segments, default_cache_control
 
 
 class PublicDirSource:

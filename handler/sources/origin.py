@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 from handler import errors
 from handler.config import ImagesConfig
 from handler.sources.base import SourceNotFound, Upstream
-from handler.sources.http import hop_deadline, open_get, read_upstream
+from handler.sources.http_fetch import hop_deadline, open_get, read_upstream
 
 _HEADERS = {"accept": "*/*", "accept-encoding": "identity", "user-agent": "next-image"}
 
@@ -38,7 +38,7 @@ class OriginSource:
 
     @functools.cached_property
     def _base(self) -> httpx.URL:
-        import httpx  # on the first fetch, not at import (see handler.sources.http)
+        import httpx  # on the first fetch, not at import (see handler.sources.http_fetch)
 
         return httpx.URL(self._base_url)
 

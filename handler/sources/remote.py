@@ -27,7 +27,7 @@ from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.patterns import has_remote_match
 from handler.sources.base import Upstream
-from handler.sources.http import first_header, hop_deadline, open_get, read_upstream
+from handler.sources.http_fetch import first_header, hop_deadline, open_get, read_upstream
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -118,6 +118,6 @@ def _redirect_target(response: httpx.Response, base: str) -> ada_url.URL | None:
 
 
 def _url(*, scheme: str, host: str, port: int, raw_path: bytes) -> httpx.URL:
-    import httpx  # on the first fetch, not at import (see handler.sources.http)
+    import httpx  # on the first fetch, not at import (see handler.sources.http_fetch)
 
     return httpx.URL(scheme=scheme, host=host, port=port, raw_path=raw_path)
