@@ -237,6 +237,32 @@ def test_an_s3_assets_prefix_into_the_s3_store(
     assert response_headers(handler(event(static), FakeContext()))["x-nextjs-cache"] == "HIT"
 
 
+def test_a_public_folder_into_redis(
+    site: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (site / "broken.jpg").unlink()
+    prefix = f"{uuid.uuid4().hex[:8]}/"
+    monkeypatch.setenv("NEXT_IMAGE_PREFIX", prefix)
+    flags = ["--public-dir", str(site), "--store", "redis", "--redis-url", redis_url]
+    assert main(["warm", *flags, "--widths", "256"]) == 0
+    assert summary(capsys.readouterr().out)["made"] == 3
+
+    settings = Settings(public_dir=str(site), store="redis", redis_url=redis_url, prefix=prefix)
+    with TestClient(build_app(settings)) as client:
+        response = client.get("/_next/image?url=%2Fa.jpg&w=256&q=75", headers={"accept": CHROME})
+    assert response.headers["x-nextjs-cache"] == "HIT"
+    assert imagegen.decode(response.content).width == 256
+
+
+def test_an_assets_bucket_that_cannot_be_listed_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NEXT_IMAGE_ASSETS_BUCKET", "assets")
+    with s3_at(f"http://127.0.0.1:{free_port()}"):  # nothing listens there
+        assert main(["warm", "--store", "filesystem", "--cache-dir", str(tmp_path)]) == 2
+    assert "cannot list s3://assets/" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -116,7 +116,11 @@ def _plan(args: argparse.Namespace, settings: Settings) -> tuple[list[str], list
     elif settings.public_dir or settings.assets_bucket:
         urls = public_urls(Path(settings.public_dir), config) if settings.public_dir else []
         if settings.assets_bucket:
-            urls += s3_urls(settings.assets_bucket, settings.assets_prefix, config)
+            bucket, prefix = settings.assets_bucket, settings.assets_prefix
+            try:
+                urls += s3_urls(bucket, prefix, config)
+            except Exception as exc:  # botocore's errors: denied, no such bucket, unreachable
+                raise UsageError(f"cannot list s3://{bucket}/{prefix}: {exc!r}") from exc
         urls = list(dict.fromkeys(urls))  # the public folder wins, as in the sources' chain
     else:
         raise UsageError("nothing to warm: give --public-dir, --urls or NEXT_IMAGE_ASSETS_BUCKET")
