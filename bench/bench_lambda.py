@@ -177,7 +177,7 @@ def main() -> int:
     os.environ.update(ENV, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
     try:
         from handler.lambda_handler import build_handler, lambda_settings
-        from handler.stores.s3 import s3_client
+        from handler.s3_client import s3_client
 
         client = s3_client()
         for bucket in (ENV["NEXT_IMAGE_BUCKET"], ENV["NEXT_IMAGE_ASSETS_BUCKET"]):

@@ -211,7 +211,7 @@ def ours(events_path: Path, out: Path) -> int:
 
     from bench.bench_lambda import Recorder, summary
     from devtools.invoke import FakeContext, response_body, response_headers
-    from handler.stores.s3 import s3_client
+    from handler.s3_client import s3_client
 
     events = json.loads(events_path.read_text())
     recorder = Recorder()

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from handler.s3_client import reset_s3_client, s3_client
 from handler.settings import Settings
 from handler.sniff import detect_content_type
-from handler.stores.s3 import reset_s3_client, s3_client
 
 
 @dataclass

@@ -21,9 +21,9 @@ from mangum import Mangum
 from handler.observability import RequestObserver, make_logger, make_metrics
 from handler.optimizer import Optimizer
 from handler.params import ImageParams
+from handler.s3_client import reset_s3_client, s3_client
 from handler.self_invoke import SelfInvoker, params_to_produce
 from handler.settings import ENV_PREFIX, Settings
-from handler.stores.s3 import reset_s3_client, s3_client
 from handler.wiring import build_app
 
 # Lambda's buffered response is 6 MB including base64 (x4/3) and headers: ~4.4 MB of image.

@@ -27,8 +27,8 @@ from moto.server import ThreadedMotoServer
 from devtools.invoke import FakeContext, response_body, response_headers
 from handler.app import OVERSIZE_UNSTORED
 from handler.lambda_handler import LambdaHandler, build_handler, lambda_settings
+from handler.s3_client import reset_s3_client, s3_client
 from handler.stores.records import decode_pointer, encode_pointer
-from handler.stores.s3 import reset_s3_client, s3_client
 
 PREFIX = "site/"
 ASSETS_PREFIX = "_assets/"

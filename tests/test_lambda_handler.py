@@ -228,7 +228,7 @@ def test_snapstart_hooks(tmp_path: Path) -> None:
     )
     script = (
         "import sys, snapshot_restore_py as s, handler.lambda_handler\n"
-        "from handler.stores import s3\n"
+        "from handler import s3_client as s3\n"
         "assert 'boto3' not in sys.modules and s3._client is None\n"
         "s.hooks['before'](); assert 'boto3' in sys.modules and s3._client is not None\n"
         "import random; random.seed(7); a = random.random(); random.seed(7)\n"

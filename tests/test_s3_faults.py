@@ -19,7 +19,7 @@ from moto.server import ThreadedMotoServer
 from test_lambda_e2e import event, free_port, lambda_instance, objects, s3_at
 
 from devtools.invoke import FakeContext, response_body, response_headers
-from handler.stores.s3 import reset_s3_client, s3_client
+from handler.s3_client import reset_s3_client, s3_client
 
 BUDGET = 10.0
 STORE_TIMEOUT = 0.5

@@ -28,8 +28,8 @@ from test_lambda_e2e import event, free_port, lambda_instance, s3_at
 from devtools.invoke import FakeContext, response_body, response_headers
 from devtools.warm.images import Job
 from handler.cli import main
+from handler.s3_client import s3_client
 from handler.settings import Settings
-from handler.stores.s3 import s3_client
 from handler.wiring import build_app
 from layers.build_layer import requirement_name, runtime_requirements
 

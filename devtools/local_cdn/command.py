@@ -34,7 +34,7 @@ from devtools.local_cdn.template import (
     S3Origin,
     read_template,
 )
-from handler.stores.s3 import reset_s3_client, s3_client
+from handler.s3_client import reset_s3_client, s3_client
 
 log = logging.getLogger("local_cdn")
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from devtools.local_cdn.http import Response, get
 from devtools.local_cdn.origins import OriginFailure, OriginRequest
 from devtools.local_cdn.template import Bucket, S3Origin
-from handler.stores.s3 import error_code
+from handler.s3_client import error_code
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from handler.config import ImagesConfig
 from handler.patterns import has_local_match
-from handler.stores.s3 import s3_client
+from handler.s3_client import s3_client
 
 # Files whose bytes the pipeline optimizes or passes through, by name. JP2 is left out (its
 # loader is blocked: Next only ever serves the original), and SVG is kept only under

@@ -18,9 +18,9 @@ import anyio
 from handler import errors
 from handler.config import ImagesConfig
 from handler.errors import ImageError
+from handler.s3_client import error_code, s3_client
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.static_files import asset_segments, default_cache_control
-from handler.stores.s3 import error_code, s3_client
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ lost from the bucket is written back on the next miss instead of being believed 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from handler.s3_client import error_code, s3_client
 from handler.stores.base import Pointer, Variant
 from handler.stores.records import decode_pointer, encode_pointer
 
@@ -33,51 +33,6 @@ SOURCES = "_next/image-sources/"
 VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _WRITE_LOST = {"PreconditionFailed", "ConditionalRequestConflict"}  # someone else wrote it first
 _MISSING = {"NoSuchKey", "404", "NotFound"}
-
-S3_CONNECT_TIMEOUT = 1.0  # seconds; in-region S3 connects in milliseconds
-S3_READ_TIMEOUT = 2.0  # seconds between bytes; S3's first byte is ~0.1 s at p99
-
-_client: Any = None
-_client_lock = threading.Lock()
-
-
-def s3_client() -> Any:
-    """The process's one S3 client, created on first use (shared by the store and assets source).
-
-    boto3 reads ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` itself; with such an endpoint we
-    use path-style addressing, which every S3-compatible server (MinIO, moto) understands.
-    Timeouts are short and retries few: an unreachable or hung bucket must cost a transform, not
-    the budget (botocore's defaults, 60 s reads and retries, outlive a Lambda invocation). The
-    optimizer bounds each call by the request's deadline as well (``GuardedStore``).
-    """
-    global _client
-    with _client_lock:
-        if _client is None:
-            import boto3
-            from botocore.config import Config
-
-            custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            config = Config(
-                connect_timeout=S3_CONNECT_TIMEOUT,
-                read_timeout=S3_READ_TIMEOUT,
-                retries={"mode": "standard", "total_max_attempts": 2},
-                s3={"addressing_style": "path" if custom else "auto"},
-            )
-            _client = boto3.session.Session().client("s3", config=config)
-        return _client
-
-
-def reset_s3_client() -> None:
-    """Drop the client, e.g. after a SnapStart restore: new credentials, no stale connections."""
-    global _client
-    with _client_lock:
-        _client = None
-
-
-def error_code(exc: Exception) -> str:
-    """The S3 error code of a botocore ``ClientError`` (``""`` for anything else)."""
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 class PointerCache:
