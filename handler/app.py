@@ -30,6 +30,7 @@ from handler.health import add_health_routes
 from handler.openapi import image_route_docs
 from handler.optimizer import Optimizer, Served, Stats
 from handler.params import ImageParams
+from handler.types import RequestRecord
 from handler.validate import validate_params
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ ROUTE_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]  # Next does not check the me
 
 OVERSIZE_UNSTORED = "The optimized image is too large to send and could not be stored"
 
-RequestRecord = dict[str, Any]
 Observer = Callable[[Request, RequestRecord], None]
 
 

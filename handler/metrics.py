@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
     from starlette.requests import Request
 
-    from handler.app import Observer, RequestRecord
+    from handler.app import Observer
     from handler.optimizer import Optimizer
+    from handler.types import RequestRecord
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How often each worker writes its gauges for the others' scrapes (multiprocess mode only).

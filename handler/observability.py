@@ -14,8 +14,8 @@ from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.metrics import Metrics
 from starlette.requests import Request
 
-from handler.app import RequestRecord
 from handler.metrics import measure
+from handler.types import RequestRecord
 
 SERVICE = "next-image"
 NAMESPACE = "NextImage"

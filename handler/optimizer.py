@@ -48,10 +48,10 @@ from handler.sniff import AVIF, WEBP
 from handler.sources.base import Source, Upstream
 from handler.stores.base import Pointer, Variant
 from handler.stores.guarded import GuardedStore
+from handler.types import CacheStatus
 
 log = logging.getLogger(__name__)
 
-CacheStatus = Literal["HIT", "MISS", "STALE"]
 IDLE_TRIM_SECONDS = 1.0  # after the last transform, how long idle before memory is trimmed
 LOCK_POLL_SECONDS = 0.1  # how often a process waiting on another's miss looks for its variant
 PREPARE_THREADS = 4  # hashing sources and reading their headers, ahead of a transform slot

@@ -50,7 +50,7 @@ from handler.sniff import (
     detect_content_type,
     is_animated,
 )
-from handler.stores.base import VariantKind
+from handler.types import VariantKind
 
 # The libvips version is part of it: another libvips build may encode different bytes.
 PIPELINE_VERSION = "1-vips{}.{}.{}".format(*(pyvips.version(i) for i in range(3)))

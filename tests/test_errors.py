@@ -21,7 +21,7 @@ from support import Route, Upstream
 from test_metrics import parse
 
 from handler import errors
-from handler.app import OVERSIZE_UNSTORED, Oversize, RequestRecord, create_app
+from handler.app import OVERSIZE_UNSTORED, Oversize, create_app
 from handler.config import ImagesConfig
 from handler.errors import Category
 from handler.metrics import ERRORS, PrometheusMetrics
@@ -29,6 +29,7 @@ from handler.optimizer import Optimizer
 from handler.settings import Settings
 from handler.stores.base import Variant
 from handler.stores.memory import MemoryStore
+from handler.types import RequestRecord
 from handler.wiring import build_optimizer
 
 LOCAL = ImagesConfig(dangerously_allow_local_ip=True, domains=("127.0.0.1",))
@@ -179,7 +180,7 @@ async def test_an_oversize_variant_not_stored_is_store(public_dir: Path) -> None
 async def test_a_bug_of_ours_is_internal(public_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with service(public_dir) as app:
 
-        async def broken(*args: object) -> None:
+        async def broken(*args: object, **kwargs: object) -> None:
             raise RuntimeError("a bug")
 
         monkeypatch.setattr(app.optimizer, "serve", broken)

@@ -13,9 +13,9 @@ width of an image already seen is transformed without fetching it again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-VariantKind = Literal["optimized", "original", "fallback"]
+from handler.types import VariantKind
 
 
 @dataclass(frozen=True)
