@@ -170,10 +170,12 @@ class Optimizer:
             variant = await self.store.get_variant(vkey)
             if variant is not None:
                 stats.timed("store", started)
+                # HIT: a fresh pointer and its variant; the source is not asked.
                 if self._clock() <= pointer.expire_at:
                     return self._served(variant, vkey, pointer, "HIT")
+                # STALE: the stored variant now, revalidated against the source.
                 if self._revalidation == "inline":
-                    return await self._shared(
+                    return await self._single_flight(
                         f"reval:{pkey}:{vkey}",
                         lambda: self._revalidate(params, pointer, variant, stats, deadline),
                         deadline,
@@ -181,17 +183,18 @@ class Optimizer:
                 self._revalidate_in_background(params, pointer, variant)
                 return self._served(variant, vkey, pointer, "STALE")
         stats.timed("store", started)
+        # MISS: fetch (or reuse the kept source), transform, store; once for concurrent twins.
         request_key = f"{params.href}\0{params.width}\0{params.quality}\0{params.mime_type}"
-        return await self._shared(
+        return await self._single_flight(
             request_key,
             lambda: self._generate(params, pointer, stats, deadline, first_view),
             deadline,
         )
 
-    async def _shared(
+    async def _single_flight(
         self, key: str, work: Callable[[], Awaitable[Served]], deadline: float
     ) -> Served:
-        """Single-flight: concurrent callers with one key share one run of ``work``.
+        """Concurrent callers with one key share one run of ``work``.
 
         The run is a task of its own, so it carries the first caller's deadline itself: no work
         outlives the budget of the request that started it.
@@ -229,7 +232,7 @@ class Optimizer:
             if pointer is not None and self._clock() <= pointer.expire_at:
                 kept = await self._kept_source(pointer.source_hash, stats)
                 if kept is not None:
-                    return await self._store_new(
+                    return await self._transform_and_store(
                         params,
                         kept,
                         pointer,
@@ -243,7 +246,7 @@ class Optimizer:
             source_hash = await self._sha256_hex(upstream.body)
             checked = pointer is not None and pointer.source_hash == source_hash
             fresh = self._pointer(source_hash, upstream)
-            return await self._store_new(
+            return await self._transform_and_store(
                 params,
                 upstream.body,
                 fresh,
@@ -303,7 +306,7 @@ class Optimizer:
         stats.source_bytes = len(body)
         return body
 
-    async def _store_new(
+    async def _transform_and_store(
         self,
         params: ImageParams,
         body: bytes,
@@ -343,7 +346,7 @@ class Optimizer:
             if lookup is not None:
                 lookup.cancel()  # still running only if planning failed: no longer needed
         if first_view and self._slow_avif(plan):
-            webp = await self._store_new(
+            webp = await self._transform_and_store(
                 replace(params, mime_type=WEBP), body, pointer, stats, cache, deadline, kept=kept
             )
             await self._produce_later(params, plan, vkey)
@@ -471,7 +474,7 @@ class Optimizer:
             source_hash = await self._sha256_hex(upstream.body)
             if source_hash != previous.source_hash:
                 changed = self._pointer(source_hash, upstream)
-                return await self._store_new(
+                return await self._transform_and_store(
                     params, upstream.body, changed, stats, "STALE", deadline
                 )
         refreshed = self._pointer(previous.source_hash, upstream, previous)
@@ -490,7 +493,7 @@ class Optimizer:
             deadline = anyio.current_time() + self._timeout
             try:
                 with anyio.fail_after(self._timeout):
-                    await self._shared(
+                    await self._single_flight(
                         key,
                         lambda: self._revalidate(params, pointer, variant, Stats(), deadline),
                         deadline,

@@ -6,6 +6,7 @@ Interface:
         -- the decision and its memory and time estimates, from the header alone
     run_transform(plan, config, *, deadline=None) -> Transformed  -- the pixel work
     transform_image(...) -> Transformed  -- both at once
+    setup_libvips() -> None  -- process-wide libvips settings, once, by the composition root
     output_type(mime_type: str, upstream: str) -> str  -- the output format
     avif_quality(quality: int) -> int  -- the AVIF quality for ``q``
 Implements Next 16.4.6 ``imageOptimizerTransform`` and ``optimizeImage``
@@ -17,9 +18,8 @@ The pyvips work is one ``thumbnail_buffer`` (shrink-on-load, ICC import/export t
 bit, premultiplied resize) and one save with sharp 0.35.5's encoder parameters. EXIF rotation is
 done by us rather than by ``thumbnail`` so that the in-memory copy it needs stays cancellable.
 
-The process should run with ``pyvips.cache_set_max(0)``: libvips' operation cache would otherwise
-keep copies of recent source buffers alive (about 17 cached operations per transform). That is
-the entry point's decision, not this module's.
+Importing this module changes nothing in libvips: ``setup_libvips`` (the loader allow-list, no
+operation cache) is called once by the composition root, ``handler.wiring``.
 """
 
 from __future__ import annotations
@@ -67,13 +67,18 @@ _ALLOWED_LOADERS = (
 )
 
 
-def _allow_only_next_loaders() -> None:
+def setup_libvips() -> None:
+    """The process-wide libvips settings, applied once by the composition root (``wiring``).
+
+    Only Next's loaders may run (a crafted file cannot reach libvips' other parsers), and the
+    operation cache is off: every source is new, and the cache would keep copies of recent
+    source buffers alive (about 17 cached operations per transform).
+    """
+    pyvips.cache_set_max(0)
     pyvips.operation_block_set("VipsForeignLoad", True)
     for loader in _ALLOWED_LOADERS:
         pyvips.operation_block_set(loader, False)
 
-
-_allow_only_next_loaders()
 
 _BYPASS = frozenset({SVG, ICO, ICNS, BMP, JXL, HEIC})  # served as they are (``BYPASS_TYPES``)
 _MAX_COORD = 10_000_000  # VIPS_MAX_COORD: "no limit" for the other thumbnail axis

@@ -91,9 +91,9 @@ def build_optimizer(
     defer_first_view: Deferral | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Optimizer:
-    import pyvips
+    from handler.pipeline import setup_libvips
 
-    pyvips.cache_set_max(0)  # each source is new: the cache would only pin old images in memory
+    setup_libvips()
     allocator.limit_arenas()  # so memory goes back after a burst
     config = config or load_images_config(settings.images_config)
     remote = RemoteSource(

@@ -28,10 +28,12 @@ from handler.pipeline import (
     avif_quality,
     plan_transform,
     run_transform,
+    setup_libvips,
     transform_image,
 )
 
 CONFIG = ImagesConfig()
+setup_libvips()  # as the composition root does for every process that serves
 
 
 def run(

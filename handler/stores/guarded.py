@@ -65,26 +65,30 @@ class GuardedStore:
 
     async def get_pointer(self, key: str) -> Pointer | None:
         cached = self._tier.cached_pointer(key) if self._tier is not None else None
-        return cached or await self._call(self.store.get_pointer, key)
+        return cached or await self._call_or_miss(self.store.get_pointer, key)
 
     async def get_variant(self, key: str) -> Variant | None:
         cached = self._tier.cached_variant(key) if self._tier is not None else None
-        return cached or await self._call(self.store.get_variant, key)
+        return cached or await self._call_or_miss(self.store.get_variant, key)
 
     async def put_pointer(self, key: str, pointer: Pointer) -> bool:
         """True once the store confirmed the write."""
-        return await self._call(_confirmed(self.store.put_pointer), key, pointer) is not None
+        return (
+            await self._call_or_miss(_confirmed(self.store.put_pointer), key, pointer) is not None
+        )
 
     async def put_variant(self, key: str, variant: Variant) -> bool:
         """True once the store confirmed the write."""
-        return await self._call(_confirmed(self.store.put_variant), key, variant) is not None
+        return (
+            await self._call_or_miss(_confirmed(self.store.put_variant), key, variant) is not None
+        )
 
     async def get_source(self, key: str) -> bytes | None:
-        return await self._call(self.store.get_source, key)
+        return await self._call_or_miss(self.store.get_source, key)
 
     async def put_source(self, key: str, body: bytes) -> bool:
         """True once the store confirmed the write."""
-        return await self._call(_confirmed(self.store.put_source), key, body) is not None
+        return await self._call_or_miss(_confirmed(self.store.put_source), key, body) is not None
 
     async def lead(self, key: str, ttl_ms: int) -> str | None:
         """Try to lead a miss shared by processes or hosts (a ``Locking`` store's lock).
@@ -100,16 +104,16 @@ class GuardedStore:
         def try_lock() -> str:  # named: failures are logged and counted by operation name
             return store.try_lock(key, ttl_ms) or ""
 
-        return await self._call(try_lock)
+        return await self._call_or_miss(try_lock)
 
     async def release(self, key: str, token: str) -> None:
         store = self.store
         if isinstance(store, Locking):
-            await self._call(_confirmed(store.unlock), key, token)
+            await self._call_or_miss(_confirmed(store.unlock), key, token)
 
     async def ready(self) -> bool:
         """Whether the store answers a ping within the call timeout (for ``/readyz``)."""
-        return await self._call(_confirmed(self.store.ping)) is not None
+        return await self._call_or_miss(_confirmed(self.store.ping)) is not None
 
     @property
     def available(self) -> bool:
@@ -121,7 +125,11 @@ class GuardedStore:
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
-    async def _call(self, fn: Callable[P, T | None], *args: P.args, **kwargs: P.kwargs) -> T | None:
+    async def _call_or_miss(
+        self, fn: Callable[P, T | None], *args: P.args, **kwargs: P.kwargs
+    ) -> T | None:
+        """The store call, bounded in time; a failure or a timeout is a miss (None), counted
+        by the breaker."""
         if not self.available:
             return None
         call = functools.partial(self._tracked, functools.partial(fn, *args, **kwargs))
