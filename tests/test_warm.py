@@ -237,6 +237,19 @@ def test_an_s3_assets_prefix_into_the_s3_store(
     assert response_headers(handler(event(static), FakeContext()))["x-nextjs-cache"] == "HIT"
 
 
+def test_a_list_of_urls(site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listed = tmp_path / "urls.txt"
+    listed.write_text("# images of the home page\n/a.jpg\n\nhttps://example.com/b.jpg\n/a.jpg\n")
+    cache = str(tmp_path / "cache")
+    flags = ["--public-dir", str(site), "--store", "filesystem", "--cache-dir", cache]
+    assert main(["warm", *flags, "--urls", str(listed), "--widths", "64"]) == 1
+    out, err = capsys.readouterr()
+    counts = summary(out)
+    assert (counts["images"], counts["made"], counts["failed"]) == (2, 1, 1)
+    refused = 'https://example.com/b.jpg w=64 q=75 image/webp: 400 "url" parameter is not allowed'
+    assert f"warm: failed: {refused}" in err
+
+
 def test_a_public_folder_into_redis(
     site: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
