@@ -17,7 +17,7 @@ from aws_cdk import App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from infra.next_image import NextImageOptimizerProps, NextImageStack
-from infra.next_image.optimizer import DEFAULT_LAYERS_DIR, Arch, PythonVersion
+from infra.next_image.construct import DEFAULT_LAYERS_DIR, Arch, PythonVersion
 
 
 def props_from_context(app: App) -> NextImageOptimizerProps:

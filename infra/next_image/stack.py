@@ -7,7 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from infra.next_image.optimizer import NextImageOptimizer, NextImageOptimizerProps
+from infra.next_image.construct import NextImageOptimizer, NextImageOptimizerProps
 
 
 class NextImageStack(Stack):

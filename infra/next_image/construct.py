@@ -33,7 +33,11 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct, IConstruct
 
-from infra.next_image.config import BundledConfig, load_images_config, render_accept_function
+from infra.next_image.bundled_config import (
+    BundledConfig,
+    load_images_config,
+    render_accept_function,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_LAYERS_DIR = ROOT / "layers" / "dist"
