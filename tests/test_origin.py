@@ -1,6 +1,7 @@
 """OriginSource and SourceChain against a real loopback app: Next's internal fetch.
 
 Next's code: ``fetchInternalImage`` in ``packages/next/src/server/image-optimizer.ts``.
+What every relative source does (misses, escapes, 304s, sizes) is in ``test_sources_contract.py``.
 """
 
 from __future__ import annotations
@@ -80,11 +81,6 @@ async def test_base_url_path_prefix_is_kept(server: Server) -> None:
 async def test_conditional_fetch(server: Server) -> None:
     upstream = await origin(server).fetch("/img", if_none_match=IMAGE_ETAG)
     assert upstream == Upstream(b"", IMAGE_CACHE_CONTROL, IMAGE_ETAG, not_modified=True)
-
-
-async def test_missing_file_lets_a_chain_go_on(server: Server) -> None:
-    with pytest.raises(SourceNotFound):
-        await origin(server).fetch("/does_not_exist.jpg")
 
 
 async def test_chain_misses_everywhere_with_nexts_404(server: Server, tmp_path: Path) -> None:
