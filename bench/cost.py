@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-OPTIMIZER = REPO / "infra" / "next_image" / "optimizer.py"
+CONSTRUCT = REPO / "infra" / "next_image" / "construct.py"
 
 # AWS list prices, us-east-1, first usage tier, as published on the AWS Lambda and Amazon S3
 # pricing pages (2025; unchanged since arm64 Lambda launched in September 2021).
@@ -83,7 +83,7 @@ class Workload:
 def construct_defaults() -> tuple[int, str]:
     """``memory_mib`` and ``architecture`` of ``NextImageOptimizerProps``, read from its source
     (importing the CDK app takes seconds)."""
-    tree = ast.parse(OPTIMIZER.read_text())
+    tree = ast.parse(CONSTRUCT.read_text())
     props = next(
         node
         for node in ast.walk(tree)
