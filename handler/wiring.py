@@ -16,8 +16,8 @@ from handler.optimizer import Deferral, Optimizer, Revalidation
 from handler.settings import Settings
 from handler.sources.base import Source
 from handler.sources.chain import SourceChain
-from handler.sources.local import PublicDirSource
 from handler.sources.origin import OriginSource
+from handler.sources.public_folder import PublicFolderSource
 from handler.sources.remote import RemoteSource
 from handler.sources.retry import RetryingSource
 from handler.stores.base import Store
@@ -59,7 +59,7 @@ def build_relative_source(settings: Settings, config: ImagesConfig) -> Source:
     """Relative URLs: the public folder, then S3 assets, then the app's origin, first hit wins."""
     chain: list[Source] = []
     if settings.public_dir:
-        chain.append(PublicDirSource(Path(settings.public_dir), config))
+        chain.append(PublicFolderSource(Path(settings.public_dir), config))
     if settings.assets_bucket:
         from handler.sources.s3_assets import S3AssetsSource
 

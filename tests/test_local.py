@@ -1,4 +1,4 @@
-"""PublicDirSource: the headers Next's static server sends, and a folder nothing can escape.
+"""PublicFolderSource: the headers Next's static server sends, and a folder nothing can escape.
 
 Next's code: ``packages/next/src/server/lib/router-server.ts`` serves public files with
 ``serveStatic`` (``packages/next/src/server/serve-static.ts``, the ``send`` package).
@@ -18,7 +18,7 @@ from handler import errors
 from handler.config import ImagesConfig, load_images_config
 from handler.errors import ImageError
 from handler.sources.base import SourceNotFound, Upstream
-from handler.sources.local import PublicDirSource
+from handler.sources.public_folder import PublicFolderSource
 
 pytestmark = pytest.mark.anyio
 
@@ -38,8 +38,8 @@ def root(tmp_path: Path) -> Path:
     return public
 
 
-def source(root: Path, limit: int = 50_000_000) -> PublicDirSource:
-    return PublicDirSource(root, ImagesConfig(maximum_response_body=limit))
+def source(root: Path, limit: int = 50_000_000) -> PublicFolderSource:
+    return PublicFolderSource(root, ImagesConfig(maximum_response_body=limit))
 
 
 def weak_etag(path: Path) -> str:

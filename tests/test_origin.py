@@ -19,8 +19,8 @@ from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.chain import SourceChain
-from handler.sources.local import PublicDirSource
 from handler.sources.origin import OriginSource
+from handler.sources.public_folder import PublicFolderSource
 
 pytestmark = pytest.mark.anyio
 
@@ -84,7 +84,7 @@ async def test_conditional_fetch(server: Server) -> None:
 
 
 async def test_chain_misses_everywhere_with_nexts_404(server: Server, tmp_path: Path) -> None:
-    chain = SourceChain([PublicDirSource(tmp_path, CONFIG), origin(server)])
+    chain = SourceChain([PublicFolderSource(tmp_path, CONFIG), origin(server)])
     with pytest.raises(ImageError) as caught:
         await chain.fetch("/does_not_exist.jpg")
     assert (caught.value.status, caught.value.message) == (404, errors.INTERNAL_INVALID)
@@ -92,7 +92,7 @@ async def test_chain_misses_everywhere_with_nexts_404(server: Server, tmp_path: 
 
 async def test_chain_falls_back_in_order(server: Server, tmp_path: Path) -> None:
     (tmp_path / "local.png").write_bytes(b"local bytes")
-    chain = SourceChain([PublicDirSource(tmp_path, CONFIG), origin(server)])
+    chain = SourceChain([PublicFolderSource(tmp_path, CONFIG), origin(server)])
     assert (await chain.fetch("/local.png")).body == b"local bytes"
     assert (await chain.fetch("/img")).body == IMAGE
     with pytest.raises(ImageError):

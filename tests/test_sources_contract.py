@@ -31,10 +31,10 @@ from handler import errors
 from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.settings import Settings
-from handler.sources import local
+from handler.sources import public_folder
 from handler.sources.base import Source, SourceNotFound
-from handler.sources.local import PublicDirSource
 from handler.sources.origin import OriginSource
+from handler.sources.public_folder import PublicFolderSource
 from handler.sources.s3_assets import S3AssetsSource
 
 pytestmark = pytest.mark.anyio
@@ -83,15 +83,15 @@ def _public_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SourceUnderT
         (root / path).write_bytes(body)
 
     opened: list[str] = []
-    opener = local._open_nonblocking
+    opener = public_folder._open_nonblocking
 
     def spy(path: str, flags: int) -> int:
         opened.append(os.fspath(path))
         return opener(path, flags)
 
-    monkeypatch.setattr(local, "_open_nonblocking", spy)
+    monkeypatch.setattr(public_folder, "_open_nonblocking", spy)
     return SourceUnderTest(
-        lambda config: PublicDirSource(root, config),
+        lambda config: PublicFolderSource(root, config),
         put,
         lambda path: str(root.resolve() / path),
         str(root.resolve()) + os.sep,

@@ -20,7 +20,7 @@ from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.static_files import asset_segments, default_cache_control
 
 
-class PublicDirSource:
+class PublicFolderSource:
     def __init__(self, root: Path, config: ImagesConfig) -> None:
         self._root = root.resolve()
         self._limit = config.maximum_response_body
