@@ -341,7 +341,7 @@ class NextImageOptimizer(Construct):
             role=role,
             log_group=log_group,
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if props.snap_start else None,
-            description="Next.js /_next/image optimizer (Starlette + pyvips)",
+            description="Next.js /_next/image optimizer (FastAPI + pyvips)",
         )
         if props.fast_first_view_seconds is not None:
             self._grant_self_invoke(function, role)
