@@ -72,25 +72,18 @@ class Answer:
 # --- events ---------------------------------------------------------------------------------
 
 
-def function_url_event(path: str, width: int, accept: str) -> dict[str, Any]:
-    """A Lambda Function URL (payload 2.0) GET of ``/_next/image``, as CloudFront forwards it."""
+def image_event(path: str, width: int, accept: str) -> dict[str, Any]:
+    """A Function URL GET of ``/_next/image`` for ``path`` at ``width``, q=75."""
+    from devtools.invoke import function_url_event
+
     query = f"url={path.replace('/', '%2F')}&w={width}&q=75"
-    return {
-        "version": "2.0",
-        "rawPath": "/_next/image",
-        "rawQueryString": query,
-        "headers": {"accept": accept, "host": "bench.lambda-url.us-east-1.on.aws"},
-        "requestContext": {
-            "http": {"method": "GET", "path": "/_next/image", "sourceIp": "203.0.113.9"}
-        },
-        "isBase64Encoded": False,
-    }
+    return function_url_event(query, accept, host="bench.lambda-url.us-east-1.on.aws")
 
 
 def make_events(names: list[str], accept: str) -> list[dict[str, Any]]:
     from bench.hits import WIDTHS
 
-    return [function_url_event(f"/photos/{name}", w, accept) for name in names for w in WIDTHS]
+    return [image_event(f"/photos/{name}", w, accept) for name in names for w in WIDTHS]
 
 
 def asked_width(event: dict[str, Any]) -> int:

@@ -98,6 +98,22 @@ def run(
     return response
 
 
+def function_url_event(
+    query: str, accept: str, host: str = "abc.lambda-url.us-east-1.on.aws"
+) -> dict[str, Any]:
+    """A Function URL (payload 2.0) GET of ``/_next/image``, as CloudFront forwards it."""
+    return {
+        "version": "2.0",
+        "rawPath": "/_next/image",
+        "rawQueryString": query,
+        "headers": {"accept": accept, "host": host},
+        "requestContext": {
+            "http": {"method": "GET", "path": "/_next/image", "sourceIp": "203.0.113.9"}
+        },
+        "isBase64Encoded": False,
+    }
+
+
 def response_headers(response: Mapping[str, Any]) -> dict[str, str]:
     """Single- and multi-value headers of any event source's response, one comma-joined value."""
     headers = {k.lower(): str(v) for k, v in (response.get("headers") or {}).items()}

@@ -85,6 +85,22 @@ def make_app(public_dir: Path) -> Iterator[MakeApp]:
         client.__exit__(None, None, None)
 
 
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    """moto's S3 server on loopback, boto3 pointed at it: S3 over real HTTP, as workers and
+    Lambda handlers reach it."""
+    from moto.server import ThreadedMotoServer
+    from support import free_port, s3_at
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    with s3_at(url):
+        yield url
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Callable[..., AbstractContextManager[str]]:
     """Runs real ``redis-server`` processes: ``with redis_server(*flags) as url:``, stopped on exit.

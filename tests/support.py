@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 from upstream_server import Handler
 from upstream_server import Server as Upstream
 
 from handler.optimizer import Optimizer
+from handler.s3_client import reset_s3_client
 from handler.stores.base import Store
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def s3_at(url: str) -> Iterator[None]:
+    """Point boto3 (and a fresh shared client) at ``url``, with test credentials, for a block."""
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        env.setenv("AWS_ENDPOINT_URL", url)  # boto3 picks it up itself
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.setenv(name, "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        reset_s3_client()
+        try:
+            yield
+        finally:
+            reset_s3_client()
 
 
 @dataclass

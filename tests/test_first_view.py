@@ -18,7 +18,7 @@ import pytest
 import pyvips
 from support import MakeApp
 
-from devtools.invoke import FakeContext, response_body, response_headers
+from devtools.invoke import FakeContext, function_url_event, response_body, response_headers
 from handler.config import load_images_config
 from handler.lambda_handler import build_handler
 from handler.self_invoke import PRODUCE
@@ -106,19 +106,6 @@ def lambda_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str,
     yield calls
     server.shutdown()
     server.server_close()
-
-
-def function_url_event(query: str, accept: str) -> dict[str, Any]:
-    return {
-        "version": "2.0",
-        "rawPath": "/_next/image",
-        "rawQueryString": query,
-        "headers": {"accept": accept, "host": "abc.lambda-url.us-east-1.on.aws"},
-        "requestContext": {
-            "http": {"method": "GET", "path": "/_next/image", "sourceIp": "203.0.113.9"}
-        },
-        "isBase64Encoded": False,
-    }
 
 
 def test_on_lambda_the_avif_comes_from_an_asynchronous_invocation_of_the_function(

@@ -9,12 +9,9 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -22,9 +19,9 @@ from urllib.parse import unquote
 import imagegen
 import pytest
 import pyvips
-from moto.server import ThreadedMotoServer
+from support import free_port
 
-from devtools.invoke import FakeContext, response_body, response_headers
+from devtools.invoke import FakeContext, function_url_event, response_body, response_headers
 from handler.app import OVERSIZE_UNSTORED
 from handler.lambda_handler import LambdaHandler, build_handler, lambda_settings
 from handler.s3_client import reset_s3_client, s3_client
@@ -33,39 +30,6 @@ from handler.stores.records import decode_pointer, encode_pointer
 PREFIX = "site/"
 ASSETS_PREFIX = "_assets/"
 WEBP = "image/webp,*/*"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def s3_at(url: str) -> Iterator[None]:
-    """Point boto3 (and a fresh shared client) at ``url``, with test credentials, for a block."""
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        env.setenv("AWS_ENDPOINT_URL", url)  # boto3 picks it up itself
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            env.setenv(name, "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        reset_s3_client()
-        try:
-            yield
-        finally:
-            reset_s3_client()
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    with s3_at(url):
-        yield url
-    server.stop()
 
 
 @pytest.fixture
@@ -83,16 +47,7 @@ def lambda_instance(env: dict[str, str]) -> LambdaHandler:
 
 
 def event(query: str, accept: str = WEBP) -> dict[str, Any]:
-    return {
-        "version": "2.0",
-        "rawPath": "/_next/image",
-        "rawQueryString": query,
-        "headers": {"accept": accept, "host": "abc.lambda-url.us-east-1.on.aws"},
-        "requestContext": {
-            "http": {"method": "GET", "path": "/_next/image", "sourceIp": "203.0.113.9"}
-        },
-        "isBase64Encoded": False,
-    }
+    return function_url_event(query, accept)
 
 
 def upload(env: dict[str, str], path: str, body: bytes) -> None:

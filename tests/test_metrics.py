@@ -20,8 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.testclient import TestClient
+from support import free_port
 from test_lambda_handler import function_url, invoke
-from test_serve import answering, free_port
+from test_serve import answering
 
 from devtools.invoke import response_body
 from handler.metrics import (

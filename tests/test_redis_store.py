@@ -17,8 +17,8 @@ import anyio
 import pytest
 import redis
 from starlette.testclient import TestClient
-from support import App, Clock
-from test_serve import free_port, serving
+from support import App, Clock, free_port
+from test_serve import serving
 
 from handler.app import create_app
 from handler.config import load_images_config

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from support import free_port
 from upstream_server import (
     BIG_TOTAL,
     IMAGE,
@@ -324,13 +325,6 @@ async def test_next_address_is_tried_when_one_refuses(server: Server) -> None:
         f"http://multi.example:{server.port}/img"
     )
     assert upstream.body == IMAGE
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_connection_refused_is_502_transient() -> None:

@@ -16,7 +16,8 @@ import imagegen
 import pytest
 from fault_proxy import FaultProxy, fault_proxy
 from moto.server import ThreadedMotoServer
-from test_lambda_e2e import event, free_port, lambda_instance, objects, s3_at
+from support import free_port, s3_at
+from test_lambda_e2e import event, lambda_instance, objects
 
 from devtools.invoke import FakeContext, response_body, response_headers
 from handler.s3_client import reset_s3_client, s3_client

@@ -15,15 +15,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import imagegen
 import pytest
-from moto.server import ThreadedMotoServer
 from starlette.testclient import TestClient
-from test_lambda_e2e import event, free_port, lambda_instance, s3_at
+from support import free_port, s3_at
+from test_lambda_e2e import event, lambda_instance
 
 from devtools.invoke import FakeContext, response_body, response_headers
 from devtools.warm.images import Job
@@ -185,18 +184,6 @@ def started_and_storing(command: list[str], cache: Path) -> subprocess.Popen[str
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
     return process
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    """moto's S3 server: the worker processes reach it over HTTP, as they would reach S3."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    with s3_at(url):
-        yield url
-    server.stop()
 
 
 def test_an_s3_assets_prefix_into_the_s3_store(

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import imagegen
 import pytest
-from support import Route
-from test_serve import REPO, free_port
+from support import Route, free_port
+from test_serve import REPO
 from upstream_server import serve
 
 STARTUP_SECONDS = 30
