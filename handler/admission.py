@@ -7,6 +7,9 @@ and the memory its plan says it needs before it decodes a pixel; the others wait
 order. A request that finds the queue full, or would not finish within its budget, is answered
 503 with ``Retry-After`` at once, and a client or CDN can try again.
 
+Background work (the AVIF of a fast first view, produced after its response) waits behind every
+visitor's request and never takes the last free slot: it fills idle time only.
+
 Whether a queued request can finish in time is judged from the plan of every transform ahead of
 it, not from an average: a 3840 px AVIF of a 5K photo takes 50x longer than a 640 px WebP, so
 with an average, requests queued behind a run of big AVIFs learn only seconds later that they
@@ -44,6 +47,7 @@ class _Running:
     cost: int
     seconds: float  # planned, on a reference core
     started: float  # time.monotonic() of the grant
+    background: bool
 
 
 @dataclass(eq=False)
@@ -52,6 +56,7 @@ class _Waiter:
     seconds: float  # planned, on a reference core
     deadline: float
     granted: asyncio.Future[_Running]  # the running job, or an ImageError when refused
+    background: bool = False
 
 
 class Admission:
@@ -74,6 +79,7 @@ class Admission:
         self.on_idle = on_idle  # called when the last transform ends and nobody waits
         self._reserved = 0
         self._waiters: deque[_Waiter] = deque()
+        self._background_waiters: deque[_Waiter] = deque()
         self._running_jobs: list[_Running] = []
         # Recent averages of the time transforms took and of the time their plans said
         # (the first transform's own figures until then).
@@ -127,22 +133,33 @@ class Admission:
 
     @asynccontextmanager
     async def slot(
-        self, memory: int, *, deadline: float, seconds: float = _FIRST_GUESS_SECONDS
+        self,
+        memory: int,
+        *,
+        deadline: float,
+        seconds: float = _FIRST_GUESS_SECONDS,
+        background: bool = False,
     ) -> AsyncIterator[None]:
         """Hold a transform slot and ``memory`` bytes until the block ends.
 
         ``seconds`` is the transform's planned time on a reference core. ``deadline`` is the
         request's (``anyio.current_time()`` clock): waiting stops early enough for this
-        transform to finish before it.
+        transform to finish before it. ``background``: nobody waits for this transform; it
+        runs only when no request waits and a slot stays free for the next one.
         """
         cost = min(max(memory, 0), self.memory_budget)
-        job = await self._acquire(cost, max(seconds, 0.001), deadline)
+        seconds = max(seconds, 0.001)
+        if background:
+            job = await self._acquire_in_background(cost, seconds, deadline)
+        else:
+            job = await self._acquire(cost, seconds, deadline)
         try:
             yield
         finally:
             self._learn(time.monotonic() - job.started, job.seconds)
             self._finish(job)
-            if not self._running_jobs and not self._waiters and self.on_idle is not None:
+            idle = not (self._running_jobs or self._waiters or self._background_waiters)
+            if idle and self.on_idle is not None:
                 self.on_idle()
 
     def _learn(self, elapsed: float, planned: float) -> None:
@@ -162,16 +179,25 @@ class Admission:
         finish = self._play_out([*self._waiters, waiter], slowdown)[-1]
         if finish is None or anyio.current_time() + finish * _ADMIT_MARGIN > deadline:
             raise self._overloaded()  # it would finish too late: say so now
-        self._waiters.append(waiter)
-        wait = deadline - seconds * slowdown - anyio.current_time()
+        return await self._wait(waiter, self._waiters, deadline - seconds * slowdown)
+
+    async def _acquire_in_background(self, cost: int, seconds: float, deadline: float) -> _Running:
+        waiter = _Waiter(cost, seconds, deadline, asyncio.get_running_loop().create_future(), True)
+        if self._background_may_start(waiter):
+            return self._start(cost, seconds, background=True)
+        return await self._wait(waiter, self._background_waiters, deadline - seconds)
+
+    async def _wait(self, waiter: _Waiter, queue: deque[_Waiter], give_up_at: float) -> _Running:
+        """Queue ``waiter`` until granted; past ``give_up_at`` it could not finish in time."""
+        queue.append(waiter)
         try:
-            with anyio.fail_after(max(wait, 0.0)):
+            with anyio.fail_after(max(give_up_at - anyio.current_time(), 0.0)):
                 return await asyncio.shield(waiter.granted)
         except BaseException as exc:  # refused, a timeout, or the request's own cancellation
             granted = waiter.granted
             if not granted.done():
                 granted.cancel()
-                self._waiters.remove(waiter)
+                queue.remove(waiter)
                 self._grant()
             elif not granted.cancelled() and granted.exception() is None:
                 self._finish(granted.result())  # granted as we gave up: hand the slot on
@@ -185,8 +211,17 @@ class Admission:
             and self._reserved + cost <= self.memory_budget
         )
 
-    def _start(self, cost: int, seconds: float) -> _Running:
-        job = _Running(cost, seconds, time.monotonic())
+    def _background_may_start(self, waiter: _Waiter) -> bool:
+        """No request waits, and one slot stays free for the next (unless there is only one)."""
+        background = sum(job.background for job in self._running_jobs)
+        return (
+            not self._waiters
+            and background < max(1, self.max_running - 1)
+            and self._fits(waiter.cost)
+        )
+
+    def _start(self, cost: int, seconds: float, *, background: bool = False) -> _Running:
+        job = _Running(cost, seconds, time.monotonic(), background)
         self._running_jobs.append(job)
         self._reserved += cost
         return job
@@ -202,6 +237,9 @@ class Admission:
         while self._waiters and self._fits(self._waiters[0].cost):
             waiter = self._waiters.popleft()
             waiter.granted.set_result(self._start(waiter.cost, waiter.seconds))
+        while self._background_waiters and self._background_may_start(self._background_waiters[0]):
+            waiter = self._background_waiters.popleft()
+            waiter.granted.set_result(self._start(waiter.cost, waiter.seconds, background=True))
         finishes = self._play_out(list(self._waiters))
         for waiter, finish in zip(list(self._waiters), finishes, strict=True):
             if finish is None:

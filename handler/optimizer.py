@@ -120,6 +120,7 @@ class Optimizer:
         self._clock = clock
         self._inflight: dict[str, asyncio.Future[Served]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._producing: set[str] = set()  # variant keys a background task is producing
 
     async def serve(
         self,
@@ -240,6 +241,7 @@ class Optimizer:
                         "MISS",
                         deadline,
                         kept=True,
+                        checked=True,
                         first_view=first_view,
                     )
             upstream = await self._fetch(params, stats)
@@ -329,7 +331,7 @@ class Optimizer:
         vkey = self._variant_key(pointer.source_hash, params)
         pkey = pointer_key(params.href)
         lookup = None
-        if not (kept or checked):  # overlapped with planning: both usually take milliseconds
+        if not checked:  # overlapped with planning: both usually take milliseconds
             lookup = asyncio.ensure_future(self.store.get_variant(vkey))
         try:
             started = time.perf_counter()
@@ -382,6 +384,8 @@ class Optimizer:
         """The AVIF of a fast first view, after the response: a background transform here,
         or the deferral (an asynchronous invocation on Lambda). Failures are logged: the next
         request for it tries again."""
+        if vkey in self._producing:
+            return  # asked again before its AVIF is stored: that one is on its way
         log.info("fast first view of %s: WebP now, AVIF later", params.href)
         if self._revalidation == "inline":
             assert self._defer_first_view is not None
@@ -395,7 +399,7 @@ class Optimizer:
             deadline = anyio.current_time() + self._timeout
             try:
                 with anyio.fail_after(self._timeout):
-                    result = await self._run(plan, deadline)
+                    result = await self._run(plan, deadline, background=True)
                     if not result.transient:
                         variant = Variant(
                             result.body, result.content_type, etag_of(result.body), result.kind
@@ -403,7 +407,10 @@ class Optimizer:
                         await self.store.put_variant(vkey, variant)
             except (ImageError, TimeoutError) as exc:
                 log.warning("the AVIF of %s was not produced: %r", params.href, exc)
+            finally:
+                self._producing.discard(vkey)
 
+        self._producing.add(vkey)
         task = asyncio.ensure_future(produce())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -420,11 +427,19 @@ class Optimizer:
             )
         )
 
-    async def _run(self, plan: Plan | Transformed, deadline: float) -> Transformed:
-        """Wait for a slot and the memory the plan needs, then transform."""
+    async def _run(
+        self, plan: Plan | Transformed, deadline: float, *, background: bool = False
+    ) -> Transformed:
+        """Wait for a slot and the memory the plan needs, then transform.
+
+        ``background``: nobody waits for it; visitors' transforms go first.
+        """
         if not isinstance(plan, Plan):
             return plan
-        async with self.admission.slot(plan.memory, seconds=plan.seconds, deadline=deadline):
+        slot = self.admission.slot(
+            plan.memory, seconds=plan.seconds, deadline=deadline, background=background
+        )
+        async with slot:
             # The loop's clock is time.monotonic(), which the pipeline's deadline uses too.
             return await self._transform_threads.run(lambda: self._run_and_trim(plan, deadline))
 

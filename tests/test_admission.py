@@ -299,3 +299,48 @@ async def test_the_pace_scales_plans_to_how_long_transforms_really_take() -> Non
                 pass
         assert anyio.current_time() - started < 0.05
         release.set()
+
+
+async def test_background_work_waits_behind_requests_and_leaves_a_slot_free() -> None:
+    admission = Admission(max_running=2, memory_budget=10**9, max_queue=10)
+    trace, release = Trace(), anyio.Event()
+
+    async def background(name: str) -> None:
+        async with admission.slot(1, deadline=far(), background=True):
+            trace.started.append(name)
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(background, "bg1")
+        await anyio.sleep(0.01)
+        tg.start_soon(background, "bg2")  # would take the last slot: waits
+        await anyio.sleep(0.01)
+        assert trace.started == ["bg1"]
+        tg.start_soon(lambda: trace.job(admission, "visitor", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        assert trace.started == ["bg1", "visitor"]  # the free slot was the visitor's
+        release.set()
+    assert trace.started[-1] == "bg2"
+
+
+async def test_a_waiting_request_goes_before_earlier_background_work() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    trace, first, rest = Trace(), anyio.Event(), anyio.Event()
+
+    async def background() -> None:
+        async with admission.slot(1, deadline=far(), background=True):
+            trace.started.append("background")
+            await rest.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "first", 1, hold=first, deadline=far()))
+        await anyio.sleep(0.01)
+        tg.start_soon(background)
+        await anyio.sleep(0.01)
+        tg.start_soon(lambda: trace.job(admission, "visitor", 1, hold=rest, deadline=far()))
+        await anyio.sleep(0.01)
+        first.set()
+        await anyio.sleep(0.01)
+        assert trace.started == ["first", "visitor"]
+        rest.set()
+    assert trace.started == ["first", "visitor", "background"]

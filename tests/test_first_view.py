@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import imagegen
 import pytest
 import pyvips
 from support import MakeApp
@@ -145,3 +146,27 @@ def test_a_malformed_produce_event_is_refused(public_dir: Path) -> None:
     handle = build_handler(Settings(public_dir=str(public_dir)))
     with pytest.raises(ValueError, match=PRODUCE):
         handle({PRODUCE: {"href": "/test.jpg"}}, FakeContext())
+
+
+def test_asked_again_before_the_avif_is_stored_the_webp_is_reused_and_one_avif_made(
+    make_app: MakeApp, public_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (public_dir / "big.jpg").write_bytes(imagegen.jpeg(2400, 1600))
+    app = make_app(AVIF_FIRST, fast_first_view=0.01)
+    written: list[str] = []
+    put_variant = app.store.put_variant
+
+    def spy(key: str, variant: Any) -> None:
+        written.append(variant.content_type)
+        put_variant(key, variant)
+
+    monkeypatch.setattr(app.store, "put_variant", spy)
+    query = "url=%2Fbig.jpg&w=2048&q=75"  # its AVIF takes about a second: still running below
+    first = app.get(query, accept=AVIF_ACCEPT)
+    again = app.get(query, accept=AVIF_ACCEPT)
+    assert first.headers["content-type"] == again.headers["content-type"] == "image/webp"
+    assert again.headers["etag"] == first.headers["etag"]
+    assert again.headers["cache-control"] == "public, max-age=10, must-revalidate"
+    app.drain()
+    assert written == ["image/webp", "image/avif"]  # the WebP not encoded again, one AVIF
+    assert app.get(query, accept=AVIF_ACCEPT).headers["content-type"] == "image/avif"
