@@ -16,6 +16,10 @@ with an average, requests queued behind a run of big AVIFs learn only seconds la
 can no longer start in time. Each plan says how long it takes on a reference core
 (``Plan.seconds``); a running pace (measured time / planned time) scales that to this machine
 under its current load; the queue's start times come from playing the queue out over the slots.
+The pace is kept per transform running alone: a transform uses more than one core when it can,
+so once the queue fills every slot, each runs slower than a lone one did, and the plans ahead
+of a queued request are scaled by that crowding (a lone warm-up transform would otherwise make
+a burst look faster than it will be).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from handler.errors import ImageError
 _FIRST_GUESS_SECONDS = 1.0  # a transform's planned time when its caller has no plan
 _SMOOTHING = 0.2  # weight of the newest transform in the running averages
 _OVERDUE_AFTER = 1.0  # seconds a transform runs before its overrun says the machine is slower
+# Cores one transform keeps busy when it runs alone (libvips' threads: CPU time / wall time of a
+# lone transform measured 1.0 for WebP and JPEG, 1.45 for AVIF on 2 cores).
+_TRANSFORM_PARALLELISM = 1.3
 # A request is queued only if it would finish this much inside its budget, and refused later only
 # if it can no longer finish at all: estimates err, and a 503 given at once beats a late one.
 _ADMIT_MARGIN = 1.5
@@ -48,6 +55,7 @@ class _Running:
     seconds: float  # planned, on a reference core
     started: float  # time.monotonic() of the grant
     background: bool
+    crowd: int = 1  # transforms running (itself included) when it started
 
 
 @dataclass(eq=False)
@@ -100,18 +108,24 @@ class Admission:
 
     @property
     def expected_seconds(self) -> float:
-        """How long a transform takes, plan unknown: the recent average (or longer if the
-        running ones say so)."""
-        if self._average_seconds is None:
-            return _FIRST_GUESS_SECONDS * self._slowdown()
-        return self._average_seconds * self._slowdown() / self.pace
+        """How long a transform takes, plan unknown: a recent one's plan at today's pace."""
+        planned = self._average_planned or _FIRST_GUESS_SECONDS
+        return planned * self._slowdown() * self._crowding(max(1, len(self._running_jobs)))
 
     @property
     def pace(self) -> float:
-        """Measured time per planned second, weighted by size (big transforms say the most)."""
+        """Measured time per planned second of a transform running alone, weighted by size
+        (big transforms say the most)."""
         if self._average_seconds is None or self._average_planned is None:
             return 1.0
         return self._average_seconds / self._average_planned
+
+    def _crowding(self, running: int) -> float:
+        """How much slower each of ``running`` transforms runs than one alone: a lone one keeps
+        up to ``_TRANSFORM_PARALLELISM`` cores busy; ``max_running`` slots stand for the cores."""
+        cores = float(self.max_running)
+        alone = min(cores, _TRANSFORM_PARALLELISM)
+        return alone / min(cores / max(running, 1), _TRANSFORM_PARALLELISM)
 
     def _slowdown(self) -> float:
         """The pace, or slower if a running transform is already well past its planned time.
@@ -119,8 +133,9 @@ class Admission:
         At the start of a burst nothing has finished yet; the running ones already tell.
         """
         now = time.monotonic()
+        crowding = self._crowding(len(self._running_jobs))
         overruns = [
-            (now - job.started) / job.seconds
+            (now - job.started) / job.seconds / crowding
             for job in self._running_jobs
             if now - job.started > _OVERDUE_AFTER
         ]
@@ -156,7 +171,10 @@ class Admission:
         try:
             yield
         finally:
-            self._learn(time.monotonic() - job.started, job.seconds)
+            crowd = (job.crowd + len(self._running_jobs)) / 2  # on average, while it ran
+            self._learn(
+                (time.monotonic() - job.started) / self._crowding(round(crowd)), job.seconds
+            )
             self._finish(job)
             idle = not (self._running_jobs or self._waiters or self._background_waiters)
             if idle and self.on_idle is not None:
@@ -221,7 +239,8 @@ class Admission:
         )
 
     def _start(self, cost: int, seconds: float, *, background: bool = False) -> _Running:
-        job = _Running(cost, seconds, time.monotonic(), background)
+        crowd = len(self._running_jobs) + 1
+        job = _Running(cost, seconds, time.monotonic(), background, crowd)
         self._running_jobs.append(job)
         self._reserved += cost
         return job
@@ -256,7 +275,11 @@ class Admission:
         """
         pace = self._slowdown() if slowdown is None else slowdown
         now, clock = time.monotonic(), anyio.current_time()
-        free_at = [max(job.seconds * pace - (now - job.started), 0.0) for job in self._running_jobs]
+        running = pace * self._crowding(len(self._running_jobs))
+        free_at = [
+            max(job.seconds * running - (now - job.started), 0.0) for job in self._running_jobs
+        ]
+        pace *= self._crowding(self.max_running)  # with a queue, every slot is busy
         free_at += [0.0] * (self.max_running - len(free_at))
         heapq.heapify(free_at)
         finishes: list[float | None] = []

@@ -344,3 +344,22 @@ async def test_a_waiting_request_goes_before_earlier_background_work() -> None:
         assert trace.started == ["first", "visitor"]
         rest.set()
     assert trace.started == ["first", "visitor", "background"]
+
+
+async def test_a_full_house_runs_slower_than_a_lone_transform_and_the_plans_say_so() -> None:
+    admission = Admission(max_running=2, memory_budget=10**9, max_queue=10)
+    for _ in range(5):  # alone, each takes exactly its plan: pace 1
+        await _timed_job(admission, 0.05, deadline=far())
+    assert 0.9 < admission.pace < 1.3
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        for name in ("a", "b"):  # both slots busy: each gets half the cores a lone one had
+            tg.start_soon(lambda n=name: trace.job(admission, n, 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        started = anyio.current_time()
+        # Alone it would wait ~1 s and run ~1 s (2 s, x1.5 margin = 3 s); crowded, ~1.3 + 1.3.
+        with pytest.raises(ImageError):
+            async with admission.slot(1, seconds=1.0, deadline=started + 3.5):
+                pass
+        assert anyio.current_time() - started < 0.05
+        release.set()
