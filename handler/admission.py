@@ -46,7 +46,10 @@ _OVERDUE_AFTER = 1.0  # seconds a transform runs before its overrun says the mac
 _TRANSFORM_PARALLELISM = 1.3
 # A request is queued only if it would finish this much inside its budget, and refused later only
 # if it can no longer finish at all: estimates err, and a 503 given at once beats a late one.
+# Until the pace rests on some seconds of measured transforms (a fresh process, one warm-up), the
+# margin is up to twice that: one small transform's pace was measured 2-3x off a burst's.
 _ADMIT_MARGIN = 1.5
+_TRUSTED_AFTER = 5.0  # planned seconds of measured transforms that halve the extra margin
 
 
 @dataclass(eq=False)
@@ -80,8 +83,10 @@ class Admission:
         memory_budget: int,
         max_queue: int,
         on_idle: Callable[[], None] | None = None,
+        trusted_after: float = _TRUSTED_AFTER,
     ) -> None:
         self.max_running = max(1, max_running)
+        self.trusted_after = trusted_after  # 0: trust the first measured pace fully
         self.memory_budget = max(1, memory_budget)
         self.max_queue = max(0, max_queue)
         self.on_idle = on_idle  # called when the last transform ends and nobody waits
@@ -93,6 +98,7 @@ class Admission:
         # (the first transform's own figures until then).
         self._average_seconds: float | None = None
         self._average_planned: float | None = None
+        self._measured = 0.0  # planned seconds of all transforms measured so far
 
     @property
     def running(self) -> int:
@@ -180,7 +186,17 @@ class Admission:
             if idle and self.on_idle is not None:
                 self.on_idle()
 
+    @property
+    def admit_margin(self) -> float:
+        """How much inside its budget a request must finish to be queued: more while the pace
+        rests on little."""
+        doubt = (
+            self.trusted_after / (self.trusted_after + self._measured) if self.trusted_after else 0
+        )
+        return _ADMIT_MARGIN * (1 + doubt)
+
     def _learn(self, elapsed: float, planned: float) -> None:
+        self._measured += planned
         if self._average_seconds is None or self._average_planned is None:
             self._average_seconds, self._average_planned = elapsed, planned
             return
@@ -195,7 +211,7 @@ class Admission:
         waiter = _Waiter(cost, seconds, deadline, asyncio.get_running_loop().create_future())
         slowdown = self._slowdown()
         finish = self._play_out([*self._waiters, waiter], slowdown)[-1]
-        if finish is None or anyio.current_time() + finish * _ADMIT_MARGIN > deadline:
+        if finish is None or anyio.current_time() + finish * self.admit_margin > deadline:
             raise self._overloaded()  # it would finish too late: say so now
         return await self._wait(waiter, self._waiters, deadline - seconds * slowdown)
 

@@ -119,7 +119,7 @@ async def test_a_request_that_would_start_too_late_gets_503_at_once() -> None:
 
 
 async def test_a_queued_request_gives_up_in_time_to_finish_within_its_budget() -> None:
-    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10, trusted_after=0)
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
@@ -210,7 +210,7 @@ def test_workers_share_the_default_limits_out() -> None:
 
 
 async def test_waiters_that_can_no_longer_start_in_time_are_told_when_the_queue_moves() -> None:
-    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10, trusted_after=0)
     trace, release, second = Trace(), anyio.Event(), anyio.Event()
     refused: list[float] = []
 
@@ -347,7 +347,7 @@ async def test_a_waiting_request_goes_before_earlier_background_work() -> None:
 
 
 async def test_a_full_house_runs_slower_than_a_lone_transform_and_the_plans_say_so() -> None:
-    admission = Admission(max_running=2, memory_budget=10**9, max_queue=10)
+    admission = Admission(max_running=2, memory_budget=10**9, max_queue=10, trusted_after=0)
     for _ in range(5):  # alone, each takes exactly its plan: pace 1
         await _timed_job(admission, 0.05, deadline=far())
     assert 0.9 < admission.pace < 1.3
@@ -363,3 +363,35 @@ async def test_a_full_house_runs_slower_than_a_lone_transform_and_the_plans_say_
                 pass
         assert anyio.current_time() - started < 0.05
         release.set()
+
+
+async def _queued_behind_one(admission: Admission, budget: float) -> bool:
+    """Is a request with ``budget`` seconds queued behind one running ~1 s transform?"""
+    trace, release = Trace(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: trace.job(admission, "run", 1, hold=release, deadline=far()))
+        await anyio.sleep(0.01)
+        try:
+            with anyio.fail_after(0.05):  # queued: still waiting when this gives up
+                async with admission.slot(1, deadline=anyio.current_time() + budget):
+                    pass
+        except TimeoutError:
+            return True
+        except ImageError:
+            return False
+        finally:
+            release.set()
+    raise AssertionError("granted while the only slot was taken")
+
+
+async def test_a_fresh_process_queues_with_a_wider_margin_until_it_has_measured_some() -> None:
+    fresh = Admission(max_running=1, memory_budget=10**9, max_queue=10)
+    trusting = Admission(max_running=1, memory_budget=10**9, max_queue=10, trusted_after=0)
+    assert (fresh.admit_margin, trusting.admit_margin) == (3.0, 1.5)
+    # ~1 s ahead + ~1 s of its own: inside 3.5 s by a 1.5x margin, not by 3x.
+    assert await _queued_behind_one(trusting, 3.5)
+    assert not await _queued_behind_one(fresh, 3.5)
+    for _ in range(4):  # with the one above, 5 planned seconds measured: half the extra margin
+        async with fresh.slot(1, seconds=1.0, deadline=far()):
+            pass
+    assert fresh.admit_margin == pytest.approx(2.25)
