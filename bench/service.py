@@ -79,6 +79,7 @@ from bench.overload import (
     verify,
     wait_ready,
 )
+from devtools.redis_server import start_redis, stop_redis
 
 WIDTHS = (640, 1080, 1920)
 ACCEPTS = ("image/webp", "image/avif")
@@ -96,51 +97,6 @@ WRK_MISSING = (
 
 
 # --- redis-server -----------------------------------------------------------------------------
-
-
-@dataclass
-class Redis:
-    process: subprocess.Popen[bytes]
-    url: str
-
-
-def start_redis(binary: str, folder: Path) -> Redis:
-    """A redis-server on a free loopback port that persists nothing, answering PING."""
-    for _ in range(3):  # another process may take the free port before redis binds it
-        port = free_port()
-        log = folder / f"redis-{port}.log"
-        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
-        command += ["--save", "", "--appendonly", "no", "--logfile", str(log)]
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
-        if _redis_answers(process, port):
-            return Redis(process, f"redis://127.0.0.1:{port}/0")
-        stop_redis(Redis(process, ""))
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise SystemExit(f"redis-server did not start: {tail}")
-
-
-def _redis_answers(process: subprocess.Popen[bytes], port: int) -> bool:
-    deadline = time.monotonic() + 10
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith(b"+PONG"):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
-
-
-def stop_redis(redis: Redis) -> None:
-    if redis.process.poll() is None:
-        redis.process.terminate()
-        try:
-            redis.process.wait(10)
-        except subprocess.TimeoutExpired:
-            redis.process.kill()
-            redis.process.wait()
 
 
 def redis_info(url: str) -> dict[str, str]:

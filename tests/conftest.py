@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -18,6 +15,7 @@ from starlette.testclient import TestClient
 from support import App, Clock, MakeApp, Upstream
 from upstream_server import serve
 
+from devtools.redis_server import start_redis, stop_redis
 from handler.app import create_app
 from handler.config import ImagesConfig, load_images_config
 from handler.settings import Settings
@@ -119,40 +117,16 @@ def redis_server() -> Callable[..., AbstractContextManager[str]]:
     @contextmanager
     def run(*flags: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="redis-") as folder:
-            for _ in range(3):  # another process may take the free port before redis binds it
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", 0))
-                    port = probe.getsockname()[1]
-                log = Path(folder, f"{port}.log")
-                command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder]
-                command += ["--save", "", "--appendonly", "no", "--logfile", str(log), *flags]
-                process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-                try:
-                    if _redis_answers(process, port):
-                        yield f"redis://127.0.0.1:{port}/0"
-                        return
-                finally:
-                    process.terminate()
-                    process.wait(timeout=10)
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            pytest.fail(f"redis-server did not start: {tail}")
+            try:
+                server = start_redis(binary, Path(folder), *flags)
+            except RuntimeError as exc:
+                pytest.fail(str(exc))
+            try:
+                yield server.url
+            finally:
+                stop_redis(server)
 
     return run
-
-
-def _redis_answers(process: subprocess.Popen[bytes], port: int) -> bool:
-    """Wait until the server replies to PING (NOAUTH counts: it is up); False if it exited."""
-    deadline = time.monotonic() + 10
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith((b"+PONG", b"-NOAUTH")):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="session")
