@@ -235,6 +235,17 @@ async def test_waiters_that_can_no_longer_start_in_time_are_told_when_the_queue_
     assert trace.started == ["first", "next"]
 
 
+async def _refused_at_once(admission: Admission, *, seconds: float, budget: float) -> ImageError:
+    """Ask for a slot for a transform planned at ``seconds`` with ``budget`` seconds left: it
+    must be refused without waiting."""
+    started = anyio.current_time()
+    with pytest.raises(ImageError) as refused:
+        async with admission.slot(1, seconds=seconds, deadline=started + budget):
+            pass
+    assert anyio.current_time() - started < 0.05
+    return refused.value
+
+
 async def _timed_job(admission: Admission, seconds: float, *, deadline: float) -> None:
     """A transform planned at ``seconds`` that takes that long."""
     async with admission.slot(1, seconds=seconds, deadline=deadline):
@@ -250,14 +261,10 @@ async def test_a_request_behind_long_transforms_is_refused_at_once_from_their_pl
         for _ in range(2):  # two 3840 px AVIFs of 5K photos, say: 5 s each by their plans
             tg.start_soon(lambda: _timed_job(admission, 5.0, deadline=far()))
         await anyio.sleep(0.01)
-        started = anyio.current_time()
         # By the average (1 s so far) it could start by 3 s; by the plans ahead, at ~11 s.
-        with pytest.raises(ImageError) as refused:
-            async with admission.slot(1, seconds=0.2, deadline=started + 8):
-                pass
-        assert anyio.current_time() - started < 0.05
-        assert refused.value.status == 503
-        assert int(refused.value.headers["Retry-After"]) >= 10  # when the queue should drain
+        refused = await _refused_at_once(admission, seconds=0.2, budget=8)
+        assert refused.status == 503
+        assert int(refused.headers["Retry-After"]) >= 10  # when the queue should drain
         tg.cancel_scope.cancel()
 
 
@@ -292,12 +299,8 @@ async def test_the_pace_scales_plans_to_how_long_transforms_really_take() -> Non
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
         await anyio.sleep(0.01)
-        started = anyio.current_time()
         # Planned 0.5 s each: 1 s at the plans' pace, ~3 s at this machine's.
-        with pytest.raises(ImageError):
-            async with admission.slot(1, seconds=0.5, deadline=started + 2.0):
-                pass
-        assert anyio.current_time() - started < 0.05
+        await _refused_at_once(admission, seconds=0.5, budget=2.0)
         release.set()
 
 
@@ -356,12 +359,8 @@ async def test_a_full_house_runs_slower_than_a_lone_transform_and_the_plans_say_
         for name in ("a", "b"):  # both slots busy: each gets half the cores a lone one had
             tg.start_soon(lambda n=name: trace.job(admission, n, 1, hold=release, deadline=far()))
         await anyio.sleep(0.01)
-        started = anyio.current_time()
         # Alone it would wait ~1 s and run ~1 s (2 s, x1.5 margin = 3 s); crowded, ~1.3 + 1.3.
-        with pytest.raises(ImageError):
-            async with admission.slot(1, seconds=1.0, deadline=started + 3.5):
-                pass
-        assert anyio.current_time() - started < 0.05
+        await _refused_at_once(admission, seconds=1.0, budget=3.5)
         release.set()
 
 
