@@ -28,7 +28,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypeGuard
 
@@ -84,6 +84,10 @@ class Stats:
 
     def timed(self, stage: str, started: float) -> None:
         self.stages_ms[stage] = round(self.stages_ms.get(stage, 0.0) + _ms_since(started), 2)
+
+
+def _variant_of(result: Transformed) -> Variant:
+    return Variant(result.body, result.content_type, etag_of(result.body), result.kind)
 
 
 def _ms_since(started: float) -> float:
@@ -356,7 +360,7 @@ class Optimizer:
         started = time.perf_counter()
         result = await self._run(plan, deadline)
         stats.timed("transform", started)
-        variant = Variant(result.body, result.content_type, etag_of(result.body), result.kind)
+        variant = _variant_of(result)
         if result.transient:
             log.warning(
                 "transform of %s timed out; serving the original once, uncached", params.href
@@ -401,19 +405,14 @@ class Optimizer:
                 with anyio.fail_after(self._timeout):
                     result = await self._run(plan, deadline, background=True)
                     if not result.transient:
-                        variant = Variant(
-                            result.body, result.content_type, etag_of(result.body), result.kind
-                        )
-                        await self.store.put_variant(vkey, variant)
+                        await self.store.put_variant(vkey, _variant_of(result))
             except (ImageError, TimeoutError) as exc:
                 log.warning("the AVIF of %s was not produced: %r", params.href, exc)
             finally:
                 self._producing.discard(vkey)
 
         self._producing.add(vkey)
-        task = asyncio.ensure_future(produce())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(produce())
 
     async def _plan(self, params: ImageParams, source: bytes) -> Plan | Transformed:
         """Read the header: what to do, and the memory it takes (or a result needing no slot)."""
@@ -518,7 +517,11 @@ class Optimizer:
             except Exception:
                 log.exception("background revalidation of %s failed", params.href)
 
-        task = asyncio.ensure_future(run())
+        self._in_background(run())
+
+    def _in_background(self, work: Coroutine[None, None, None]) -> None:
+        """Run ``work`` after the response; ``drain`` waits for it."""
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
