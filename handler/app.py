@@ -30,6 +30,7 @@ from handler.health import add_health_routes
 from handler.openapi import image_route_docs
 from handler.optimizer import Optimizer, Served, Stats
 from handler.params import ImageParams
+from handler.ready import ReadyAnswer, ReadyAnswers, ReadyHits
 from handler.types import RequestRecord
 from handler.validate import validate_params
 
@@ -62,8 +63,9 @@ def create_app(
     docs: bool = False,
     service: bool = False,
 ) -> FastAPI:
-    """The ``/_next/image`` route on FastAPI, with OpenAPI docs served only when ``docs`` is set
-    and the health routes only when running as a ``service`` (``next-image serve``).
+    """The ``/_next/image`` route on FastAPI, with OpenAPI docs served only when ``docs`` is set,
+    and the health routes and ready-made repeat hits (``handler.ready``) only when running as a
+    ``service`` (``next-image serve``).
 
     ``observer`` gets one record per request (the Lambda handler logs it, emits metrics). Every
     error, FastAPI's own included, is a bare text body, never JSON.
@@ -84,6 +86,9 @@ def create_app(
     app.state.optimizer = optimizer
     app.state.observer = observer
     app.state.oversize = oversize
+    app.state.ready = ReadyAnswers() if service else None
+    if app.state.ready is not None:
+        app.add_middleware(ReadyHits, answers=app.state.ready, observer=observer)
     app.add_api_route(path, next_image, methods=ROUTE_METHODS, include_in_schema=False)
     app.add_api_route(path + "/", trailing_slash, methods=ROUTE_METHODS, include_in_schema=False)
     if service:
@@ -152,12 +157,16 @@ async def answer(request: Request, stats: Stats, record: RequestRecord) -> Respo
         "output_bytes": len(served.variant.body),
     }
     response = image_response(request, params, served, config)
+    if response.status_code != 200:
+        return response
     oversize: Oversize | None = request.app.state.oversize
-    if oversize is None or response.status_code != 200:
-        return response
-    if len(served.variant.body) <= oversize.limit:
-        return response
-    return await variant_redirect(optimizer, params, served, oversize, record)
+    if oversize is not None and len(served.variant.body) > oversize.limit:
+        return await variant_redirect(optimizer, params, served, oversize, record)
+    ready: ReadyAnswers | None = request.app.state.ready
+    if ready is not None and served.cache == "HIT" and not served.transient:
+        kept = ReadyAnswer(response.raw_headers, served.variant.body, record | {"status": 200})
+        ready.keep(request.scope, kept, served.fresh_for)
+    return response
 
 
 async def trailing_slash(request: Request) -> Response:

@@ -73,6 +73,7 @@ class Served:
     cache: CacheStatus
     stored: bool = True  # the variant is known to be in the store now (read, or write confirmed)
     transient: bool = False  # a timeout's fallback: must not be cached by anyone
+    fresh_for: float = 0.0  # seconds the pointer stays fresh from now (0 once stale)
 
 
 @dataclass
@@ -569,7 +570,8 @@ class Optimizer:
         optimized = variant.kind == "optimized"
         max_age = self.config.minimum_cache_ttl if variant.kind == "fallback" else pointer.max_age
         etag = variant.etag if optimized else pointer.etag
-        return Served(variant, vkey, max_age, etag, cache, stored, transient)
+        fresh_for = max(pointer.expire_at - self._clock(), 0.0)
+        return Served(variant, vkey, max_age, etag, cache, stored, transient, fresh_for)
 
     @staticmethod
     def _variant_key(source_hash: str, params: ImageParams) -> str:
