@@ -41,7 +41,7 @@ READY_MAX_BYTES = 32_000_000  # of bodies, per process
 ENTRY_OVERHEAD = 2_000  # the headers, the record and the index entry, charged per answer
 
 # The answer depends on the path, the query and Accept alone (the config is fixed per process).
-Key = tuple[str, bytes, bytes]
+Key = tuple[str, bytes, bytes | None]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class ReadyAnswer:
 
 
 def _charged(key: Key, answer: ReadyAnswer) -> int:
-    return ENTRY_OVERHEAD + len(key[1]) + len(key[2]) + len(answer.body)
+    return ENTRY_OVERHEAD + len(key[1]) + len(key[2] or b"") + len(answer.body)
 
 
 class ReadyAnswers:
@@ -83,9 +83,9 @@ def request_key(scope: Scope) -> Key | None:
     whole way (another method, or an ``If-None-Match`` to compare)."""
     if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
         return None
-    accept = b""
+    accept = None  # the first, as the route reads it
     for name, value in scope["headers"]:
-        if name == b"accept":
+        if name == b"accept" and accept is None:
             accept = value
         elif name == b"if-none-match":
             return None

@@ -218,6 +218,9 @@ def test_the_key_is_path_query_and_accept() -> None:
     assert answers.find(scope(b"url=%2Fa.jpg&w=640&q=76")) is None
     assert answers.find(SCOPE | {"headers": [(b"accept", b"image/avif")]}) is None
     assert answers.find(SCOPE | {"headers": []}) is None
+    assert answers.find(SCOPE | {"headers": [(b"accept", b"")]}) is None
+    both = [(b"accept", b"image/webp"), (b"accept", b"image/avif")]
+    assert answers.find(SCOPE | {"headers": both}) is not None  # the first, as the route reads
     inm = [(b"accept", b"image/webp"), (b"if-none-match", b'"x"')]
     assert answers.find(SCOPE | {"headers": inm}) is None
     assert answers.find(SCOPE | {"method": "POST"}) is None
