@@ -7,10 +7,7 @@ API (``AWS_ENDPOINT_URL_LAMBDA``), and which is then fed back to the handler as 
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import pyvips
 from support import MakeApp
 
 from devtools.invoke import FakeContext, function_url_event, response_body, response_headers
+from devtools.lambda_api import Invocation, recording_lambda_api
 from handler.config import load_images_config
 from handler.lambda_handler import build_handler
 from handler.self_invoke import PRODUCE
@@ -75,42 +73,20 @@ def test_webp_requests_are_never_changed(make_app: MakeApp) -> None:
     assert answer.headers["cache-control"] == "public, max-age=14400, must-revalidate"
 
 
-class LambdaApi(BaseHTTPRequestHandler):
-    """Lambda's Invoke API on loopback: records each call and accepts it, as for an Event."""
-
-    calls: list[tuple[str, str, dict[str, Any]]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        kind = self.headers.get("x-amz-invocation-type", "")
-        self.calls.append((self.path, kind, json.loads(body)))
-        self.send_response(202)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def lambda_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, Any]]]:
-    calls: list[tuple[str, str, Any]] = []
-    handler = type("Recorder", (LambdaApi,), {"calls": calls})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "next-image")
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "7")  # a published version, SnapStart
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    yield calls
-    server.shutdown()
-    server.server_close()
+def lambda_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Invocation]]:
+    with recording_lambda_api() as (url, calls):
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", url)
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "next-image")
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "7")  # a published version, SnapStart
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.setenv(name, "testing")
+        yield calls
 
 
 def test_on_lambda_the_avif_comes_from_an_asynchronous_invocation_of_the_function(
-    public_dir: Path, tmp_path: Path, lambda_api: list[tuple[str, str, Any]]
+    public_dir: Path, tmp_path: Path, lambda_api: list[Invocation]
 ) -> None:
     settings = Settings(
         public_dir=str(public_dir),
@@ -127,9 +103,10 @@ def test_on_lambda_the_avif_comes_from_an_asynchronous_invocation_of_the_functio
     assert headers["cache-control"] == "public, max-age=10, must-revalidate"
     assert decoded(response_body(first)) == ("webpload_buffer", 640)
 
-    [(path, kind, payload)] = lambda_api  # sent before the response: nothing runs after it
-    assert path == "/2015-03-31/functions/next-image/invocations?Qualifier=7"
-    assert kind == "Event"
+    [call] = lambda_api  # made before the response was returned: nothing runs after it
+    assert call.path == "/2015-03-31/functions/next-image/invocations?Qualifier=7"
+    assert call.kind == "Event"
+    payload = call.payload
     assert payload[PRODUCE]["mime_type"] == "image/avif"
     assert payload[PRODUCE]["width"] == 640
 
