@@ -16,13 +16,21 @@ WebP-only and an AVIF+WebP ``Accept``. Each pass has fresh buckets and a fresh i
   ours      cold: empty variant bucket, every request a MISS; warm: a new instance over the
             variants the cold pass wrote, every request an S3 HIT.
 
+With ``--fast-first-view SECONDS``, a third product runs on the AVIF events: ours with
+``NEXT_IMAGE_FAST_FIRST_VIEW`` set (``ours-ffv``). Its cold pass answers a slow AVIF miss with
+WebP and asks for the AVIF by an asynchronous invocation of itself, which a loopback Lambda API
+records (``devtools/lambda_api.py``); those invocations then run on a new instance, timed apart
+as ``deferred`` (on AWS they run on other instances, after the visitors have their answers),
+before the warm pass, which must find every AVIF.
+
 Rounds alternate which product goes first. Every answer must be a 200 image of the asked width in
 the negotiated format (decoded with pyvips). Reports per pass the seconds for 49 requests, the
 per-request p50, bytes out, and ours/OpenNext; ours also reports its S3 calls and stage times
 (``bench/bench_lambda.py``'s recorder). ``--json-out`` keeps every duration for ``bench/cost.py``.
 
     .venv/bin/python bench/opennext.py [--rounds 2] [--accept webp --accept avif]
-        [--cpus 1] [--ours-env VIPS_CONCURRENCY=1] [--json-out results.json]
+        [--cpus 1] [--ours-env VIPS_CONCURRENCY=1] [--fast-first-view 0.25]
+        [--json-out results.json]
 """
 
 from __future__ import annotations
@@ -39,10 +47,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devtools.lambda_api import Invocation
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = REPO / "bench" / "opennext"
@@ -53,6 +64,7 @@ TYPES = {"webp": "image/webp", "avif": "image/avif"}
 LOADERS = {"image/webp": "webpload", "image/avif": "heifload"}
 PASSES = ("cold", "warm")
 PRODUCTS = ("opennext", "ours")
+FAST_FIRST_VIEW = "ours-ffv"
 REGION = "us-east-1"
 # Our transforms run on threads at nice 10 (handler/low_priority.py), so that hits are answered
 # first. On Lambda nothing else competes; on this shared machine other work would take their
@@ -178,6 +190,8 @@ def run_pass(
             "POWERTOOLS_LOG_LEVEL": "WARNING",
             "POWERTOOLS_METRICS_DISABLED": "true",
         } | dict(item.split("=", 1) for item in args.ours_env)
+        if product == FAST_FIRST_VIEW:
+            env["NEXT_IMAGE_FAST_FIRST_VIEW"] = str(args.fast_first_view)
     command = ["nice", "-n", str(LOW_PRIORITY), *command]
     if args.cpus:
         command = ["taskset", "-c", args.cpus, *command]
@@ -210,7 +224,12 @@ def ours(events_path: Path, out: Path) -> int:
     recorder = Recorder()
     recorder.install(s3_client())
     passes, s3 = [], []
+    deferred: dict[str, Any] = {}
+    invocations = ExitStack()
+    _, calls = invocations.enter_context(self_invocations())
     for index in range(len(PASSES)):
+        if index == 1 and calls:
+            deferred = produce(calls)
         handle = build_handler(lambda_settings())
         answers, records = [], []
         recorder.take()
@@ -235,22 +254,59 @@ def ours(events_path: Path, out: Path) -> int:
             records.append(recorder.take())
         passes.append(answers)
         s3.append(summary(records))
+    invocations.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"init_ms": init_ms, "passes": passes, "s3": s3, "max_rss_kib": rss}))
+    result = {"init_ms": init_ms, "passes": passes, "s3": s3, "max_rss_kib": rss}
+    print(json.dumps(result | {"deferred": deferred}))
     return 0
+
+
+@contextmanager
+def self_invocations() -> Iterator[tuple[str, list[Invocation]]]:
+    """With fast first view on, the function's asynchronous calls to itself go to a loopback
+    Lambda API that records them."""
+    from devtools.lambda_api import recording_lambda_api
+
+    if not float(os.environ.get("NEXT_IMAGE_FAST_FIRST_VIEW", "0")):
+        yield "", []
+        return
+    with recording_lambda_api() as (url, calls):
+        os.environ["AWS_ENDPOINT_URL_LAMBDA"] = url
+        os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "bench"
+        yield url, calls
+
+
+def produce(calls: list[Invocation]) -> dict[str, Any]:
+    """Run the recorded invocations on a new instance, as Lambda would; their time and CPU."""
+    from devtools.invoke import FakeContext
+    from handler.lambda_handler import build_handler, lambda_settings
+
+    handle = build_handler(lambda_settings())
+    begun, cpu = time.perf_counter(), time.process_time()
+    produced = [handle(call.payload, FakeContext()).get("produced") for call in calls]
+    if not all(produced):
+        raise SystemExit(f"ours: {produced.count(False)} deferred AVIFs were not produced")
+    return {
+        "count": len(calls),
+        "seconds": round(time.perf_counter() - begun, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+    }
 
 
 # --- checking and reporting -------------------------------------------------------------------
 
 
 def verify(product: str, answers: list[Answer], events: list[dict[str, Any]], out: Path) -> None:
-    """Every answer a 200 image of the asked width, in the type the Accept header negotiates."""
+    """Every answer a 200 image of the asked width, in the type the Accept header negotiates
+    (or WebP for a fast first view, in the cold pass of ``ours-ffv``)."""
     import pyvips
 
     for pass_index, pass_answers in enumerate(chunks(answers, len(events))):
         for number, (answer, event) in enumerate(zip(pass_answers, events, strict=True)):
             accept = event["headers"]["accept"]
             wanted = TYPES["avif"] if "image/avif" in accept else TYPES["webp"]
+            if product == FAST_FIRST_VIEW and pass_index == 0 and answer.type == TYPES["webp"]:
+                wanted = TYPES["webp"]
             body = (out / f"{pass_index}-{number}").read_bytes()
             image = pyvips.Image.new_from_buffer(body, "")
             problem = (
@@ -285,32 +341,53 @@ def figures(answers: list[Answer]) -> dict[str, Any]:
     }
 
 
+def products_for(accept: str, args: argparse.Namespace) -> tuple[str, ...]:
+    """Fast first view changes only AVIF misses: it runs on the AVIF events alone."""
+    if args.fast_first_view and accept == "avif":
+        return (*PRODUCTS, FAST_FIRST_VIEW)
+    return PRODUCTS
+
+
 def report(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over rounds for each (accept, product, pass), and ours/OpenNext."""
+    """Medians over rounds for each (accept, product, pass), and each of ours/OpenNext."""
     table: dict[str, Any] = {}
     for accept in sorted({run["accept"] for run in runs}):
+        products = [p for p in (*PRODUCTS, FAST_FIRST_VIEW) if any(p in r for r in runs)]
         for kind in PASSES:
             row: dict[str, Any] = {}
-            for product in PRODUCTS:
-                mine = [run[product][kind] for run in runs if run["accept"] == accept]
+            for product in products:
+                mine = [r[product][kind] for r in runs if r["accept"] == accept and product in r]
+                if not mine:
+                    continue
                 row[product] = {
                     key: statistics.median(m[key] for m in mine)
                     for key in ("seconds", "cpu_seconds", "p50_ms", "bytes")
                 } | {"seconds_each": [m["seconds"] for m in mine]}
-            for key in ("seconds", "cpu_seconds"):
-                row[f"ratio_{key}"] = round(row["ours"][key] / row["opennext"][key], 3)
+                if product == "opennext":
+                    continue
+                row[product] |= {
+                    f"ratio_{key}": round(row[product][key] / row["opennext"][key], 3)
+                    for key in ("seconds", "cpu_seconds")
+                }
+                deferred = [
+                    r[product]["deferred"] for r in runs if r["accept"] == accept and product in r
+                ]
+                if kind == "cold" and any(deferred):
+                    row[product]["deferred"] = {
+                        key: statistics.median(d[key] for d in deferred)
+                        for key in ("count", "seconds", "cpu_seconds")
+                    }
             table[f"{accept} {kind}"] = row
     print(
         f"{'pass':<11} {'product':<9} {'wall s (each round)':<28} {'CPU s':>6} {'p50 ms':>7} "
         f"{'bytes':>9} {'ours/ON wall':>12} {'CPU':>6}"
     )
     for name, row in table.items():
-        for product in PRODUCTS:
-            cells = row[product]
+        for product, cells in row.items():
             each = "/".join(f"{s:.2f}" for s in cells["seconds_each"])
             ratios = (
-                f"{row['ratio_seconds']:>12.3f} {row['ratio_cpu_seconds']:>6.3f}"
-                if product == "ours"
+                f"{cells['ratio_seconds']:>12.3f} {cells['ratio_cpu_seconds']:>6.3f}"
+                if product != "opennext"
                 else ""
             )
             print(
@@ -318,6 +395,12 @@ def report(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 f"{cells['cpu_seconds']:>6.2f} {cells['p50_ms']:>7.1f} {cells['bytes']:>9,.0f} "
                 + ratios
             )
+            if "deferred" in cells:
+                later = cells["deferred"]
+                print(
+                    f"{'':<11} {'':<9} + {later['count']:.0f} deferred AVIFs on other instances: "
+                    f"{later['seconds']:.2f} s, {later['cpu_seconds']:.2f} CPU s"
+                )
     return table
 
 
@@ -338,7 +421,8 @@ def measure(args: argparse.Namespace) -> int:
                 events_path.write_text(json.dumps(events))
                 load = os.getloadavg()[0]
                 run: dict[str, Any] = {"round": round_index, "accept": accept, "load1": load}
-                order = PRODUCTS if round_index % 2 == 0 else PRODUCTS[::-1]
+                products = products_for(accept, args)
+                order = products if round_index % 2 == 0 else products[::-1]
                 for product in order:
                     label = f"{product}-{accept}-r{round_index}"
                     out = Path(tmp) / label
@@ -352,8 +436,12 @@ def measure(args: argparse.Namespace) -> int:
                         kind: figures(chunk)
                         for kind, chunk in zip(PASSES, chunks(answers, len(events)), strict=True)
                     } | {"init_ms": round(raw["init_ms"], 1), "max_rss_kib": raw["max_rss_kib"]}
-                    if product == "ours":
+                    if product != "opennext":
                         run[product]["s3"] = dict(zip(PASSES, raw["s3"], strict=True))
+                        run[product]["deferred"] = raw["deferred"]
+                        run[product]["first_views_webp"] = sum(
+                            a["type"] == TYPES["webp"] for a in raw["passes"][0]
+                        )
                         caches = {a["cache"] for a in raw["passes"][0]} | {
                             "/" + a["cache"] for a in raw["passes"][1]
                         }
@@ -363,7 +451,7 @@ def measure(args: argparse.Namespace) -> int:
                     f"round {round_index} {accept}: load {load:.2f}, "
                     + ", ".join(
                         f"{p} {run[p]['cold']['seconds']:.2f}/{run[p]['warm']['seconds']:.2f} s"
-                        for p in PRODUCTS
+                        for p in products
                     ),
                     file=sys.stderr,
                 )
@@ -416,6 +504,13 @@ def main() -> int:
         default=[],
         metavar="KEY=VALUE",
         help="extra environment for our function (e.g. VIPS_CONCURRENCY=1)",
+    )
+    parser.add_argument(
+        "--fast-first-view",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also run ours with NEXT_IMAGE_FAST_FIRST_VIEW=SECONDS on the AVIF events",
     )
     parser.add_argument("--json-out", type=Path, help="write every figure here, for cost.py")
     args = parser.parse_args()
