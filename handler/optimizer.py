@@ -4,8 +4,10 @@ Cache semantics (Next's, made durable): a fresh pointer plus an existing variant
 never touches the source; an expired pointer serves STALE and revalidates (in the background
 when serving, inline where no background work survives the response, as on Lambda); anything
 else is a MISS. Identical concurrent misses share one fetch and one transform. The source bytes
-are kept in the store too, by their hash: a MISS under a fresh pointer (a new width of an image
-already seen) transforms them without fetching again; an expired pointer always asks the source.
+from the app's origin or a remote host are kept in the store too, by their hash: a MISS under a
+fresh pointer (a new width of an image already seen) transforms them without fetching again; an
+expired pointer always asks the source. The public folder and the S3 assets bucket are as near
+as the store, so their bytes are not copied into it.
 
 A miss's store calls are off its critical path where they can be: the lookup for the same bytes
 under another URL runs while the transform is planned, and the variant, the pointer and the source
@@ -227,7 +229,8 @@ class Optimizer:
     ) -> Served:
         """A miss; ``pointer`` is the URL's, if it has one (its variant was just found missing).
 
-        While that pointer is fresh, the source it names is read from the store if kept there.
+        While that pointer is fresh, the source it names is read from the store if kept there,
+        and neither the pointer nor the source is written again.
         """
         self.admission.check()  # overloaded: refuse before fetching and decoding anything
         lock_key = pointer_key(f"{params.href}\0{self._variant_key('', params)}")
@@ -235,22 +238,35 @@ class Optimizer:
         if isinstance(token, Served):
             return token
         try:
-            if pointer is not None and self._clock() <= pointer.expire_at:
-                kept = await self._kept_source(pointer.source_hash, stats)
+            known = pointer if pointer and self._clock() <= pointer.expire_at else None
+            if known is not None and known.source_kept:
+                kept = await self._kept_source(known.source_hash, stats)
                 if kept is not None:
                     return await self._transform_and_store(
                         params,
                         kept,
-                        pointer,
+                        known,
                         stats,
                         "MISS",
                         deadline,
-                        kept=True,
+                        in_store=("pointer", "source"),
                         checked=True,
                         first_view=first_view,
                     )
             upstream = await self._fetch(params, stats)
             source_hash = await self._sha256_hex(upstream.body)
+            if known is not None and known.source_hash == source_hash:  # the bytes it names
+                return await self._transform_and_store(
+                    params,
+                    upstream.body,
+                    known,
+                    stats,
+                    "MISS",
+                    deadline,
+                    in_store=("pointer",),
+                    checked=True,
+                    first_view=first_view,
+                )
             checked = pointer is not None and pointer.source_hash == source_hash
             fresh = self._pointer(source_hash, upstream)
             return await self._transform_and_store(
@@ -322,15 +338,15 @@ class Optimizer:
         cache: CacheStatus,
         deadline: float,
         *,
-        kept: bool = False,
+        in_store: tuple[Literal["pointer", "source"], ...] = (),
         checked: bool = False,
         first_view: bool = False,
     ) -> Served:
         """Transform ``body`` (unless the same bytes under another URL already have this
         variant), then store the variant, the pointer and the source.
 
-        ``kept``: the body came from the store under this fresh pointer, so neither is written
-        again. ``checked``: this variant was just found missing, so it is not looked up again.
+        ``in_store``: what the store holds already, not written again (a fresh pointer; the source
+        kept under it). ``checked``: this variant was just found missing: not looked up again.
         ``first_view``: a slow AVIF may be answered with WebP for now (the module's docstring).
         """
         vkey = self._variant_key(pointer.source_hash, params)
@@ -354,7 +370,13 @@ class Optimizer:
                 lookup.cancel()  # still running only if planning failed: no longer needed
         if first_view and self._slow_avif(plan):
             webp = await self._transform_and_store(
-                replace(params, mime_type=WEBP), body, pointer, stats, cache, deadline, kept=kept
+                replace(params, mime_type=WEBP),
+                body,
+                pointer,
+                stats,
+                cache,
+                deadline,
+                in_store=in_store,
             )
             await self._produce_later(params, plan, vkey)
             return replace(webp, max_age=min(webp.max_age, FIRST_VIEW_MAX_AGE))
@@ -369,10 +391,10 @@ class Optimizer:
             return self._served(variant, vkey, pointer, cache, stored=False, transient=True)
         started = time.perf_counter()
         writes: list[Awaitable[bool]] = []
-        if not kept:
+        if "pointer" not in in_store:
             writes.append(self.store.put_pointer(pkey, pointer))
-            if len(body) <= SOURCE_KEEP_MAX_BYTES:
-                writes.append(self.store.put_source(pointer.source_hash, body))
+        if pointer.source_kept and "source" not in in_store:
+            writes.append(self.store.put_source(pointer.source_hash, body))
         stored, *_ = await asyncio.gather(self.store.put_variant(vkey, variant), *writes)
         stats.timed("store", started)
         return self._served(variant, vkey, pointer, cache, stored=stored)
@@ -541,21 +563,24 @@ class Optimizer:
             etag = previous.etag
         else:
             etag = b64url(bytes.fromhex(source_hash))  # Next: the hash of the bytes
+        if upstream.not_modified and previous is not None:
+            kept = previous.source_kept  # the same bytes: kept as they were
+        else:
+            kept = upstream.worth_keeping and len(upstream.body) <= SOURCE_KEEP_MAX_BYTES
         return Pointer(
             source_hash=source_hash,
             etag=etag,
             upstream_etag=raw_etag,
             max_age=max_age,
             expire_at=self._clock() + max(max_age, ttl),
+            source_kept=kept,
         )
 
     def _retained(self, previous: Pointer) -> Pointer:
         """Next keeps serving the old entry after a failed refresh, with a short max-age."""
         max_age = min(max(previous.max_age or 3, 3), 30)
         expire_at = self._clock() + max(max_age, self.config.minimum_cache_ttl)
-        return Pointer(
-            previous.source_hash, previous.etag, previous.upstream_etag, max_age, expire_at
-        )
+        return replace(previous, max_age=max_age, expire_at=expire_at)
 
     def _served(
         self,

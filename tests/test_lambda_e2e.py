@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import threading
 import time
@@ -101,7 +100,7 @@ def test_miss_writes_variant_and_pointer_then_hit_never_reads_the_source(
     assert calls == [("GetObject", variant_key)]  # warm: the pointer is kept in memory
 
 
-def test_a_cold_miss_overlaps_its_writes_and_a_new_width_reads_the_kept_source(
+def test_a_cold_miss_overlaps_its_writes_and_a_new_width_reads_the_asset_again(
     buckets: dict[str, str],
 ) -> None:
     body = imagegen.jpeg(800, 600)
@@ -116,7 +115,7 @@ def test_a_cold_miss_overlaps_its_writes_and_a_new_width_reads_the_kept_source(
 
     def put_done(model: Any, context: Any, **_: Any) -> None:
         if model.name == "PutObject" and "started" in context:
-            kind = next(k for k in ("pointer", "variant", "source") if k in context["key"])
+            kind = next(k for k in ("pointer", "variant") if k in context["key"])
             put_spans[kind] = (context["started"], time.monotonic())
 
     def remember_key(params: dict[str, Any], context: Any, **_: Any) -> None:
@@ -133,12 +132,12 @@ def test_a_cold_miss_overlaps_its_writes_and_a_new_width_reads_the_kept_source(
         events.unregister("before-call.s3.PutObject", slow_put)
     miss_calls = list(calls)
     assert response_headers(miss)["x-nextjs-cache"] == "MISS"
-    source_key = PREFIX + "_next/image-sources/" + hashlib.sha256(body).hexdigest()
     [variant_key] = objects(bucket, PREFIX + "_next/image-variants/")
     [pointer_key] = objects(bucket, PREFIX + "_next/image-pointers/")
-    assert objects(bucket, PREFIX + "_next/image-sources/") == [source_key]
+    # The assets bucket is as near as the variant bucket: its bytes are not copied there.
+    assert objects(bucket, PREFIX + "_next/image-sources/") == []
     # A new URL: the pointer, the source, the same bytes under another URL (looked up while the
-    # transform is planned), then three writes at once. The source GET checks the size on its
+    # transform is planned), then two writes at once. The source GET checks the size on its
     # headers, so there is no HEAD.
     assert miss_calls[:3] == [
         ("GetObject", pointer_key),
@@ -146,10 +145,10 @@ def test_a_cold_miss_overlaps_its_writes_and_a_new_width_reads_the_kept_source(
         ("GetObject", variant_key),
     ]
     assert sorted(miss_calls[3:]) == sorted(
-        [("PutObject", source_key), ("PutObject", variant_key), ("PutObject", pointer_key)]
+        [("PutObject", variant_key), ("PutObject", pointer_key)]
     )
     starts, ends = zip(*put_spans.values(), strict=True)
-    assert len(put_spans) == 3 and max(starts) < min(ends)  # the three written together
+    assert len(put_spans) == 2 and max(starts) < min(ends)  # the two written together
 
     calls.clear()
     wider = lambda_instance(buckets)(event("url=%2Fphoto.jpg&w=384&q=75"), FakeContext())
@@ -157,12 +156,13 @@ def test_a_cold_miss_overlaps_its_writes_and_a_new_width_reads_the_kept_source(
     assert response_headers(wider)["x-nextjs-cache"] == "MISS"
     assert imagegen.decode(response_body(wider))[:3] == ("webp", 384, 288)
     [new_variant] = set(objects(bucket, PREFIX + "_next/image-variants/")) - {variant_key}
-    # A fresh pointer: no asset read, no second lookup of the variant just found missing, and
-    # neither the pointer nor the source is written again.
+    # A fresh pointer that says no copy was kept: the asset is read again (not the variant
+    # bucket first), the variant just found missing is not looked up again, and the pointer is
+    # not rewritten.
     assert wider_calls == [
         ("GetObject", pointer_key),
         ("GetObject", new_variant),
-        ("GetObject", source_key),
+        ("GetObject", ASSETS_PREFIX + "photo.jpg"),
         ("PutObject", new_variant),
     ]
 

@@ -49,7 +49,8 @@ def weak_etag(path: Path) -> str:
 
 async def test_public_file_with_static_server_headers(root: Path) -> None:
     upstream = await source(root).fetch("/test.png")
-    assert upstream == Upstream(BODY, "public, max-age=0", weak_etag(root / "test.png"))
+    etag = weak_etag(root / "test.png")
+    assert upstream == Upstream(BODY, "public, max-age=0", etag, worth_keeping=False)
 
 
 async def test_etag_uses_size_and_mtime_in_hex(root: Path) -> None:
@@ -137,6 +138,6 @@ async def test_oversize_file_is_refused_before_reading(root: Path) -> None:
 async def test_conditional_fetch(root: Path) -> None:
     etag = weak_etag(root / "test.png")
     fresh = await source(root).fetch("/test.png", if_none_match=etag)
-    assert fresh == Upstream(b"", "public, max-age=0", etag, not_modified=True)
+    assert fresh == Upstream(b"", "public, max-age=0", etag, True, worth_keeping=False)
     changed = await source(root).fetch("/test.png", if_none_match='W/"1-1"')
     assert changed.body == BODY and not changed.not_modified

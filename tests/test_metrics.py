@@ -151,8 +151,9 @@ def test_store_errors_are_counted_by_operation(public_dir: Path, tmp_path: Path)
         for (name, labels), value in samples.items()
         if name == "next_image_store_errors_total"
     }
-    # Three failed writes open the circuit breaker, so readiness answers 503 without a ping.
-    assert errors == {"put_variant": 1, "put_pointer": 1, "put_source": 1}
+    # The two writes of a public-folder miss (its source is not kept) fail, then the readiness
+    # probe's ping does.
+    assert errors == {"put_variant": 1, "put_pointer": 1, "ping": 1}
     assert requests_by_label(samples) == {("200", "miss"): 1}
 
 

@@ -12,8 +12,10 @@ from support import MakeApp, Route, Upstream, request_headers
 from test_cache import remote_config
 
 from handler import optimizer
+from handler.keys import pointer_key
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore
+from handler.stores.records import decode_pointer
 
 
 def test_a_new_width_of_a_seen_image_makes_no_upstream_request(
@@ -94,3 +96,53 @@ def test_sources_over_the_cap_are_not_kept(
     assert app.get(f"url={url}&w=384&q=75").status_code == 200
     assert upstream.hits["/img.png"] == 2
     assert "if-none-match" not in request_headers(upstream)[-1]  # a plain fetch, not a refresh
+
+
+def test_the_public_folders_bytes_are_not_copied_into_the_store(
+    make_app: MakeApp, public_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new width reads the file again (as cheap as a kept copy), and never asks the store."""
+    store = MemoryStore()
+    app = make_app(store=store)
+    body = (public_dir / "test.jpg").read_bytes()
+    assert app.get("url=%2Ftest.jpg&w=640&q=75").headers["x-nextjs-cache"] == "MISS"
+    assert store.get_source(hashlib.sha256(body).hexdigest()) is None
+    pointer = store.get_pointer(pointer_key("/test.jpg"))
+    assert pointer is not None and pointer.source_kept is False
+
+    asked: list[str] = []
+    get_source = store.get_source
+
+    def spy(key: str) -> bytes | None:
+        asked.append(key)
+        return get_source(key)
+
+    monkeypatch.setattr(store, "get_source", spy)
+    second = app.get("url=%2Ftest.jpg&w=384&q=75")
+    assert second.headers["x-nextjs-cache"] == "MISS"
+    assert imagegen.decode(second.content)[:3] == ("webp", 384, 288)
+    assert asked == []
+
+
+def test_a_refreshed_pointer_keeps_saying_whether_the_source_was_kept(
+    make_app: MakeApp, upstream: Upstream
+) -> None:
+    upstream.routes["/img.png"] = Route(body=imagegen.png(800, 600), headers={"ETag": '"v1"'})
+    store = MemoryStore()
+    app = make_app(remote_config(upstream), store=store, revalidation="inline")
+    url = upstream.url("/img.png")
+    app.get(f"url={url}&w=640&q=75")
+    app.clock.now += 6  # past minimumCacheTTL: refreshed by a 304
+    assert app.get(f"url={url}&w=640&q=75").headers["x-nextjs-cache"] == "STALE"
+    refreshed = store.get_pointer(pointer_key(url))
+    assert refreshed is not None and refreshed.source_kept is True
+    assert refreshed.expire_at > app.clock.now
+    assert app.get(f"url={url}&w=384&q=75").status_code == 200
+    assert upstream.hits["/img.png"] == 2  # the first fetch and the 304; the new width: kept
+
+
+def test_a_pointer_written_before_the_flag_reads_as_kept() -> None:
+    """Pointers stored by an earlier release still find their kept sources."""
+    old = b'{"source_hash":"ab","etag":"e","upstream_etag":null,"max_age":60,"expire_at":1.0}'
+    pointer = decode_pointer(old)
+    assert pointer is not None and pointer.source_kept is True

@@ -143,6 +143,17 @@ async def test_a_file_answers_its_bytes_and_a_stable_validator(sut: SourceUnderT
     assert sut.location("img/a b.png") in sut.looked()
 
 
+async def test_only_the_origins_bytes_are_worth_keeping_in_the_store(
+    sut: SourceUnderTest, request: pytest.FixtureRequest
+) -> None:
+    """The public folder and the S3 assets bucket are as near as the variant store."""
+    sut.put("img/a b.png", IMAGE)
+    first = await sut.source.fetch("/img/a%20b.png")
+    refreshed = await sut.source.fetch("/img/a%20b.png", if_none_match=first.etag)
+    far = request.node.callspec.params["sut"] == "origin"
+    assert (first.worth_keeping, refreshed.worth_keeping) == (far, far)
+
+
 @pytest.mark.parametrize(
     ("path", "cache_control"),
     [("img/a b.png", PUBLIC_FILE), ("_next/static/media/logo.0a1b2c.png", NEXT_STATIC_FILE)],

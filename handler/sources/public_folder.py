@@ -53,7 +53,7 @@ class PublicFolderSource:
                     raise ImageError(400, errors.INTERNAL_INVALID, category="upstream")
                 etag = f'W/"{info.st_size:x}-{info.st_mtime_ns // 1_000_000:x}"'
                 if if_none_match == etag:
-                    return Upstream(b"", cache_control, etag, not_modified=True)
+                    return Upstream(b"", cache_control, etag, True, worth_keeping=False)
                 body = file.read(self._limit + 1)  # the file may have grown since fstat
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
             raise SourceNotFound(href) from exc
@@ -61,7 +61,7 @@ class PublicFolderSource:
             raise ImageError(413, errors.INTERNAL_INVALID, category="upstream")
         if not body:
             raise ImageError(400, errors.INTERNAL_INVALID, category="upstream")
-        return Upstream(body, cache_control, etag)
+        return Upstream(body, cache_control, etag, worth_keeping=False)
 
 
 def _open_nonblocking(path: str, flags: int) -> int:

@@ -61,7 +61,8 @@ class S3AssetsSource:
             if code in _NOT_MODIFIED and if_none_match:
                 headers = exc.response["ResponseMetadata"].get("HTTPHeaders", {})  # type: ignore[attr-defined]
                 etag = headers.get("etag") or if_none_match
-                return Upstream(b"", headers.get("cache-control"), etag, not_modified=True)
+                cache_control = headers.get("cache-control")
+                return Upstream(b"", cache_control, etag, True, worth_keeping=False)
             log.warning("S3 assets read of s3://%s/%s failed: %r", self.bucket, key, exc)
             raise ImageError(502, errors.UPSTREAM_INVALID, category="upstream") from exc
         if response.get("ContentLength", 0) > self._limit:
@@ -78,4 +79,4 @@ class S3AssetsSource:
         if not body:
             raise ImageError(400, errors.INTERNAL_INVALID, category="upstream")
         cache_control = response.get("CacheControl") or default_cache_control
-        return Upstream(body, cache_control, response.get("ETag"))
+        return Upstream(body, cache_control, response.get("ETag"), worth_keeping=False)

@@ -25,6 +25,9 @@ class Pointer:
     upstream_etag: str | None  # the raw upstream ETag header, for conditional revalidation
     max_age: int  # max(minimumCacheTTL, upstream max-age): the Cache-Control max-age
     expire_at: float  # epoch seconds
+    # The source bytes were kept in the store under ``source_hash``: False for a source as near
+    # as the store, or too large, whose new widths fetch it again without asking the store.
+    source_kept: bool = True
 
 
 @dataclass(frozen=True)
