@@ -7,7 +7,9 @@ Two kinds of record:
   an expiry, so a hit never touches the source and an expired one revalidates cheaply.
 
 And the *source* bytes themselves, keyed on their hash (the pointer's ``source_hash``), so a new
-width of an image already seen is transformed without fetching it again.
+width of an image already seen is transformed without fetching it again: those from the app's
+origin or a remote host (a nearby source, the public folder or the S3 assets bucket, is not
+copied).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ Same keys and meaning as the S3 store:
   later it is a miss (a fetch; the variant, found by the source's hash, is not transformed
   again). Never kept longer than ``variant_ttl`` plus that day: a pointer is only worth the
   variants it leads to, and a hostile upstream max-age cannot overflow Redis's expiry.
-- ``{prefix}_next/image-sources/{source_sha256}``: the source bytes, written like a variant
-  (``SET NX EX variant_ttl``).
+- ``{prefix}_next/image-sources/{source_sha256}``: the bytes of a source from the origin or a
+  remote host, written like a variant (``SET NX EX variant_ttl``).
 - ``{prefix}_next/image-locks/{key}``: cross-process single-flight (``Locking``).
 
 Every call fails fast and is never retried here: short socket timeouts, no client-side retry.

@@ -5,9 +5,9 @@
   with ``If-None-Match: *``: the key is content-addressed, so a concurrent writer's 412/409 means
   the same bytes are already there.
 - ``{prefix}_next/image-pointers/{pointer_key}``: the pointer record (``records.encode_pointer``).
-- ``{prefix}_next/image-sources/{source_sha256}``: the source bytes, written like a variant
-  (content-addressed, ``If-None-Match: *``); outside the variants prefix, so CloudFront never
-  serves them.
+- ``{prefix}_next/image-sources/{source_sha256}``: the bytes of a source from the origin or a
+  remote host, written like a variant (content-addressed, ``If-None-Match: *``); outside the
+  variants prefix, so CloudFront never serves them.
 
 boto3 is imported on first use, not at import: the Lambda init phase stays short. A warm process
 keeps recent unexpired pointers in memory, so a hit costs one GET (the variant), at most two.
