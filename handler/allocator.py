@@ -1,8 +1,8 @@
 """glibc malloc settings that let memory go back to the system after a burst of transforms.
 
 libvips allocates from many threads; glibc gives each its own arena (up to 8 per core), and freed
-pages inside arenas stay resident. Fewer arenas and an explicit trim after each transform return
-them. Elsewhere (musl, macOS) these are no-ops.
+pages inside arenas stay resident. Fewer arenas, and an explicit trim once a burst of transforms
+is over (``serve`` only), return them. Elsewhere (musl, macOS) these are no-ops.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def limit_arenas(arenas: int = ARENAS) -> bool:
 
 def release_free_memory() -> None:
     """Give free heap pages back to the system (``malloc_trim``); takes well under a millisecond
-    on an idle heap, and is called from the transform's worker thread, never the event loop."""
+    on an idle heap, and is called from a worker thread, never the event loop."""
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -53,7 +53,9 @@ def lambda_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def build_handler(settings: Settings) -> LambdaHandler:
     """Revalidation is inline: background work does not survive a Lambda response. For the same
     reason a fast first view's AVIF is produced by an asynchronous invocation of this function,
-    which arrives as a produce event rather than an HTTP one."""
+    which arrives as a produce event rather than an HTTP one. Free memory is not given back to
+    the system: the instance's memory is its own, and the next transform would fault it in
+    again."""
     logger = make_logger()
     metrics = make_metrics()
     function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
@@ -62,6 +64,7 @@ def build_handler(settings: Settings) -> LambdaHandler:
         settings,
         revalidation="inline",
         defer_first_view=SelfInvoker(function_name, version) if function_name else None,
+        give_back_memory=False,
         observer=RequestObserver(logger, metrics),
     )
     adapter = Mangum(app, lifespan="off")

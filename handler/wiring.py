@@ -89,6 +89,7 @@ def build_optimizer(
     store: Store | None = None,
     revalidation: Revalidation = "background",
     defer_first_view: Deferral | None = None,
+    give_back_memory: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> Optimizer:
     from handler.pipeline import setup_libvips
@@ -109,6 +110,7 @@ def build_optimizer(
         revalidation=revalidation,
         first_view_seconds=settings.fast_first_view,
         defer_first_view=defer_first_view,
+        give_back_memory=give_back_memory,
         clock=clock,
     )
 
@@ -118,6 +120,7 @@ def build_app(
     *,
     revalidation: Revalidation = "background",
     defer_first_view: Deferral | None = None,
+    give_back_memory: bool = True,
     observer: Observer | None = None,
     docs: bool = False,
     service: bool = False,
@@ -127,7 +130,10 @@ def build_app(
     A ``service`` also counts its requests for ``/metrics`` (then calls ``observer``, if any).
     """
     optimizer = build_optimizer(
-        settings, revalidation=revalidation, defer_first_view=defer_first_view
+        settings,
+        revalidation=revalidation,
+        defer_first_view=defer_first_view,
+        give_back_memory=give_back_memory,
     )
     limit = settings.max_inline_bytes
     oversize = Oversize(limit, "/" + VARIANTS) if limit is not None else None

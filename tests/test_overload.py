@@ -13,14 +13,18 @@ import anyio
 import httpx
 import imagegen
 import pytest
+from starlette.testclient import TestClient
 from support import Clock
 
+from devtools.invoke import FakeContext, function_url_event
+from handler import optimizer as optimizer_module
 from handler.app import create_app
 from handler.config import load_images_config
+from handler.lambda_handler import build_handler
 from handler.optimizer import Optimizer
 from handler.settings import Settings
 from handler.stores.memory import MemoryStore
-from handler.wiring import build_optimizer
+from handler.wiring import build_app, build_optimizer
 
 pytestmark = pytest.mark.anyio
 
@@ -172,3 +176,33 @@ async def test_a_timeout_fallback_is_served_once_uncached_and_never_stored(
     assert response.headers["cache-control"] == "public, max-age=14400, must-revalidate"
     decoded = imagegen.decode(response.content)
     assert (decoded.format, decoded.width) == ("webp", 640)
+
+
+def test_memory_goes_back_once_transforms_stop_not_after_each(
+    public_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trim after each transform made the next one fault its pages in again (~20 ms a miss)."""
+    trims: list[float] = []
+    monkeypatch.setattr(optimizer_module, "release_free_memory", lambda: trims.append(1))
+    monkeypatch.setattr(optimizer_module, "IDLE_TRIM_SECONDS", 0.05)
+    with TestClient(build_app(Settings(public_dir=str(public_dir)), service=True)) as client:
+        for width in (640, 384, 256):
+            assert client.get(f"/_next/image?url=%2Ftest.jpg&w={width}&q=75").status_code == 200
+            assert trims == []  # the transform's pages stay for the next one
+        deadline = time.monotonic() + 5
+        while not trims and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert trims == [1]  # once, after the burst
+
+
+def test_lambda_never_gives_memory_back(public_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The instance's memory is its own: pages given back would be faulted in again."""
+    trims: list[float] = []
+    monkeypatch.setattr(optimizer_module, "release_free_memory", lambda: trims.append(1))
+    monkeypatch.setattr(optimizer_module, "IDLE_TRIM_SECONDS", 0.0)
+    handle = build_handler(Settings(public_dir=str(public_dir)))
+    for width in (640, 384, 256):
+        event = function_url_event(f"url=%2Ftest.jpg&w={width}&q=75", "image/webp")
+        assert handle(event, FakeContext())["statusCode"] == 200
+        time.sleep(0.05)
+    assert trims == []
