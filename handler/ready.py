@@ -102,7 +102,7 @@ class ReadyHits:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        answer = self._answers.find(scope) if scope["type"] == "http" else None
+        answer = self._answers.find(scope)
         if answer is None:
             await self.app(scope, receive, send)
             return
