@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from typing import Any
 from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: this checkout's handler, not the installed one
 IMAGES = ("a.jpg", "b.png")
 WIDTHS = (384, 640, 828, 1080, 1920)
 ACCEPTS = {

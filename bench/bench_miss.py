@@ -30,8 +30,10 @@ from pathlib import Path
 import httpx
 import pyvips
 
-from handler.config import ImagesConfig
-from handler.pipeline import encode
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script: this checkout's handler, not the installed one
+from handler.config import ImagesConfig  # noqa: E402
+from handler.pipeline import encode  # noqa: E402
 
 PHOTOS = Path(__file__).parent / "photos"
 PICKS = ("rhythm.jpg", "string.jpg", "calla.png", "goldfish.png")
@@ -128,6 +130,7 @@ def main() -> None:
                 "--config",
                 '{"formats": ["image/avif", "image/webp"]}',
             ],
+            cwd=REPO,  # python -m: this checkout's handler
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
