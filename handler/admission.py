@@ -67,7 +67,6 @@ class _Waiter:
     seconds: float  # planned, on a reference core
     deadline: float
     granted: asyncio.Future[_Running]  # the running job, or an ImageError when refused
-    background: bool = False
 
 
 class Admission:
@@ -216,7 +215,7 @@ class Admission:
         return await self._wait(waiter, self._waiters, deadline - seconds * slowdown)
 
     async def _acquire_in_background(self, cost: int, seconds: float, deadline: float) -> _Running:
-        waiter = _Waiter(cost, seconds, deadline, asyncio.get_running_loop().create_future(), True)
+        waiter = _Waiter(cost, seconds, deadline, asyncio.get_running_loop().create_future())
         if self._background_may_start(waiter):
             return self._start(cost, seconds, background=True)
         return await self._wait(waiter, self._background_waiters, deadline - seconds)

@@ -62,6 +62,7 @@ SOURCE_KEEP_MAX_BYTES = 20_000_000  # larger sources are fetched again rather th
 # when the AVIF is stored.
 FIRST_VIEW_MAX_AGE = 10
 Revalidation = Literal["background", "inline"]
+InStore = tuple[Literal["pointer", "source"], ...]  # records a miss need not write again
 # Produces the AVIF of a fast first view later, outside this request (an asynchronous call).
 Deferral = Callable[[ImageParams], Awaitable[None]]
 
@@ -260,28 +261,20 @@ class Optimizer:
                     )
             upstream = await self._fetch(params, stats)
             source_hash = await self._sha256_hex(upstream.body)
+            in_store: InStore
             if known is not None and known.source_hash == source_hash:  # the bytes it names
-                return await self._transform_and_store(
-                    params,
-                    upstream.body,
-                    known,
-                    stats,
-                    "MISS",
-                    deadline,
-                    in_store=("pointer",),
-                    checked=True,
-                    first_view=first_view,
-                )
-            checked = pointer is not None and pointer.source_hash == source_hash
-            fresh = self._pointer(source_hash, upstream)
+                target, in_store = known, ("pointer",)
+            else:
+                target, in_store = self._pointer(source_hash, upstream), ()
             return await self._transform_and_store(
                 params,
                 upstream.body,
-                fresh,
+                target,
                 stats,
                 "MISS",
                 deadline,
-                checked=checked,
+                in_store=in_store,
+                checked=pointer is not None and pointer.source_hash == source_hash,
                 first_view=first_view,
             )
         finally:
@@ -343,7 +336,7 @@ class Optimizer:
         cache: CacheStatus,
         deadline: float,
         *,
-        in_store: tuple[Literal["pointer", "source"], ...] = (),
+        in_store: InStore = (),
         checked: bool = False,
         first_view: bool = False,
     ) -> Served:
