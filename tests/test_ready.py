@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,10 @@ AVIF = {"accept": "image/avif,image/webp,*/*"}
 
 
 class Service:
-    """The service's app on a memory store, with a settable clock, counting the route's serves."""
+    """The service's app (or Lambda's: ``service=False``) on a memory store, with a settable
+    clock, counting the route's serves."""
 
-    def __init__(self, public_dir: Path) -> None:
+    def __init__(self, public_dir: Path, *, service: bool = True) -> None:
         self.clock = Clock()
         self.optimizer = build_optimizer(
             Settings(public_dir=str(public_dir)),
@@ -49,8 +50,8 @@ class Service:
 
         self.optimizer.serve = counting  # type: ignore[method-assign]
         self.records: list[RequestRecord] = []
-        app = create_app(self.optimizer, observer=self._observe, service=True)
-        self.client = TestClient(app)
+        self.app = create_app(self.optimizer, observer=self._observe, service=service)
+        self.client = TestClient(self.app)
 
     def _observe(self, request: object, record: RequestRecord) -> None:
         self.records.append(record)
@@ -155,21 +156,12 @@ def test_the_services_metrics_count_ready_hits(public_dir: Path) -> None:
 
 
 def test_lambda_keeps_no_ready_answers(public_dir: Path) -> None:
-    optimizer = build_optimizer(Settings(public_dir=str(public_dir)), store=MemoryStore())
-    app = create_app(optimizer)
-    assert app.state.ready is None
-    calls = []
-    serve: Callable[..., Awaitable[Served]] = optimizer.serve
-
-    async def counting(*args: Any, **kwargs: Any) -> Served:
-        calls.append(1)
-        return await serve(*args, **kwargs)
-
-    optimizer.serve = counting  # type: ignore[method-assign]
-    with TestClient(app) as client:
+    made = Service(public_dir, service=False)
+    assert made.app.state.ready is None
+    with made.client as client:
         for _ in range(3):
             client.get(IMAGE, headers=WEBP)
-    assert len(calls) == 3
+    assert made.serves == 3
 
 
 SCOPE = {
