@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,55 +225,62 @@ def ours(events_path: Path, out: Path) -> int:
     recorder.install(s3_client())
     passes, s3 = [], []
     deferred: dict[str, Any] = {}
-    invocations = ExitStack()
-    _, calls = invocations.enter_context(self_invocations())
-    for index in range(len(PASSES)):
-        if index == 1 and calls:
-            deferred = produce(calls)
-        handle = build_handler(lambda_settings())
-        answers, records = [], []
-        recorder.take()
-        for number, event in enumerate(events):
-            begun, cpu = time.perf_counter(), time.process_time()
-            response = handle(event, FakeContext())
-            ms = (time.perf_counter() - begun) * 1000
-            cpu_ms = (time.process_time() - cpu) * 1000
-            body = response_body(response)
-            (out / f"{index}-{number}").write_bytes(body)
-            headers = response_headers(response)
-            answers.append(
-                {
-                    "ms": ms,
-                    "cpu_ms": cpu_ms,
-                    "status": response["statusCode"],
-                    "type": headers.get("content-type", ""),
-                    "bytes": len(body),
-                    "cache": headers.get("x-nextjs-cache", ""),
-                }
-            )
-            records.append(recorder.take())
-        passes.append(answers)
-        s3.append(summary(records))
-    invocations.close()
+    with self_invocations() as calls:
+        for index in range(len(PASSES)):
+            if index == 1 and calls:
+                deferred = produce(calls)
+            handle = build_handler(lambda_settings())
+            answers, records = [], []
+            recorder.take()
+            for number, event in enumerate(events):
+                begun, cpu = time.perf_counter(), time.process_time()
+                response = handle(event, FakeContext())
+                ms = (time.perf_counter() - begun) * 1000
+                cpu_ms = (time.process_time() - cpu) * 1000
+                body = response_body(response)
+                (out / f"{index}-{number}").write_bytes(body)
+                headers = response_headers(response)
+                answers.append(
+                    {
+                        "ms": ms,
+                        "cpu_ms": cpu_ms,
+                        "status": response["statusCode"],
+                        "type": headers.get("content-type", ""),
+                        "bytes": len(body),
+                        "cache": headers.get("x-nextjs-cache", ""),
+                    }
+                )
+                records.append(recorder.take())
+            passes.append(answers)
+            s3.append(summary(records))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = {"init_ms": init_ms, "passes": passes, "s3": s3, "max_rss_kib": rss}
-    print(json.dumps(result | {"deferred": deferred}))
+    print(
+        json.dumps(
+            {
+                "init_ms": init_ms,
+                "passes": passes,
+                "s3": s3,
+                "max_rss_kib": rss,
+                "deferred": deferred,
+            }
+        )
+    )
     return 0
 
 
 @contextmanager
-def self_invocations() -> Iterator[tuple[str, list[Invocation]]]:
+def self_invocations() -> Iterator[list[Invocation]]:
     """With fast first view on, the function's asynchronous calls to itself go to a loopback
-    Lambda API that records them."""
+    Lambda API that records them; yields the calls recorded."""
     from devtools.lambda_api import recording_lambda_api
 
     if not float(os.environ.get("NEXT_IMAGE_FAST_FIRST_VIEW", "0")):
-        yield "", []
+        yield []
         return
     with recording_lambda_api() as (url, calls):
         os.environ["AWS_ENDPOINT_URL_LAMBDA"] = url
         os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "bench"
-        yield url, calls
+        yield calls
 
 
 def produce(calls: list[Invocation]) -> dict[str, Any]:
