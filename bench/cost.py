@@ -8,7 +8,7 @@ Two kinds of request reach the function (CloudFront answers the rest, at the sam
                (a HIT); OpenNext transforms it again.
 
 Each is priced at the construct's default memory and architecture (read from
-``infra/next_image/construct.py``) and at OpenNext's default image function (1536 MB, arm64: SST's
+``infra/next_image_cdk/construct.py``) and at OpenNext's default image function (1536 MB, arm64: SST's
 ``Nextjs`` component and OpenNext's build, which installs sharp for arm64), on both
 architectures: Lambda duration (each request rounded up to 1 ms) x memory, the request charge,
 and S3 requests (ours: the GETs and PUTs ``bench/bench_lambda.py``'s recorder counted per miss and
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-CONSTRUCT = REPO / "infra" / "next_image" / "construct.py"
+CONSTRUCT = REPO / "infra" / "next_image_cdk" / "construct.py"
 
 # AWS list prices, us-east-1, first usage tier, as published on the AWS Lambda and Amazon S3
 # pricing pages (2025; unchanged since arm64 Lambda launched in September 2021).

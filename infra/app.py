@@ -1,10 +1,11 @@
 """CDK app entry point (``cdk.json``): one ``NextImageStack``, configured by context values.
 
-Context (``-c key=value`` or ``cdk.json``): ``appOrigin`` (host of the app's origin), ``nextDir``
-(the app's ``.next`` folder) or ``imagesConfig`` (a JSON file with the images config), ``arch``,
+One user of the ``next_image_cdk`` package, as any CDK app can be. Context (``-c key=value`` or
+``cdk.json``): ``appOrigin`` (host of the app's origin, required), ``nextDir`` (the app's
+``.next`` folder) or ``imagesConfig`` (a JSON file with the images config), ``arch``,
 ``pythonVersion``, ``memory``, ``timeout``, ``originReadTimeout``, ``variantExpiryDays``,
-``variantsPrefix``, ``publicDir``, ``assetsPrefix``, ``fastFirstView`` (seconds), ``layersDir``,
-``stackName``.
+``variantsPrefix``, ``publicDir``, ``assetsPrefix``, ``fastFirstView`` (seconds), ``layersDir``
+(prebuilt layers; else they are built into the user cache), ``stackName``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from typing import Any, cast
 from aws_cdk import App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from infra.next_image import NextImageOptimizerProps, NextImageStack
-from infra.next_image.construct import DEFAULT_LAYERS_DIR, Arch, PythonVersion
+from next_image_cdk import NextImageOptimizerProps, NextImageStack
+from next_image_cdk.construct import Arch, PythonVersion
+
+MISSING_ORIGIN = (
+    "no app origin: pass the host your Next.js app is served from, e.g. "
+    "`cdk deploy -c appOrigin=app.example.com` (the distribution sends every other path there)"
+)
 
 
 def props_from_context(app: App) -> NextImageOptimizerProps:
@@ -29,8 +35,11 @@ def props_from_context(app: App) -> NextImageOptimizerProps:
     next_dir = get("nextDir")
     public_dir = get("publicDir")
     layers_dir = get("layersDir")
+    app_origin = get("appOrigin")
+    if not app_origin:
+        raise SystemExit(MISSING_ORIGIN)
     return NextImageOptimizerProps(
-        app_origin_domain=get("appOrigin"),
+        app_origin_domain=app_origin,
         images_config=json.loads(Path(images_file).read_text()) if images_file else None,
         next_dir=Path(next_dir) if next_dir else None,
         public_dir=Path(public_dir) if public_dir else None,
@@ -43,7 +52,7 @@ def props_from_context(app: App) -> NextImageOptimizerProps:
         variant_expiry_days=int(get("variantExpiryDays", 30)),
         variants_prefix=get("variantsPrefix", ""),
         fast_first_view_seconds=float(fast) if (fast := get("fastFirstView")) else None,
-        layers_dir=Path(layers_dir) if layers_dir else DEFAULT_LAYERS_DIR,
+        layers_dir=Path(layers_dir) if layers_dir else None,
     )
 
 

@@ -9,9 +9,12 @@ runtime):
   httpx, boto3, ...), minus what the pyvips layer already holds. Changes with routine bumps, so a
   dependency bump does not re-upload libvips.
 
-Direct dependencies are pinned in ``pyproject.toml``, transitive ones in ``constraints.txt``
-(refresh with ``--lock``). Zips are reproducible: sorted entries, fixed timestamps and modes, no
-``__pycache__`` and no console scripts (their shebangs name the build machine's interpreter).
+The function's direct dependencies are pinned in ``requirements.txt`` (``pyproject.toml``'s, less
+what only ``serve`` needs), transitive ones in ``constraints.txt``; ``--lock`` refreshes both from a
+checkout. Both files travel with this module inside ``next-image-cdk``, which builds the layers at
+synth time from them, so this module reads nothing outside its own folder at build time. Zips are
+reproducible: sorted entries, fixed timestamps and modes, no ``__pycache__`` and no console
+scripts (their shebangs name the build machine's interpreter).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).parent  # not resolved: inside next-image-cdk the recipe's files sit here
+ROOT = Path(__file__).resolve().parent.parent  # the checkout, when run from one
 PYPROJECT = ROOT / "pyproject.toml"
-CONSTRAINTS = ROOT / "layers" / "constraints.txt"
+REQUIREMENTS = HERE / "requirements.txt"
+CONSTRAINTS = HERE / "constraints.txt"
 DEFAULT_OUT = ROOT / "layers" / "dist"
 
 ARCHES = {"arm64": "aarch64", "x86_64": "x86_64"}
@@ -75,14 +80,22 @@ def requirement_name(requirement: str) -> str:
     return canonical(match.group(1))
 
 
-def runtime_requirements(pyproject: Path = PYPROJECT) -> dict[str, list[str]]:
-    """Split ``[project] dependencies`` into the two layers' requirement lists."""
+def lambda_requirements(pyproject: Path = PYPROJECT) -> list[str]:
+    """``[project] dependencies`` less what only ``serve`` needs: ``requirements.txt``'s lines."""
     deps: list[str] = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    return [r for r in deps if requirement_name(r) not in NOT_ON_LAMBDA]
+
+
+def read_requirements(path: Path = REQUIREMENTS) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def runtime_requirements(path: Path = REQUIREMENTS) -> dict[str, list[str]]:
+    """Split the function's requirements into the two layers' requirement lists."""
     layers: dict[str, list[str]] = {"pyvips": [], "deps": []}
-    for requirement in deps:
+    for requirement in read_requirements(path):
         name = requirement_name(requirement)
-        if name in NOT_ON_LAMBDA:
-            continue
         layers["pyvips" if name in PYVIPS_LAYER else "deps"].append(requirement)
     return layers
 
@@ -101,12 +114,31 @@ def pip_target_args(arch: str, python_version: str) -> list[str]:
     return args
 
 
+class LayerBuildError(RuntimeError):
+    """pip could not produce a layer; ``missing`` names the wheel it could not get, if any."""
+
+    def __init__(self, message: str, missing: str | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 def run_pip(args: Sequence[str]) -> str:
     command = [sys.executable, "-m", "pip", *args]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"pip failed: {' '.join(command)}\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+    if done.returncode == 0:
+        return done.stdout
+    output = f"{done.stdout}\n{done.stderr}"
+    if "No module named pip" in output:
+        raise LayerBuildError(f"{sys.executable} has no pip: `{sys.executable} -m ensurepip`")
+    missing = re.search(r"satisfies the requirement ([^\s(]+)", output)
+    if missing:
+        name = missing.group(1)
+        raise LayerBuildError(
+            f"pip cannot get {name}: is PyPI (or your index) reachable? Offline, pass prebuilt "
+            "layer zips or layer ARNs instead.\n" + done.stderr.strip(),
+            missing=name,
+        )
+    raise LayerBuildError(f"pip failed: {' '.join(command)}\n{output}")
 
 
 def build_sdist_wheels(requirements: Iterable[str], wheelhouse: Path) -> None:
@@ -273,9 +305,8 @@ def build_layers(
 def inputs_digest(arch: str, python_version: str) -> str:
     """Hash of everything that decides a layer's bytes; lets ``--if-stale`` skip a rebuild."""
     digest = hashlib.sha256(f"{arch} {python_version}".encode())
-    for path in (Path(__file__), CONSTRAINTS):
+    for path in (Path(__file__), REQUIREMENTS, CONSTRAINTS):
         digest.update(path.read_bytes())
-    digest.update(json.dumps(runtime_requirements()).encode())
     return digest.hexdigest()
 
 
@@ -313,7 +344,14 @@ def ensure_layers(arch: str, python_version: str, out_dir: Path = DEFAULT_OUT) -
 
 
 def lock(python_version: str) -> None:
-    """Resolve every layer for both architectures and pin the transitive dependencies."""
+    """Copy the pins from ``pyproject.toml``, resolve both architectures, pin the rest."""
+    header = "# The function's runtime dependencies, pinned (pyproject's, less serve-only ones)"
+    REQUIREMENTS.write_text(
+        "\n".join([f"{header}; regenerate:", "# python -m layers.build_layer --lock"])
+        + "\n"
+        + "\n".join(lambda_requirements())
+        + "\n"
+    )
     requirements = runtime_requirements()
     direct = {requirement_name(r) for reqs in requirements.values() for r in reqs}
     pins: dict[str, str] = {}
@@ -371,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.lock:
         lock(args.python_version)
-        print(f"wrote {CONSTRAINTS}")
+        print(f"wrote {REQUIREMENTS} and {CONSTRAINTS}")
         return 0
     if args.if_stale:
         if not ensure_layers(args.arch, args.python_version, args.out_dir):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.next_image.bundled_config import (
+from next_image_cdk.bundled_config import (
     CLOUDFRONT_DIR,
     CLOUDFRONT_FUNCTION_MAX_BYTES,
     FORMATS_PLACEHOLDER,
@@ -138,7 +138,7 @@ def test_server_negotiates_the_same_for_forwarded_and_raw_accept(formats: list[s
 
 
 def test_config_reader(tmp_path: Path) -> None:
-    from infra.next_image.bundled_config import load_images_config
+    from next_image_cdk.bundled_config import load_images_config
 
     images = {"formats": ["image/avif", "image/webp"], "qualities": [50, 75]}
     config = {

@@ -22,9 +22,9 @@ from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
 from infra.app import build
-from infra.next_image import NextImageOptimizer, NextImageOptimizerProps
-from infra.next_image.construct import validate
 from layers.build_layer import ROOT, ensure_layers
+from next_image_cdk import NextImageOptimizer, NextImageOptimizerProps
+from next_image_cdk.construct import validate
 
 LAYERS = ROOT / "layers" / "build" / "test-dist"
 IMAGES = {"formats": ["image/avif", "image/webp"], "qualities": [50, 75]}
@@ -436,14 +436,14 @@ def test_invalid_settings_fail_at_synth() -> None:
 
 
 def test_layers_built_for_another_python_are_refused(layers: Path) -> None:
-    from infra.next_image.construct import read_layer_manifest
+    from next_image_cdk.layer_zips import read_manifest as read_layer_manifest
 
     with pytest.raises(ValueError, match="make layer"):
         read_layer_manifest(layers, "arm64", "3.12")
 
 
 def test_image_behaviour_follows_the_apps_base_path(tmp_path: Path) -> None:
-    from infra.next_image.bundled_config import load_images_config
+    from next_image_cdk.bundled_config import load_images_config
 
     server_files = {"version": 1, "config": {"basePath": "/docs", "images": {}}}
     (tmp_path / "required-server-files.json").write_text(json.dumps(server_files))

@@ -39,7 +39,7 @@ from devtools.local_cdn.template import (
     ViewerFunction,
     read_template,
 )
-from infra.next_image.bundled_config import CLOUDFRONT_DIR, render_accept_function
+from next_image_cdk.bundled_config import CLOUDFRONT_DIR, render_accept_function
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"

@@ -7,7 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from infra.next_image.construct import NextImageOptimizer, NextImageOptimizerProps
+from next_image_cdk.construct import NextImageOptimizer, NextImageOptimizerProps
 
 
 class NextImageStack(Stack):
@@ -17,7 +17,7 @@ class NextImageStack(Stack):
         self, scope: Construct, construct_id: str, props: NextImageOptimizerProps, **kwargs: Any
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.optimizer = NextImageOptimizer(self, "NextImage", props)
+        self.optimizer = NextImageOptimizer(self, "NextImage", props=props)
         distribution = self.optimizer.distribution
         CfnOutput(
             self,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CLOUDFRONT_DIR = Path(__file__).resolve().parent.parent / "cloudfront"
+CLOUDFRONT_DIR = Path(__file__).parent / "cloudfront"
 ACCEPT_FUNCTION_SOURCE = CLOUDFRONT_DIR / "normalize_accept.js"
 FORMATS_PLACEHOLDER = "__NEXT_IMAGE_FORMATS__"
 # CloudFront Functions reject code over 10 KB.

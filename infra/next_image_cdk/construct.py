@@ -1,8 +1,10 @@
 """``NextImageOptimizer``: the ``/_next/image`` Lambda, its S3 variant cache and CloudFront wiring.
 
-Add it to any stack. Without ``distribution`` it creates one whose default behaviour goes to the
-app's origin; with a ``cloudfront.Distribution`` from your own stack it only adds its two
-behaviours (``/_next/image`` and ``/_next/image-variants/*``) and the permissions scoped to it.
+Add it to any stack, with keyword arguments (the fields of ``NextImageOptimizerProps``). Without
+``distribution`` it creates one whose default behaviour goes to the app's origin; with a
+``cloudfront.Distribution`` from your own stack it only adds its two behaviours (``/_next/image``
+and ``/_next/image-variants/*``) and the permissions scoped to it. The function's code travels in
+this package (``function/``), so nothing here reads outside it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,15 +35,14 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct, IConstruct
 
-from infra.next_image.bundled_config import (
+from next_image_cdk.bundled_config import (
     BundledConfig,
     load_images_config,
     render_accept_function,
 )
+from next_image_cdk.layer_zips import cached_layers, read_manifest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_LAYERS_DIR = ROOT / "layers" / "dist"
-DEFAULT_HANDLER_DIR = ROOT / "handler"
+FUNCTION_CODE = Path(__file__).parent / "function" / "handler"
 HANDLER = "handler.lambda_handler.handler"
 TASK_ROOT = "/var/task"
 CONFIG_DIR = "next-image-config"
@@ -51,7 +52,6 @@ VARIANTS = "_next/image-variants/"
 POINTERS = "_next/image-pointers/"
 SOURCES = "_next/image-sources/"  # private: CloudFront serves only the variants prefix
 CACHE_KEY_QUERY = ("url", "w", "q", "dpl")
-LAYER_NAMES = ("pyvips", "deps")
 BUCKET_DEPLOYMENT_FINDINGS = (
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
     "AWSLambdaBasicExecutionRole]",
@@ -123,9 +123,26 @@ class NextImageOptimizerProps:
     """``NEXT_IMAGE_FAST_FIRST_VIEW``: an AVIF miss planned to take longer is answered with WebP
     for 10 s, and the AVIF is produced by an asynchronous invocation of the function (granted
     here). None: Next's behaviour, every AVIF miss waits for its AVIF."""
-    layers_dir: Path = DEFAULT_LAYERS_DIR
-    handler_dir: Path = DEFAULT_HANDLER_DIR
+    layer_arns: Sequence[str] = ()
+    """Published layers holding pyvips and the function's dependencies (first choice)."""
+    layer_zips: Sequence[Path] = ()
+    """Layer zips, e.g. a release's ``pyvips-arm64-python3.13.zip`` and ``deps-...`` (second)."""
+    layers_dir: Path | None = None
+    """A folder built by ``python -m layers.build_layer`` (``layers-<arch>.json`` and its zips)."""
+    layers_cache_dir: Path | None = None
+    """Otherwise the layers are built from the pinned wheels into this cache and reused; default
+    ``$NEXT_IMAGE_CDK_CACHE``, else ``$XDG_CACHE_HOME/next-image-cdk``, else ``~/.cache/...``."""
+    handler_dir: Path = FUNCTION_CODE
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
+
+    def __post_init__(self) -> None:
+        """Paths may be given as strings, as a CDK app's keyword arguments often are."""
+        for name in ("next_dir", "public_dir", "layers_dir", "layers_cache_dir", "handler_dir"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "layer_zips", tuple(Path(z) for z in self.layer_zips))
+        object.__setattr__(self, "layer_arns", tuple(self.layer_arns))
 
 
 def validate(props: NextImageOptimizerProps) -> float:
@@ -150,20 +167,6 @@ def validate(props: NextImageOptimizerProps) -> float:
     return budget
 
 
-def read_layer_manifest(layers_dir: Path, arch: str, python_version: str) -> dict[str, Path]:
-    """The layer zips for this arch, after checking they were built for this runtime's Python."""
-    manifest_path = layers_dir / f"layers-{arch}.json"
-    hint = f"run `make layer ARCH={arch} PYTHON_VERSION={python_version}`"
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"no layers in {layers_dir}: {hint}")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest["python_version"] != python_version or manifest["arch"] != arch:
-        raise ValueError(
-            f"{manifest_path} is for python{manifest['python_version']}/{manifest['arch']}: {hint}"
-        )
-    return {name: layers_dir / f"{name}-{arch}.zip" for name in LAYER_NAMES}
-
-
 def stage_function_code(handler_dir: Path, config: BundledConfig) -> Path:
     """A folder holding only the ``handler`` package and the images config: the function code."""
     staging = Path(tempfile.mkdtemp(prefix="next-image-code-"))
@@ -184,7 +187,17 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
 class NextImageOptimizer(Construct):
     """The function, its buckets, its Function URL and the CloudFront behaviours in front."""
 
-    def __init__(self, scope: Construct, construct_id: str, props: NextImageOptimizerProps):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        props: NextImageOptimizerProps | None = None,
+        **options: Any,
+    ) -> None:
+        """``options`` are ``NextImageOptimizerProps``'s fields; or pass a ``props`` record."""
+        if props is not None and options:
+            raise TypeError("pass either props or keyword arguments, not both")
+        props = props or NextImageOptimizerProps(**options)
         super().__init__(scope, construct_id)
         budget = validate(props)
         self.props = props
@@ -287,19 +300,7 @@ class NextImageOptimizer(Construct):
         props = self.props
         runtime = RUNTIMES[props.python_version]
         architecture = ARCHITECTURES[props.architecture]
-        layers = [
-            lambda_.LayerVersion(
-                self,
-                f"{name.capitalize()}Layer",
-                code=lambda_.Code.from_asset(str(zip_path)),
-                compatible_runtimes=[runtime],
-                compatible_architectures=[architecture],
-                description=f"{name} for python{props.python_version} on {props.architecture}",
-            )
-            for name, zip_path in read_layer_manifest(
-                props.layers_dir, props.architecture, props.python_version
-            ).items()
-        ]
+        layers = self._layers(runtime, architecture)
         log_group = logs.LogGroup(
             self, "Logs", retention=props.log_retention, removal_policy=RemovalPolicy.DESTROY
         )
@@ -357,6 +358,34 @@ class NextImageOptimizer(Construct):
                 "(make layer PYTHON_VERSION=...); any 3.12+ runtime works with pyvips-binary.",
             )
         return function
+
+    def _layers(
+        self, runtime: lambda_.Runtime, architecture: lambda_.Architecture
+    ) -> list[lambda_.ILayerVersion]:
+        """The user's layer ARNs, else the user's zips, else a built folder, else the cache."""
+        props = self.props
+        if props.layer_arns:
+            return [
+                lambda_.LayerVersion.from_layer_version_arn(self, f"Layer{index}", arn)
+                for index, arn in enumerate(props.layer_arns)
+            ]
+        if props.layer_zips:
+            zips = {zip_path.stem: zip_path for zip_path in props.layer_zips}
+        elif props.layers_dir is not None:
+            zips = read_manifest(props.layers_dir, props.architecture, props.python_version)
+        else:
+            zips = cached_layers(props.architecture, props.python_version, props.layers_cache_dir)
+        return [
+            lambda_.LayerVersion(
+                self,
+                f"{name.split('-', 1)[0].capitalize()}Layer",
+                code=lambda_.Code.from_asset(str(zip_path)),
+                compatible_runtimes=[runtime],
+                compatible_architectures=[architecture],
+                description=f"{name} for python{props.python_version} on {props.architecture}",
+            )
+            for name, zip_path in zips.items()
+        ]
 
     def _grant_self_invoke(self, function: lambda_.Function, role: iam.Role) -> None:
         """Fast first view: the function queues the deferred AVIF as an asynchronous invocation

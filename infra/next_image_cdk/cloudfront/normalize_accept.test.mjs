@@ -1,5 +1,5 @@
 // Runs the CloudFront Function as CloudFront would (the same source, formats templated in) on
-// the Accept table in accept_cases.json. Run: node --test infra/cloudfront/
+// the Accept table in accept_cases.json. Run: node --test infra/next_image_cdk/cloudfront/
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';

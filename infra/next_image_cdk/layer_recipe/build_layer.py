@@ -1,0 +1,1 @@
+../../../layers/build_layer.py
