@@ -27,6 +27,8 @@ from handler.stores.s3 import VARIANTS
 # Running transforms may reserve this share of the memory limit; the rest is the process itself,
 # stored and queued bodies, and headroom for the estimate's error.
 MEMORY_BUDGET_SHARE = 0.5
+# The files of a ``.next`` folder that ``--config`` accepts as the build's images config.
+BUILD_CONFIG_FILES = ("required-server-files.json", "images-manifest.json")
 
 
 def build_store(settings: Settings) -> Store:
@@ -55,9 +57,30 @@ def build_store(settings: Settings) -> Store:
     return MemoryStore(settings.cache_max_bytes)
 
 
+def build_media_dir(images_config: str | None) -> Path | None:
+    """The ``.next/static/media`` folder of the build the images config was read from, if any.
+
+    That is when the config is a ``.next`` folder, or its ``required-server-files.json`` or
+    ``images-manifest.json``, and the build has statically imported images.
+    """
+    if not images_config or images_config.lstrip().startswith("{"):
+        return None
+    path = Path(images_config)
+    if path.name in BUILD_CONFIG_FILES and path.is_file():
+        path = path.parent
+    media = path / "static" / "media"
+    return media if media.is_dir() else None
+
+
 def build_relative_source(settings: Settings, config: ImagesConfig) -> Source:
-    """Relative URLs: the public folder, then S3 assets, then the app's origin, first hit wins."""
+    """Relative URLs, first hit wins: the build's ``.next/static/media`` (when the config was
+    read from a build), the public folder, then S3 assets, then the app's origin."""
     chain: list[Source] = []
+    media = build_media_dir(settings.images_config)
+    if media is not None:
+        # What the deploy uploads under _next/static/media/ in the assets bucket.
+        mount = config.base_path + "/_next/static/media"
+        chain.append(PublicFolderSource(media, config, mount=mount))
     if settings.public_dir:
         chain.append(PublicFolderSource(Path(settings.public_dir), config))
     if settings.assets_bucket:

@@ -1,4 +1,7 @@
-"""Relative URLs read from a ``public/`` folder, with the headers Next's static server sends.
+"""Relative URLs read from a folder, with the headers Next's static server sends.
+
+The folder is the app's ``public/`` (mounted at ``/``), or a build's ``.next/static/media``
+(mounted at ``/_next/static/media``), as Next's static server serves both.
 
 The href is WHATWG-normalised (dot segments resolved, backslashes turned into slashes), then
 percent-decoded; each decoded segment must be a plain name. The resolved file must lie inside the
@@ -21,17 +24,22 @@ from handler.sources.static_files import asset_segments, default_cache_control
 
 
 class PublicFolderSource:
-    def __init__(self, root: Path, config: ImagesConfig) -> None:
+    """Files of ``root`` at the URL path ``mount``: ``/img/a.png`` is ``root/img/a.png`` when
+    mounted at ``/``, and ``/_next/static/media/a.png`` is ``root/a.png`` when mounted there."""
+
+    def __init__(self, root: Path, config: ImagesConfig, *, mount: str = "/") -> None:
         self._root = root.resolve()
         self._limit = config.maximum_response_body
+        self._mount = [segment for segment in mount.split("/") if segment]
 
     async def fetch(self, href: str, *, if_none_match: str | None = None) -> Upstream:
         segments = asset_segments(href)
-        if segments is None:
+        depth = len(self._mount)
+        if segments is None or segments[:depth] != self._mount or len(segments) == depth:
             raise SourceNotFound(href)
         cache_control = default_cache_control(segments)
         return await anyio.to_thread.run_sync(
-            self._load, href, segments, cache_control, if_none_match
+            self._load, href, segments[depth:], cache_control, if_none_match
         )
 
     def _load(
