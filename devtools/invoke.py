@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from devtools.moto_extra import mock_aws
 from handler.s3_client import reset_s3_client, s3_client
 from handler.settings import Settings
 from handler.sniff import detect_content_type
@@ -53,9 +54,10 @@ def load_env_file(path: Path) -> dict[str, str]:
 
 @contextmanager
 def mocked_s3(settings: Settings, seed: Path | None = None) -> Iterator[Any]:
-    """moto's in-process S3 with the settings' buckets created; ``seed`` is uploaded as assets."""
-    from moto import mock_aws
+    """moto's in-process S3 with the settings' buckets created; ``seed`` is uploaded as assets.
 
+    ``MissingExtra`` when moto is not installed.
+    """
     with mock_aws():
         reset_s3_client()
         client = s3_client()

@@ -91,8 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_openapi(args.images_config)
     if args.command == "invoke":
         from devtools.invoke import run
+        from devtools.moto_extra import MissingExtra
 
-        run(args.event, env_file=args.env_file, moto=args.moto, seed=args.seed, out_dir=args.out)
+        try:
+            run(
+                args.event, env_file=args.env_file, moto=args.moto, seed=args.seed, out_dir=args.out
+            )
+        except MissingExtra as exc:
+            print(f"next-image invoke: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "warm":
         from devtools.warm.command import run as run_warm  # never shipped to Lambda

@@ -34,6 +34,7 @@ from devtools.local_cdn.template import (
     S3Origin,
     read_template,
 )
+from devtools.moto_extra import MissingExtra, mock_aws
 from handler.s3_client import reset_s3_client, s3_client
 
 log = logging.getLogger("local_cdn")
@@ -125,6 +126,10 @@ def _serve(args: argparse.Namespace) -> None:
             "give --moto, or an S3-compatible endpoint in AWS_ENDPOINT_URL: local-cdn never "
             "creates buckets in a real AWS account"
         )
+    try:
+        moto = mock_aws() if args.moto else None
+    except MissingExtra as exc:
+        raise UsageError(str(exc)) from exc
     distribution = read_template(template, region)
     if distribution.app_origin is not None and not args.app_origin:
         raise UsageError(
@@ -146,10 +151,8 @@ def _serve(args: argparse.Namespace) -> None:
         if k in environment
     }
     with ExitStack() as stack:
-        if args.moto:
-            from moto import mock_aws
-
-            stack.enter_context(mock_aws())
+        if moto is not None:
+            stack.enter_context(moto)
         reset_s3_client()
         stack.callback(reset_s3_client)
         client = s3_client()
