@@ -1,7 +1,9 @@
-# Two commands matter: `make serve` and `make test`. Both set up .venv on first use.
+# Two commands matter: `make serve` and `make test`. Both set up .venv on first use: serve with
+# the runtime dependencies only, test with the development tools as well.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 ARCH ?= arm64
 PYTHON_VERSION ?= 3.13
@@ -9,22 +11,27 @@ PYTHON_VERSION ?= 3.13
 CDK_CLI_VERSION ?= 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_CLI_VERSION)
 
-.PHONY: setup redis serve test lint unit e2e chromium layer check-layer synth bench
+.PHONY: setup redis serve test lint unit e2e chromium layer check-layer synth bench dist adopter
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
+	touch $(RUNTIME)
+
+# The dev tools, and the construct (infra/, next-image-cdk) installed editable beside the CLI.
+$(STAMP): pyproject.toml infra/pyproject.toml $(RUNTIME)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev]" -e ./infra
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-serve: setup
+serve: $(RUNTIME)
 	$(BIN)/next-image serve --public-dir ./public --port 3000 --store filesystem
 
 lint: setup
-	$(BIN)/ruff check handler devtools tests infra layers bench
-	$(BIN)/ruff format --check handler devtools tests infra layers bench
+	$(BIN)/ruff check handler devtools tests infra layers bench release
+	$(BIN)/ruff format --check handler devtools tests infra layers bench release
 	$(BIN)/mypy
 
 # The Redis store is tested against a real redis-server: Debian's package, installed if missing
@@ -55,9 +62,14 @@ layer: setup
 check-layer: setup
 	$(BIN)/python -m layers.check_layer
 
+# The construct builds the layers into the user cache (~/.cache/next-image-cdk) when missing.
 synth: setup
-	$(BIN)/python -m layers.build_layer --arch $(ARCH) --python-version $(PYTHON_VERSION) --if-stale
 	$(CDK) synth --quiet -c arch=$(ARCH) -c pythonVersion=$(PYTHON_VERSION)
+
+# Both wheels and sdists, and the layer zips for arm64 and x86_64 x Python 3.12 and 3.13, with
+# SHA256SUMS, into dist/; the same commit gives the same bytes.
+dist: setup
+	$(BIN)/python -m release.build --out-dir dist
 
 bench: setup
 	$(BIN)/python bench/bench_miss.py

@@ -23,8 +23,9 @@ from cdk_nag import AwsSolutionsChecks
 
 from infra.app import build
 from layers.build_layer import ROOT, ensure_layers
-from next_image_cdk import NextImageOptimizer, NextImageOptimizerProps
+from next_image_cdk import NextImageOptimizer, NextImageOptimizerProps, layer_zips
 from next_image_cdk.construct import validate
+from next_image_cdk.layer_zips import CACHE_ENV, LayerBuildError, read_manifest
 
 LAYERS = ROOT / "layers" / "build" / "test-dist"
 IMAGES = {"formats": ["image/avif", "image/webp"], "qualities": [50, 75]}
@@ -94,12 +95,13 @@ def attached(layers: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
         Validations.of(distribution).acknowledge(
             Acknowledgment(id=f"AwsSolutions-{rule}", reason="test stand-in")
         )
+    # As a user's app writes it: keyword arguments, paths as strings.
     NextImageOptimizer(
         stack,
         "Images",
-        NextImageOptimizerProps(
-            distribution=distribution, app_origin_domain="app.example.com", layers_dir=layers
-        ),
+        distribution=distribution,
+        app_origin_domain="app.example.com",
+        layers_dir=str(layers),
     )
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return synthesize(app, "UserSite", outdir)
@@ -436,10 +438,90 @@ def test_invalid_settings_fail_at_synth() -> None:
 
 
 def test_layers_built_for_another_python_are_refused(layers: Path) -> None:
-    from next_image_cdk.layer_zips import read_manifest as read_layer_manifest
-
     with pytest.raises(ValueError, match="make layer"):
-        read_layer_manifest(layers, "arm64", "3.12")
+        read_manifest(layers, "arm64", "3.12")
+
+
+def test_props_and_keyword_arguments_are_not_mixed() -> None:
+    stack = Stack(App(), "S")
+    with pytest.raises(TypeError, match="either props or keyword"):
+        NextImageOptimizer(
+            stack, "A", NextImageOptimizerProps(app_origin_domain="a.example"), memory_mib=1024
+        )
+    with pytest.raises(TypeError, match="memory"):
+        NextImageOptimizer(stack, "B", app_origin_domain="a.example", memory=1024)
+
+
+def test_a_deploy_without_an_app_origin_is_refused_with_the_flag_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"-c appOrigin=app\.example\.com"):
+        build(App(outdir=str(tmp_path)))
+
+
+def layer_sources(synth: Synth) -> list[Any]:
+    (function,) = synth.resources("AWS::Lambda::Function").values()
+    layers: list[Any] = function["Properties"]["Layers"]
+    return layers
+
+
+def synth_attached(outdir: Path, **options: Any) -> Synth:
+    app = App(outdir=str(outdir))
+    stack = Stack(app, "Layers")
+    NextImageOptimizer(stack, "Images", app_origin_domain="app.example.com", **options)
+    return synthesize(app, "Layers", outdir)
+
+
+def test_layer_arns_are_used_as_given(tmp_path: Path) -> None:
+    arns = [
+        "arn:aws:lambda:eu-west-1:123456789012:layer:pyvips:3",
+        "arn:aws:lambda:eu-west-1:123456789012:layer:deps:7",
+    ]
+    synth = synth_attached(tmp_path, layer_arns=arns)
+    assert layer_sources(synth) == arns
+    assert synth.resources("AWS::Lambda::LayerVersion") == {}
+
+
+def test_layer_zips_are_uploaded_as_given(layers: Path, tmp_path: Path) -> None:
+    zips = []
+    for name in ("pyvips", "deps"):
+        zips.append(tmp_path / f"{name}-arm64-python3.13.zip")
+        zips[-1].write_bytes((layers / f"{name}-arm64.zip").read_bytes())
+    synth = synth_attached(tmp_path / "out", layer_zips=[str(z) for z in zips])
+    versions = synth.resources("AWS::Lambda::LayerVersion")
+    assert sorted(v["Properties"]["Description"] for v in versions.values()) == [
+        "deps-arm64-python3.13 for python3.13 on arm64",
+        "pyvips-arm64-python3.13 for python3.13 on arm64",
+    ]
+    assert len(layer_sources(synth)) == 2
+
+
+def test_without_layers_the_cache_is_built_once_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ARN, zip or folder: the pinned wheels, built into the user cache, reused next synth."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    first = synth_attached(tmp_path / "one")
+    (built,) = (tmp_path / "cache").iterdir()
+    assert built.name.startswith("arm64-python3.13-")
+    assert sorted(p.name for p in built.glob("*.zip")) == ["deps-arm64.zip", "pyvips-arm64.zip"]
+
+    def no_rebuild(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rebuilt layers whose pins had not changed")
+
+    monkeypatch.setattr(layer_zips, "build_layers", no_rebuild)
+    again = synth_attached(tmp_path / "two")
+    assert layer_sources(again) == layer_sources(first)
+
+
+def test_offline_the_cache_build_names_the_wheel_it_cannot_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(LayerBuildError, match=r"pip cannot get pyvips") as raised:
+        layer_zips.cached_layers("arm64", "3.13", tmp_path / "cache")
+    assert raised.value.missing is not None and raised.value.missing.startswith("pyvips")
+    assert "python3.13/arm64" in str(raised.value)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # nothing half-built is kept
 
 
 def test_image_behaviour_follows_the_apps_base_path(tmp_path: Path) -> None:
