@@ -1,8 +1,8 @@
 """The whole deployment on one machine: a real Next.js app, the synthesized stack, local-cdn.
 
 ``make e2e`` runs this folder (``make test`` leaves it out: pyproject's ``addopts`` ignores it).
-Session fixtures, in order: the app's images drawn (``pictures``), its npm packages installed
-(``npm ci``, skipped while ``node_modules`` matches the lockfile), ``next build``; a loopback
+Session fixtures, in order: the app's npm packages installed (``npm ci``, skipped while
+``node_modules`` matches the lockfile), its images drawn (``pictures``), ``next build``; a loopback
 "remote" image server; ``next start`` behind a logging proxy; the CDK app synthesized in-process
 against the build's ``.next`` and ``public/``; ``next-image local-cdn`` in front of the proxy; and
 headless Chromium. Timings and what the test observed are printed at the end of the run.
@@ -67,10 +67,8 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-def built_app(artifacts: Path) -> dict[str, Picture]:
-    """The app's images drawn, its packages installed, ``next build`` run; the pictures by path."""
-    with timed("draw images"):
-        pictures = draw(APP)
+def app_packages(artifacts: Path) -> Path:
+    """The app's npm packages installed (next 16.4.6 among them); its ``node_modules``."""
     lock = hashlib.sha256((APP / "package-lock.json").read_bytes()).hexdigest()
     stamp = APP / "node_modules" / ".e2e-package-lock.sha256"
     if stamp.is_file() and stamp.read_text() == lock:
@@ -79,6 +77,14 @@ def built_app(artifacts: Path) -> dict[str, Picture]:
         with timed("npm ci"):
             _run(["npm", "ci", "--no-audit", "--no-fund"], artifacts / "npm-ci.log", 300)
         stamp.write_text(lock)
+    return APP / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def built_app(app_packages: Path, artifacts: Path) -> dict[str, Picture]:
+    """The app's images drawn, its packages installed, ``next build`` run; the pictures by path."""
+    with timed("draw images"):
+        pictures = draw(APP)
     with timed("next build"):
         _run([*NEXT, "build"], artifacts / "next-build.log", 480)
     return pictures
