@@ -11,7 +11,7 @@ PYTHON_VERSION ?= 3.13
 CDK_CLI_VERSION ?= 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_CLI_VERSION)
 
-.PHONY: setup redis serve test lint unit e2e chromium layer check-layer synth bench dist adopter
+.PHONY: setup redis serve test lint unit e2e chromium layer check-layer check-layer-arm64 synth bench dist adopter
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,14 @@ layer: setup
 
 check-layer: setup
 	$(BIN)/python -m layers.check_layer
+
+# The arm64 layers and handler/ run in Debian's aarch64 python$(PYTHON_VERSION) under qemu-user
+# (Debian's package, installed if missing, as root as on CI) against moto's S3; the Python sysroot
+# is cached in ~/.cache/next-image/arm64-sysroot.
+check-layer-arm64: setup
+	command -v qemu-aarch64-static >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static)
+	$(BIN)/python -m layers.check_layer_arm64 --python-version $(PYTHON_VERSION)
 
 # The construct builds the layers into the user cache (~/.cache/next-image-cdk) when missing.
 synth: setup
