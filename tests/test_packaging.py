@@ -1,0 +1,77 @@
+"""The two distributions as a user installs them: names, contents, one version, same bytes twice."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import handler
+import next_image_cdk
+from layers.build_layer import REQUIREMENTS, lambda_requirements, read_requirements
+from release.build import ROOT, build_distributions, write_checksums
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("dist")
+    return {path.name: path for path in build_distributions(out)}
+
+
+def wheel(dists: dict[str, Path], name: str) -> zipfile.ZipFile:
+    (found,) = (path for file, path in dists.items() if file.startswith(name) and ".whl" in file)
+    return zipfile.ZipFile(found)
+
+
+def test_the_construct_adds_only_its_own_import_name(dists: dict[str, Path]) -> None:
+    with wheel(dists, "next_image_cdk-") as archive:
+        names = archive.namelist()
+        top_level = archive.read("next_image_cdk-0.3.0.dist-info/top_level.txt").decode().split()
+        metadata = archive.read("next_image_cdk-0.3.0.dist-info/METADATA").decode()
+    assert top_level == ["next_image_cdk"]
+    assert {name.split("/")[0] for name in names} == {
+        "next_image_cdk",
+        "next_image_cdk-0.3.0.dist-info",
+    }
+    # The function's code and the layer recipe travel as data, without compiled leftovers.
+    assert "next_image_cdk/function/handler/lambda_handler.py" in names
+    assert "next_image_cdk/function/handler/stores/s3.py" in names
+    assert "next_image_cdk/cloudfront/normalize_accept.js" in names
+    for recipe in ("build_layer.py", "requirements.txt", "constraints.txt"):
+        assert f"next_image_cdk/layer_recipe/{recipe}" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    # Compatible ranges, not pins.
+    assert "Requires-Dist: aws-cdk-lib<3,>=2.275.0" in metadata
+    assert "Requires-Dist: constructs<11,>=10.0.0" in metadata
+
+
+def test_the_cli_keeps_the_emulators_behind_the_local_extra(dists: dict[str, Path]) -> None:
+    with wheel(dists, "next_image_lambda-") as archive:
+        metadata = archive.read("next_image_lambda-0.3.0.dist-info/METADATA").decode()
+        entry_points = archive.read("next_image_lambda-0.3.0.dist-info/entry_points.txt").decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: moto")]
+    assert requires == ['Requires-Dist: moto[s3,server]==5.2.5; extra == "local"']
+    assert "next-image = handler.cli:main" in entry_points
+    assert "aws-cdk-lib" not in metadata.split('extra == "dev"')[0].split("Provides-Extra")[0]
+
+
+def test_one_version_for_both_distributions_and_the_changelog(dists: dict[str, Path]) -> None:
+    assert handler.__version__ == next_image_cdk.__version__
+    version = handler.__version__
+    assert {f"next_image_cdk-{version}.tar.gz", f"next_image_lambda-{version}.tar.gz"} <= set(dists)
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert re.findall(r"^## (\S+)", changelog, re.MULTILINE)[0] == version
+
+
+def test_building_twice_gives_the_same_bytes(dists: dict[str, Path], tmp_path: Path) -> None:
+    first = write_checksums(next(iter(dists.values())).parent).read_text()
+    build_distributions(tmp_path)
+    assert write_checksums(tmp_path).read_text() == first
+
+
+def test_the_layer_requirements_are_pyprojects_less_the_serve_only_ones() -> None:
+    """``layers/requirements.txt`` travels in next-image-cdk; ``--lock`` rewrites it."""
+    assert read_requirements(REQUIREMENTS) == lambda_requirements()
+    assert "uvicorn" not in REQUIREMENTS.read_text()
