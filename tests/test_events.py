@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import imagegen
 import pytest
@@ -18,7 +19,9 @@ from handler.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 SOURCES = ("function-url", "http-api", "rest-api", "alb")
-REMOTE_PORT = 8765  # the host allowed by events/local.env's remotePatterns
+# The remote host the *-remote events and events/local.env's remotePatterns name; the tests serve
+# it on a free port and give the events and the env that port instead.
+REMOTE_HOST = "127.0.0.1:8765"
 
 # case: (status, content type, x-nextjs-cache, (format, width, height) or error body)
 EXPECTED: dict[str, tuple[int, str | None, str | None, Any]] = {
@@ -36,27 +39,40 @@ BAD_PARAM = {
 
 
 @pytest.fixture(scope="module")
-def remote_host() -> Iterator[None]:
-    """``public/`` on 127.0.0.1:8765, standing in for the remote image host of *-remote events."""
+def remote_events(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``public/`` served on a free loopback port, standing in for the remote image host of the
+    *-remote events; a copy of events/ whose events and local.env name that port. The copies'
+    folder."""
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(ROOT / "public"))
     handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    try:
-        server = ThreadingHTTPServer(("127.0.0.1", REMOTE_PORT), handler)
-    except OSError:
-        pytest.skip(f"port {REMOTE_PORT} is busy")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield
+    host = f"127.0.0.1:{server.server_address[1]}"
+    folder = tmp_path_factory.mktemp("events")
+    for path in (*EVENTS.glob("*.json"), EVENTS / "local.env"):
+        text = path.read_text()
+        text = text.replace(REMOTE_HOST, host).replace(quote(REMOTE_HOST, safe=""), quote(host))
+        text = text.replace('"port":"8765"', f'"port":"{server.server_address[1]}"')
+        (folder / path.name).write_text(text)
+    copies = "".join(path.read_text() for path in folder.iterdir())
+    for old in (REMOTE_HOST, quote(REMOTE_HOST, safe=""), '"port":"8765"'):
+        assert old not in copies  # every mention rewritten
+    yield folder
     server.shutdown()
     server.server_close()
 
 
 def invoke(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    events: Path,
+    name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> tuple[int, dict[str, str], bytes]:
-    env_file = EVENTS / "local.env"
+    env_file = events / "local.env"
     for key, value in load_env_file(env_file).items():
         monkeypatch.setenv(key, value)  # undone after the test; invoke sets the same values
-    args = [str(EVENTS / f"{name}.json"), "--env-file", str(env_file), "--moto"]
+    args = [str(events / f"{name}.json"), "--env-file", str(env_file), "--moto"]
     assert main(["invoke", *args, "--seed", str(ROOT / "public"), "--out", str(tmp_path)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("{")]
     status = int(lines[0].removeprefix("status: "))
@@ -76,12 +92,12 @@ def test_every_event_file_is_covered() -> None:
 def test_image_events(
     source: str,
     case: str,
-    remote_host: None,
+    remote_events: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    status, headers, body = invoke(f"{source}-{case}", tmp_path, monkeypatch, capsys)
+    status, headers, body = invoke(remote_events, f"{source}-{case}", tmp_path, monkeypatch, capsys)
     want_status, content_type, cache, image = EXPECTED[case]
     assert status == want_status
     if image is None:
@@ -98,9 +114,10 @@ def test_image_events(
 @pytest.mark.parametrize("source", SOURCES)
 def test_bad_parameter_events(
     source: str,
+    remote_events: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    status, _, body = invoke(f"{source}-bad-param", tmp_path, monkeypatch, capsys)
+    status, _, body = invoke(remote_events, f"{source}-bad-param", tmp_path, monkeypatch, capsys)
     assert (status, body.decode()) == (400, BAD_PARAM[source])
