@@ -61,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--moto", action="store_true", help="S3 in-process (moto) with the template's buckets"
     )
     local_cdn.add_argument(
-        "--seed-public", type=Path, help="upload this folder to the function's assets bucket"
+        "--seed-public",
+        type=Path,
+        help="also upload this folder to the function's assets bucket, after the template's "
+        "BucketDeployments (run from its cdk.out)",
     )
     local_cdn.add_argument(
         "--env-file", type=Path, help="KEY=VALUE lines over the function's environment"

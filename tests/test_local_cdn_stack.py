@@ -1,10 +1,11 @@
 """``next-image local-cdn`` on the real stack: synthesized in-process, served by the command.
 
 The CDK app is the one ``cdk synth`` runs (``infra.app.build``, cdk-nag included) with a public
-folder holding one generated image. Its two Lambda layers are stand-in zips: they are opaque
-assets to the template, and local-cdn runs the handler from this checkout. The command runs as a
-subprocess with ``--moto`` and ``--seed-public``, in front of a loopback app origin, and is
-stopped with SIGTERM like a terminal's Ctrl-C or a test runner's cleanup.
+folder holding generated images and a ``.next`` build holding a statically imported one. Its two
+Lambda layers are stand-in zips: they are opaque assets to the template, and local-cdn runs the
+handler from this checkout. The command runs as a subprocess with ``--moto`` and
+``--seed-public``, in front of a loopback app origin, and is stopped with SIGTERM like a
+terminal's Ctrl-C or a test runner's cleanup.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "LocalCdnTest"
+STATIC_IMPORT = "hero.4f1c2a.jpg"  # in .next/static/media, uploaded by the stack's DeployMedia
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +44,16 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Lambda's payload limit: --env-file changes the function's environment like a deploy would.
     (root / "function.env").write_text("NEXT_IMAGE_MAX_INLINE_BYTES=50000\n")
     layers = stand_in_layers(root)
-    images = root / "images.json"
-    images.write_text(json.dumps({"formats": ["image/avif", "image/webp"]}))
+    build_dir = root / ".next"
+    (build_dir / "static" / "media").mkdir(parents=True)
+    (build_dir / "static" / "media" / STATIC_IMPORT).write_bytes(imagegen.jpeg(1280, 960))
+    images = {"formats": ["image/avif", "image/webp"]}
+    (build_dir / "required-server-files.json").write_text(
+        json.dumps({"version": 1, "config": {"images": images, "basePath": ""}})
+    )
     context = {
         "appOrigin": "app.example.com",
-        "imagesConfig": str(images),
+        "nextDir": str(build_dir),
         "publicDir": str(public),
         "layersDir": str(layers),
         "stackName": STACK,
@@ -99,6 +106,12 @@ def test_the_stack_serves_optimized_images_and_the_app(
         assert "age" in second.headers and second.content == first.content
         # The image came from the seeded assets bucket, not from the app.
         assert "/a.png" not in upstream.hits
+        # A static import: local-cdn ran the stack's DeployMedia from the cloud assembly.
+        static_url = f"/_next/image?url=/_next/static/media/{STATIC_IMPORT}&w=640&q=75"
+        static = client.get(static_url, headers=accept)
+        assert static.status_code == 200, static.text
+        assert imagegen.decode(static.content)[:2] == ("avif", 640)
+        assert not [hit for hit in upstream.hits if "/_next/static/" in hit]
 
         page = client.get("/about", headers={"user-agent": "a-browser"})
         assert (page.status_code, page.content) == (200, b"<p>about</p>")

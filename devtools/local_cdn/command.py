@@ -3,8 +3,10 @@
 Reads the template (refusing what cannot be emulated), configures the process as the Lambda
 runtime would configure the function (the template's environment, the app's domain replaced by
 ``--app-origin``, then ``--env-file``), creates the template's buckets in moto or on the endpoint
-in ``AWS_ENDPOINT_URL``, uploads ``--seed-public`` to the assets bucket, starts the Node.js child
-for the CloudFront Functions, and serves until SIGINT or SIGTERM, cleaning all of it up after.
+in ``AWS_ENDPOINT_URL``, runs the template's BucketDeployments from the cloud assembly (the app's
+``public/`` and ``.next/static/media`` as synthesized) and uploads ``--seed-public`` to the assets
+bucket, starts the Node.js child for the CloudFront Functions, and serves until SIGINT or
+SIGTERM, cleaning all of it up after.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from devtools.local_cdn.functions import NodeFunctions
 from devtools.local_cdn.intrinsics import Unsupported
 from devtools.local_cdn.lambda_url import LambdaHandler, LambdaUrlFetcher
 from devtools.local_cdn.origins import AppFetcher, Fetcher
-from devtools.local_cdn.s3 import S3Fetcher, create_buckets, seed
+from devtools.local_cdn.s3 import S3Fetcher, create_buckets, deploy, seed
 from devtools.local_cdn.server import EdgeApp, bind, serve
 from devtools.local_cdn.template import (
     CustomOrigin,
@@ -93,6 +95,38 @@ def function_environment(
     return environment
 
 
+def upload_assets(
+    client: Any,
+    distribution: Distribution,
+    environment: Mapping[str, str],
+    seed_public: Path | None,
+) -> None:
+    """What a deploy puts in the buckets: the template's BucketDeployments, run from the cloud
+    assembly (the app's ``public/`` and ``.next/static/media`` as synthesized), then the
+    ``--seed-public`` folder over the function's assets bucket."""
+    for deployment in distribution.deployments:
+        count = deploy(client, deployment)
+        log.info(
+            "%s: uploaded %d files to s3://%s/%s",
+            deployment.logical_id,
+            count,
+            deployment.bucket,
+            deployment.prefix,
+        )
+    if seed_public is None:
+        return
+    assets = environment.get("NEXT_IMAGE_ASSETS_BUCKET")
+    if not assets:
+        log.warning(
+            "--seed-public ignored: the function has no assets bucket, so relative images "
+            "come from the app's origin, as deployed (synthesize with -c publicDir=... for one)"
+        )
+        return
+    prefix = environment.get("NEXT_IMAGE_ASSETS_PREFIX", "")
+    count = seed(client, assets, prefix, seed_public)
+    log.info("uploaded %d files from %s to s3://%s/%s", count, seed_public, assets, prefix)
+
+
 def _lambda_handler() -> LambdaHandler:
     """A new instance's init phase, from the environment ``_serve`` set."""
     from handler.lambda_handler import build_handler, lambda_settings
@@ -145,6 +179,7 @@ def _serve(args: argparse.Namespace) -> None:
         environment = function_environment(function, app, args.app_origin, overrides, region)
     os.environ.update(environment)
     buckets = {b.name for b in distribution.buckets}
+    buckets |= {d.bucket for d in distribution.deployments}
     buckets |= {
         environment[k]
         for k in ("NEXT_IMAGE_BUCKET", "NEXT_IMAGE_ASSETS_BUCKET")
@@ -157,18 +192,7 @@ def _serve(args: argparse.Namespace) -> None:
         stack.callback(reset_s3_client)
         client = s3_client()
         create_buckets(client, sorted(buckets))
-        assets = environment.get("NEXT_IMAGE_ASSETS_BUCKET")
-        if args.seed_public is not None and not assets:
-            log.warning(
-                "--seed-public ignored: the function has no assets bucket, so relative images "
-                "come from the app's origin, as deployed (synthesize with -c publicDir=... for one)"
-            )
-        elif args.seed_public is not None and assets:
-            prefix = environment.get("NEXT_IMAGE_ASSETS_PREFIX", "")
-            count = seed(client, assets, prefix, args.seed_public)
-            log.info(
-                "uploaded %d files from %s to s3://%s/%s", count, args.seed_public, assets, prefix
-            )
+        upload_assets(client, distribution, environment, args.seed_public)
         functions = None
         if distribution.functions:
             functions = stack.enter_context(NodeFunctions(distribution.functions))

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 from devtools.local_cdn.http import Response, get
 from devtools.local_cdn.origins import OriginFailure, OriginRequest
-from devtools.local_cdn.template import Bucket, S3Origin
+from devtools.local_cdn.template import Bucket, Deployment, S3Origin
 from handler.s3_client import error_code
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -41,6 +41,13 @@ def seed(client: Any, bucket: str, prefix: str, folder: Path) -> int:
         key = prefix + path.relative_to(folder).as_posix()
         client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
     return len(files)
+
+
+def deploy(client: Any, deployment: Deployment) -> int:
+    """Copy a BucketDeployment's staged folders into its bucket, as ``cdk deploy`` does."""
+    return sum(
+        seed(client, deployment.bucket, deployment.prefix, folder) for folder in deployment.folders
+    )
 
 
 def s3_error(status: int, code: str, message: str) -> Response:

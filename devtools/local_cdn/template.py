@@ -60,6 +60,14 @@ ORIGIN_KEYS = {
     "S3OriginConfig",
 }  # fmt: skip
 
+# A BucketDeployment's properties that change nothing about which files land under which keys.
+DEPLOYMENT_KEYS = {
+    "ServiceToken", "SourceBucketNames", "SourceObjectKeys", "SourceMarkers",
+    "SourceMarkersConfig", "DestinationBucketName", "DestinationBucketKeyPrefix",
+    "DestinationBucketArn", "Prune", "RetainOnDelete", "OutputObjectKeys", "Extract",
+    "WaitForDistributionInvalidation", "DistributionId", "DistributionPaths", "SignContent",
+}  # fmt: skip
+
 Policy = TypeVar("Policy", CachePolicy, OriginRequestPolicy, ResponseHeadersPolicy)
 
 
@@ -146,6 +154,21 @@ class Behaviour:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """A ``BucketDeployment``: what a deploy copies into a bucket, from the cloud assembly.
+
+    Each folder is a source as the synth staged it (``cdk.out/asset.<hash>``, found through the
+    stack's ``<stack>.assets.json``): the app's ``public/`` or ``.next/static/media`` as they were
+    when the template was synthesized. Its files land under ``prefix``.
+    """
+
+    logical_id: str
+    bucket: str
+    prefix: str
+    folders: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
 class Distribution:
     logical_id: str
     behaviours: tuple[Behaviour, ...]  # in the template's order, the default last
@@ -153,6 +176,7 @@ class Distribution:
     error_caching_min_ttl: Mapping[int, int] = field(default_factory=dict)
     default_root_object: str = ""
     notes: tuple[str, ...] = ()
+    deployments: tuple[Deployment, ...] = ()  # in the template's order
 
     @property
     def functions(self) -> tuple[ViewerFunction, ...]:
@@ -249,11 +273,7 @@ class _Reader:
                 "the local listener is plain HTTP: the viewer protocol policy of "
                 f"{', '.join(self.plain_http)} is not enforced"
             )
-        if self.of_type("Custom::CDKBucketDeployment"):
-            self.notes.append(
-                "Custom::CDKBucketDeployment resources are deploy-time copies and are not run: "
-                "upload the app's public folder with --seed-public"
-            )
+        deployments = self._deployments()
         return Distribution(
             logical_id,
             behaviours,
@@ -261,7 +281,56 @@ class _Reader:
             self._error_caching(config, where),
             str(config.get("DefaultRootObject", "")),
             tuple(self.notes),
+            deployments,
         )
+
+    def _deployments(self) -> tuple[Deployment, ...]:
+        """The BucketDeployments local-cdn can run as a deploy would; a note for each other."""
+        found = []
+        for logical_id, resource in self.of_type("Custom::CDKBucketDeployment").items():
+            try:
+                found.append(self._deployment(logical_id, resource.get("Properties") or {}))
+            except Unsupported as exc:
+                self.notes.append(f"{exc}: it is not run (upload its files with --seed-public)")
+        return tuple(found)
+
+    def _deployment(self, logical_id: str, props: Mapping[str, Any]) -> Deployment:
+        where = f"BucketDeployment {logical_id}"
+        unknown = sorted(set(props) - DEPLOYMENT_KEYS)
+        if unknown:
+            raise Unsupported(f"{where}: {', '.join(unknown)} not emulated")
+        if str(props.get("Extract", True)).lower() == "false":
+            raise Unsupported(f"{where}: Extract false (zips copied as they are) not emulated")
+        if any(props.get("SourceMarkers") or []):
+            raise Unsupported(f"{where}: sources with deploy-time values not emulated")
+        bucket = self.resolver.text(props.get("DestinationBucketName"), where)
+        prefix = props.get("DestinationBucketKeyPrefix")
+        keys = self.resolver.resolve(props.get("SourceObjectKeys") or [], where)
+        return Deployment(
+            logical_id,
+            bucket,
+            self.resolver.text(prefix, where) if prefix is not None else "",
+            tuple(self._asset_folder(self.resolver.text(key, where), where) for key in keys),
+        )
+
+    def _asset_folder(self, key: str, where: str) -> Path:
+        """A source of a BucketDeployment: a folder the synth staged in the cloud assembly."""
+        source = (self._asset(key) or {}).get("source") or {}
+        if source.get("packaging") != "zip" or not source.get("path"):
+            raise Unsupported(f"{where}: its source {key} is not a folder asset of {self.assembly}")
+        folder = self.assembly / str(source["path"])
+        if not folder.is_dir():
+            raise Unsupported(f"{where}: {folder} is missing (synthesize again)")
+        return folder
+
+    def _asset(self, key: str) -> Mapping[str, Any] | None:
+        """The asset manifest's entry for an object key of the CDK assets bucket."""
+        manifest = self.assembly / f"{self.names.stack}.assets.json"
+        if not manifest.exists():
+            return None
+        files = json.loads(manifest.read_text()).get("files", {})
+        found = files.get(key.removesuffix(".zip"))
+        return found if isinstance(found, Mapping) else None
 
     def _refuse_distribution_settings(self, config: Mapping[str, Any], where: str) -> None:
         if _items(config.get("OriginGroups")):
@@ -521,10 +590,7 @@ class _Reader:
     def _code_dir(self, code: Mapping[str, Any]) -> Path | None:
         """The staged function code in the cloud assembly, found through its asset manifest."""
         key = code.get("S3Key")
-        manifest = self.assembly / f"{self.names.stack}.assets.json"
-        if not isinstance(key, str) or not manifest.exists():
-            return None
-        asset = json.loads(manifest.read_text()).get("files", {}).get(key.removesuffix(".zip"))
+        asset = self._asset(key) if isinstance(key, str) else None
         if not asset:
             return None
         folder = self.assembly / asset["source"]["path"]
