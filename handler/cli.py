@@ -22,6 +22,7 @@ SERVE_ONLY = frozenset(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="next-image", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve /_next/image over HTTP (uvicorn)")
@@ -113,6 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_local_cdn(args)
     return _serve(args)
+
+
+def _version() -> str:
+    """This package's version and the libvips it runs on: what a bug report needs first."""
+    import pyvips
+
+    from handler import __version__
+
+    libvips = ".".join(str(pyvips.version(part)) for part in range(3))
+    return f"next-image {__version__} (libvips {libvips})"
 
 
 def _numbers(text: str) -> list[int]:
