@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import pytest
 from starlette.testclient import TestClient
 from upstream_server import Handler
@@ -17,6 +19,24 @@ from upstream_server import Server as Upstream
 from handler.optimizer import Optimizer
 from handler.s3_client import reset_s3_client
 from handler.stores.base import Store
+
+# How long a test waits for a condition: only a hang gets there, however loaded the machine.
+HANG_SECONDS = 60.0
+
+
+def wait_for(condition: Callable[[], object], what: str, seconds: float = HANG_SECONDS) -> None:
+    """Poll ``condition`` until it holds; fail after ``seconds``, which only a hang reaches."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {seconds} s: {what}"
+        time.sleep(0.01)
+
+
+async def wait_until(condition: Callable[[], object], seconds: float = HANG_SECONDS) -> None:
+    """``wait_for`` on an event loop: the other tasks run while it polls."""
+    with anyio.fail_after(seconds):
+        while not condition():
+            await anyio.sleep(0.005)
 
 
 def free_port() -> int:
@@ -50,9 +70,12 @@ class Route:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering
+    gate: threading.Event | None = None  # if given, no answer until it is set
 
     def __call__(self, handler: Handler) -> None:
         time.sleep(self.delay)
+        if self.gate is not None:
+            self.gate.wait()
         etag = self.headers.get("ETag")
         if etag and handler.headers.get("If-None-Match") == etag:
             handler.send_response(304)

@@ -1,14 +1,37 @@
-"""Admission control: slots, the memory budget, arrival order, and fast 503s under overload."""
+"""Admission control: slots, the memory budget, arrival order, and fast 503s under overload.
+
+On virtual time (``virtual_time``): the clock moves only when every task waits, so "at once",
+"after 2 s" and a transform's measured pace are exact, however loaded the machine; and a step
+waits for ``all_blocked()``, every other task settled, instead of a short sleep.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
 import anyio
 import pytest
+from virtual_time import VirtualTimeLoop, all_blocked, monotonic
 
+from handler import admission as admission_module
 from handler.admission import Admission
 from handler.errors import ImageError
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return "asyncio", {"loop_factory": VirtualTimeLoop}
+
+
+@pytest.fixture(autouse=True)
+def virtual_monotonic(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Admission times the transforms it grants with ``time.monotonic()``: the loop's clock."""
+    monkeypatch.setattr(admission_module, "time", SimpleNamespace(monotonic=monotonic))
+    yield
 
 
 class Trace:
@@ -40,7 +63,7 @@ async def test_at_most_max_running_and_in_arrival_order() -> None:
     async with anyio.create_task_group() as tg:
         for name in "abcde":
             tg.start_soon(lambda n=name: trace.job(admission, n, 1, hold=release, deadline=far()))
-            await anyio.sleep(0.01)  # arrival order a, b, c, d, e
+            await all_blocked()  # arrival order a, b, c, d, e
         assert trace.started == ["a", "b"]
         assert (admission.running, admission.queued) == (2, 3)
         release.set()
@@ -54,13 +77,13 @@ async def test_the_memory_budget_holds_back_what_does_not_fit() -> None:
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "big", 70, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         tg.start_soon(lambda: trace.job(admission, "next", 40, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         # 70 + 40 > 100: the second waits although slots are free, and so does a small third
         # one behind it (first come, first served: a big job is never starved by small ones).
         tg.start_soon(lambda: trace.job(admission, "small", 10, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         assert trace.started == ["big"]
         assert admission.reserved == 70
         release.set()
@@ -72,9 +95,9 @@ async def test_a_job_bigger_than_the_budget_runs_alone() -> None:
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "huge", 10**12, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         tg.start_soon(lambda: trace.job(admission, "tiny", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         assert trace.started == ["huge"]
         assert admission.reserved == 100  # capped at the budget
         release.set()
@@ -86,9 +109,9 @@ async def test_a_full_queue_answers_503_at_once_with_retry_after() -> None:
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         tg.start_soon(lambda: trace.job(admission, "queued", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         started = anyio.current_time()
         with pytest.raises(ImageError) as refused:
             await trace.job(admission, "refused", 1, hold=release, deadline=far())
@@ -106,7 +129,7 @@ async def test_a_request_that_would_start_too_late_gets_503_at_once() -> None:
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         started = anyio.current_time()
         # One transform ahead (~1 s, the first guess) plus its own: it cannot finish in 1.5 s.
         with pytest.raises(ImageError) as refused:
@@ -123,7 +146,7 @@ async def test_a_queued_request_gives_up_in_time_to_finish_within_its_budget() -
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         started = anyio.current_time()
         # Queued: by the plans it finishes at ~2 s, well inside 3.5 s.
         with pytest.raises(ImageError) as refused:
@@ -141,10 +164,10 @@ async def test_check_refuses_only_when_the_queue_is_full() -> None:
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         admission.check()  # a slot is taken, the queue is empty
         tg.start_soon(lambda: trace.job(admission, "queued", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         with pytest.raises(ImageError) as refused:
             admission.check()
         assert refused.value.status == 503
@@ -159,9 +182,9 @@ async def test_the_last_transform_to_end_reports_idle() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "a", 1, hold=first, deadline=far()))
         tg.start_soon(lambda: trace.job(admission, "b", 1, hold=second, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         first.set()
-        await anyio.sleep(0.01)
+        await all_blocked()
         assert idle == []  # one still runs
         second.set()
     assert len(idle) == 1
@@ -179,16 +202,16 @@ async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "first", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         tg.start_soon(leaver)
-        await anyio.sleep(0.01)
+        await all_blocked()
         tg.start_soon(lambda: trace.job(admission, "third", 1, hold=second, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         scopes[0].cancel()
-        await anyio.sleep(0.01)
+        await all_blocked()
         assert admission.queued == 1
         release.set()
-        await anyio.sleep(0.01)
+        await all_blocked()
         assert trace.started == ["first", "third"]
         second.set()
     assert (admission.running, admission.reserved, admission.queued) == (0, 0, 0)
@@ -222,14 +245,14 @@ async def test_waiters_that_can_no_longer_start_in_time_are_told_when_the_queue_
     async with anyio.create_task_group() as tg:
         started = anyio.current_time()
         tg.start_soon(lambda: trace.job(admission, "first", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         tg.start_soon(lambda: trace.job(admission, "next", 1, hold=second, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         # Two transforms ahead of ~1 s each: it finishes at ~3 s, well inside 4.6 s, when it asks.
         tg.start_soon(late_one, started + 4.6)
         await anyio.sleep(2.0)
         release.set()  # the first took 2 s: the pace doubles, "late" cannot make it now
-        await anyio.sleep(0.05)
+        await all_blocked()
         assert refused and refused[0] - started < 2.2  # told at once, not ~3.6 s in
         second.set()
     assert trace.started == ["first", "next"]
@@ -257,10 +280,10 @@ async def test_a_request_behind_long_transforms_is_refused_at_once_from_their_pl
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         for _ in range(2):  # two 3840 px AVIFs of 5K photos, say: 5 s each by their plans
             tg.start_soon(lambda: _timed_job(admission, 5.0, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         # By the average (1 s so far) it could start by 3 s; by the plans ahead, at ~11 s.
         refused = await _refused_at_once(admission, seconds=0.2, budget=8)
         assert refused.status == 503
@@ -280,10 +303,10 @@ async def test_a_request_behind_short_transforms_waits_its_turn_and_runs() -> No
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: _timed_job(admission, 0.05, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         for _ in range(10):  # 11 x 50 ms ahead: by a 1 s average it could never make 2 s
             tg.start_soon(small)
-        await anyio.sleep(0.01)
+        await all_blocked()
         await small()
     assert len(ran) == 11
     assert max(ran) < 1.5
@@ -298,7 +321,7 @@ async def test_the_pace_scales_plans_to_how_long_transforms_really_take() -> Non
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "running", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         # Planned 0.5 s each: 1 s at the plans' pace, ~3 s at this machine's.
         await _refused_at_once(admission, seconds=0.5, budget=2.0)
         release.set()
@@ -315,12 +338,12 @@ async def test_background_work_waits_behind_requests_and_leaves_a_slot_free() ->
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(background, "bg1")
-        await anyio.sleep(0.01)
+        await all_blocked()
         tg.start_soon(background, "bg2")  # would take the last slot: waits
-        await anyio.sleep(0.01)
+        await all_blocked()
         assert trace.started == ["bg1"]
         tg.start_soon(lambda: trace.job(admission, "visitor", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         assert trace.started == ["bg1", "visitor"]  # the free slot was the visitor's
         release.set()
     assert trace.started[-1] == "bg2"
@@ -337,13 +360,13 @@ async def test_a_waiting_request_goes_before_earlier_background_work() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "first", 1, hold=first, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         tg.start_soon(background)
-        await anyio.sleep(0.01)
+        await all_blocked()
         tg.start_soon(lambda: trace.job(admission, "visitor", 1, hold=rest, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         first.set()
-        await anyio.sleep(0.01)
+        await all_blocked()
         assert trace.started == ["first", "visitor"]
         rest.set()
     assert trace.started == ["first", "visitor", "background"]
@@ -358,7 +381,7 @@ async def test_a_full_house_runs_slower_than_a_lone_transform_and_the_plans_say_
     async with anyio.create_task_group() as tg:
         for name in ("a", "b"):  # both slots busy: each gets half the cores a lone one had
             tg.start_soon(lambda n=name: trace.job(admission, n, 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         # Alone it would wait ~1 s and run ~1 s (2 s, x1.5 margin = 3 s); crowded, ~1.3 + 1.3.
         await _refused_at_once(admission, seconds=1.0, budget=3.5)
         release.set()
@@ -369,7 +392,7 @@ async def _queued_behind_one(admission: Admission, budget: float) -> bool:
     trace, release = Trace(), anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: trace.job(admission, "run", 1, hold=release, deadline=far()))
-        await anyio.sleep(0.01)
+        await all_blocked()
         try:
             with anyio.fail_after(0.05):  # queued: still waiting when this gives up
                 async with admission.slot(1, deadline=anyio.current_time() + budget):

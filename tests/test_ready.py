@@ -4,7 +4,6 @@ without the route, and only while the variant is fresh (``handler.ready``)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from starlette.testclient import TestClient
 from support import Clock
 from test_metrics import requests_by_label, scrape
 
+from handler import app as app_module
 from handler.app import create_app
 from handler.config import load_images_config
 from handler.optimizer import Served
@@ -30,8 +30,9 @@ AVIF = {"accept": "image/avif,image/webp,*/*"}
 
 
 class Service:
-    """The service's app (or Lambda's: ``service=False``) on a memory store, with a settable
-    clock, counting the route's serves."""
+    """The service's app (or Lambda's: ``service=False``) on a memory store, counting the route's
+    serves, with a settable clock: the variants' and the ready answers' (their expiry is counted
+    on it too, so no test waits for real time to pass)."""
 
     def __init__(self, public_dir: Path, *, service: bool = True) -> None:
         self.clock = Clock()
@@ -50,7 +51,9 @@ class Service:
 
         self.optimizer.serve = counting  # type: ignore[method-assign]
         self.records: list[RequestRecord] = []
-        self.app = create_app(self.optimizer, observer=self._observe, service=service)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(app_module, "ReadyAnswers", lambda: ReadyAnswers(clock=self.clock))
+            self.app = create_app(self.optimizer, observer=self._observe, service=service)
         self.client = TestClient(self.app)
 
     def _observe(self, request: object, record: RequestRecord) -> None:
@@ -120,8 +123,8 @@ def test_an_answer_is_kept_no_longer_than_its_variant_is_fresh(service: Service)
     assert service.client.get(IMAGE, headers=WEBP).headers["x-nextjs-cache"] == "HIT"
     assert service.serves == 2
 
-    time.sleep(0.3)
-    service.clock.now += 0.3  # now stale: the route answers, and revalidates
+    # Now stale, and past the kept answer's 0.2 s too: the route answers, and revalidates.
+    service.clock.now += 0.3
     stale = service.client.get(IMAGE, headers=WEBP)
     assert stale.headers["x-nextjs-cache"] == "STALE"
     assert service.serves == 3
