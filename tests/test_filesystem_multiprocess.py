@@ -33,19 +33,32 @@ from handler.stores.filesystem import FilesystemStore
 
 BOUND = 300_000  # about fifteen records of 0.5-33 KB: eviction on nearly every write
 KEYS = 160  # forty source folders of four variants, and a pointer each
-SECONDS = 2.0
+SECONDS = 2.0  # at least, and until both processes have read a record the other wrote
+HANG_SECONDS = 60.0
 REOPEN_EVERY = 150  # operations
 
 
-def churn(root: str, seed: int, start: Barrier, done: Barrier, results: Queue[Any]) -> None:
-    """Write this process's half of the keys, read any key, and report what it saw."""
+def churn(
+    root: str,
+    seed: int,
+    start: Barrier,
+    done: Barrier,
+    saw_other: Any,
+    results: Queue[Any],
+) -> None:
+    """Write this process's half of the keys, read any key, and report what it saw.
+
+    It goes on for ``SECONDS`` and then until both have read a record of the other's (one slowed
+    down by a loaded machine still churns beside the other); only a hang reaches HANG_SECONDS.
+    """
     report: dict[str, Any] = {"writes": 0, "hits": 0, "hits_of_other": 0, "over_bound": 0}
     try:
         rng = random.Random(seed)
         store = FilesystemStore(root, BOUND)
-        start.wait(timeout=30)
-        deadline = time.monotonic() + SECONDS
-        while time.monotonic() < deadline:
+        start.wait(timeout=HANG_SECONDS)
+        started = time.monotonic()
+        while time.monotonic() < started + SECONDS or not all(e.is_set() for e in saw_other):
+            assert time.monotonic() < started + HANG_SECONDS, "never read the other's records"
             n = rng.randrange(seed, KEYS, 2)  # even keys for one process, odd for the other
             vkey, pkey = source_variant_key(n), url_pointer_key(n)
             store.put_variant(vkey, keyed_variant(vkey))
@@ -60,9 +73,11 @@ def churn(root: str, seed: int, start: Barrier, done: Barrier, results: Queue[An
             hits = (read_variant is not None) + (read_pointer is not None)
             report["hits"] += hits
             report["hits_of_other"] += hits if m % 2 != seed else 0
+            if report["hits_of_other"]:
+                saw_other[seed].set()
             if report["writes"] % (2 * REOPEN_EVERY) == 0:
                 store = FilesystemStore(root, BOUND)
-        done.wait(timeout=30)  # both stopped writing: the shared total is final
+        done.wait(timeout=HANG_SECONDS)  # both stopped writing: the shared total is final
         report["total_bytes"] = store.total_bytes
     except BaseException:
         report["error"] = traceback.format_exc()
@@ -72,17 +87,18 @@ def churn(root: str, seed: int, start: Barrier, done: Barrier, results: Queue[An
 def test_two_processes_share_one_folder_within_the_bound(tmp_path: Path) -> None:
     spawn = multiprocessing.get_context("spawn")  # as uvicorn starts its workers
     start, done = spawn.Barrier(2), spawn.Barrier(2)
+    saw_other = [spawn.Event(), spawn.Event()]
     results: Queue[Any] = spawn.Queue()
     processes = [
-        spawn.Process(target=churn, args=(str(tmp_path), seed, start, done, results))
+        spawn.Process(target=churn, args=(str(tmp_path), seed, start, done, saw_other, results))
         for seed in (0, 1)
     ]
     for process in processes:
         process.start()
     try:
-        reports = [results.get(timeout=60) for _ in processes]
+        reports = [results.get(timeout=2 * HANG_SECONDS) for _ in processes]
         for process in processes:
-            process.join(timeout=10)
+            process.join(timeout=HANG_SECONDS)
     finally:
         for process in processes:
             if process.is_alive():
@@ -90,7 +106,7 @@ def test_two_processes_share_one_folder_within_the_bound(tmp_path: Path) -> None
                 process.join()
     for report in reports:
         assert "error" not in report, report["error"]
-        assert report["writes"] > 200  # each process wrote all along
+        assert report["writes"] > 0  # each process wrote (how many is the machine's speed)
         assert report["hits_of_other"] > 0  # and read records the other wrote
         assert report["over_bound"] == 0  # the bound held after every write
     assert du_allocated(tmp_path) <= BOUND
@@ -113,7 +129,7 @@ def hold_lock(root: str, key: str, held: Any, release: Any) -> None:
     store = FilesystemStore(root)
     assert store.try_lock(key, 60_000) is not None
     held.set()
-    release.wait(10)  # then exit without unlocking, as a worker that dies does
+    release.wait(HANG_SECONDS)  # then exit without unlocking, as a worker that dies does
 
 
 def test_workers_on_one_folder_lead_a_miss_one_at_a_time(tmp_path: Path) -> None:
@@ -126,18 +142,18 @@ def test_workers_on_one_folder_lead_a_miss_one_at_a_time(tmp_path: Path) -> None
     other = context.Process(target=hold_lock, args=(str(tmp_path), "miss-a", held, release))
     other.start()
     try:
-        assert held.wait(20)
+        assert held.wait(HANG_SECONDS)
         assert store.try_lock("miss-a", 60_000) is None  # the other worker leads it
         token = store.try_lock("miss-b", 60_000)  # another miss is free
         assert token is not None
         store.unlock("miss-b", token)
         release.set()
-        other.join(10)
+        other.join(HANG_SECONDS)
         assert other.exitcode == 0
         token = store.try_lock("miss-a", 60_000)  # its process ended: the kernel released it
         assert token is not None
         store.unlock("miss-a", token)
     finally:
         release.set()
-        other.join(10)
+        other.join(HANG_SECONDS)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".locks", ".usage"]  # nothing grew

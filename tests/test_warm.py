@@ -13,16 +13,18 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlencode
 
 import imagegen
 import pytest
 from starlette.testclient import TestClient
-from support import free_port, s3_at
+from support import HANG_SECONDS, Route, Upstream, free_port, s3_at, wait_for
 from test_lambda_e2e import event, lambda_instance
+from upstream_server import serve
 
 from devtools.invoke import FakeContext, response_body, response_headers
 from devtools.warm.images import Job
@@ -132,16 +134,25 @@ def test_a_rerun_makes_only_what_is_missing(
 
 
 def test_ctrl_c_stops_the_run_and_the_next_run_continues(site: Path, tmp_path: Path) -> None:
-    command = photos_command(site, tmp_path / "cache")
-    process = started_and_storing(command, tmp_path / "cache")
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert "interrupted; run it again to continue" in err
-    first = summary(out)
-    assert first["done"] < first["variants"]
+    with serve() as upstream:
+        held = threading.Event()
+        command = held_command(site, tmp_path / "cache", upstream, held)
+        process = started_and_held(command, tmp_path / "cache", upstream)
+        process.send_signal(signal.SIGINT)
+        seen: list[str] = []
+        reader = threading.Thread(target=lambda: seen.extend(iter(process_stderr(process))))
+        reader.start()
+        wait_for(lambda: any("finishing the variants in hand" in line for line in seen), "Ctrl-C")
+        held.set()  # only now can the variant in hand end: the run cannot have finished first
+        out = process_stdout(process)
+        reader.join(timeout=HANG_SECONDS)
+        assert process.wait(timeout=HANG_SECONDS) == 130, "".join(seen)
+        err = "".join(seen)
+        assert "interrupted; run it again to continue" in err
+        first = summary(out)
+        assert first["done"] < first["variants"]
 
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     second = summary(done.stdout)
     assert second["skipped"] >= max(first["made"], 1)  # what was stored before Ctrl-C
@@ -149,41 +160,68 @@ def test_ctrl_c_stops_the_run_and_the_next_run_continues(site: Path, tmp_path: P
 
 
 def test_a_worker_killed_stops_the_run_instead_of_hanging_it(site: Path, tmp_path: Path) -> None:
-    process = started_and_storing(photos_command(site, tmp_path / "cache"), tmp_path / "cache")
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    workers = [
-        pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
-    os.kill(int(workers[0]), signal.SIGKILL)  # as the kernel's OOM killer would
-    out, err = process.communicate(timeout=60)
+    with serve() as upstream:
+        held = threading.Event()
+        command = held_command(site, tmp_path / "cache", upstream, held)
+        process = started_and_held(command, tmp_path / "cache", upstream)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        workers = [
+            pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        os.kill(int(workers[0]), signal.SIGKILL)  # as the kernel's OOM killer would
+        out, err = process.communicate(timeout=HANG_SECONDS)
+        held.set()
     assert process.returncode == 1, err
     assert "a worker process died (out of memory?); run it again to continue" in err
     assert summary(out)["done"] < summary(out)["variants"]
 
 
-def photos_command(site: Path, cache: Path) -> list[str]:
-    """A run of a few seconds: three photo-like JPEGs besides the small images."""
+def held_command(site: Path, cache: Path, upstream: Upstream, held: threading.Event) -> list[str]:
+    """One worker through the small images, then an image from the origin whose answer waits
+    for ``held``, then three photo-like JPEGs: the run stops there until the test lets it on."""
     (site / "broken.jpg").unlink()
     for index in range(3):
         (site / f"photo{index}.jpg").write_bytes(imagegen.noise_jpeg(1200, 900, seed=index))
+    held_image = imagegen.jpeg(1300, 1000)
+    upstream.routes["/held.jpg"] = Route(
+        body=held_image, headers={"Content-Type": "image/jpeg"}, gate=held
+    )
+    urls = cache.parent / "urls.txt"
+    photos = [f"/photo{index}.jpg" for index in range(3)]
+    urls.write_text("\n".join(["/a.jpg", "/b.png", "/held.jpg", *photos]) + "\n")
     warm = [sys.executable, "-m", "handler.cli", "warm", "--public-dir", str(site)]
+    warm += ["--urls", str(urls), "--origin", upstream.url(""), "--jobs", "1"]
     return [*warm, "--store", "filesystem", "--cache-dir", str(cache), "--widths", "640,828,1200"]
 
 
-def started_and_storing(command: list[str], cache: Path) -> subprocess.Popen[str]:
+def started_and_held(command: list[str], cache: Path, upstream: Upstream) -> subprocess.Popen[str]:
     """The run, once it has stored a pointer and a variant in full (a write in progress is a
-    hidden temporary file)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    hidden temporary file) and its worker waits for the held image."""
+    env = os.environ | {"NEXT_IMAGE_FETCH_TIMEOUT": str(HANG_SECONDS)}  # held as long as needed
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
     def stored(kind: str) -> list[Path]:
         files = (cache / kind).rglob("*")
         return [p for p in files if p.is_file() and not p.name.startswith(".")]
 
-    while not (stored("pointers") and stored("variants")):
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.02)
+    def waiting() -> bool:
+        assert process.poll() is None, process.communicate()
+        return bool(upstream.hits.get("/held.jpg") and stored("pointers") and stored("variants"))
+
+    wait_for(waiting, "the run storing, then waiting for the held image")
     return process
+
+
+def process_stderr(process: subprocess.Popen[str]) -> IO[str]:
+    assert process.stderr is not None
+    return process.stderr
+
+
+def process_stdout(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    return process.stdout.read()
 
 
 def test_an_s3_assets_prefix_into_the_s3_store(

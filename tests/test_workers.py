@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 import imagegen
 import pytest
-from support import Route, free_port
+from support import HANG_SECONDS, Route, free_port, wait_for
 from test_serve import REPO
 from upstream_server import serve
 
-STARTUP_SECONDS = 30
+STARTUP_SECONDS = HANG_SECONDS
 CLEAN_ENV = {
     k: v
     for k, v in os.environ.items()
@@ -56,14 +56,17 @@ class Server:
             found.update(int(pid) for pid in children if _is_worker(int(pid)))
         return found
 
-    def wait_for_new_worker(self, known: set[int], within: float) -> int:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            new = self.workers() - known
-            if new:
-                return new.pop()
-            time.sleep(0.05)
-        raise AssertionError(f"no new worker within {within} s:\n{self.log.read_text()}")
+    def wait_for_new_worker(self, known: set[int]) -> int:
+        new: set[int] = set()
+        wait_for(lambda: new.update(self.workers() - known) or new, "a new worker")
+        return new.pop()
+
+    def wait_until_serving(self, workers: int) -> None:
+        """Until ``workers`` workers in all (replacements included) have started serving."""
+        wait_for(
+            lambda: self.log.read_text().count("Application startup complete.") >= workers,
+            f"{workers} workers started:\n{self.log.read_text()}",
+        )
 
 
 def _is_worker(pid: int) -> bool:
@@ -80,14 +83,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def serving(tmp_path: Path, *args: str) -> Iterator[Server]:
+def serving(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
     """``next-image serve`` on a free port, answering; stopped, with all its workers, at the end."""
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
     with log.open("wb") as sink:  # a file, not a pipe: a full pipe would block the server
         process = subprocess.Popen(
             [sys.executable, "-m", "handler.cli", "serve", "--port", str(port), *args],
-            env=CLEAN_ENV,
+            env=CLEAN_ENV | (env or {}),
             cwd=REPO,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -135,43 +138,41 @@ def refuses_connections(port: int) -> bool:
 def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0(
     tmp_path: Path, workers: str
 ) -> None:
-    timeout = 10  # the request budget, and so the drain's
+    """The request in flight is held at the upstream until the test has seen new connections
+    refused and the server still running: the drain waits for it, however long that takes."""
+    timeout = 120  # the request budget, and so the drain's: only a hang reaches it
     with serve() as upstream:
         photo = imagegen.jpeg(800, 600)
+        held = threading.Event()
         upstream.routes["/slow.jpg"] = Route(
-            body=photo, headers={"Content-Type": "image/jpeg"}, delay=2.5
+            body=photo, headers={"Content-Type": "image/jpeg"}, gate=held
         )
         args = ("--workers", workers, "--origin", upstream.url(""), "--timeout", str(timeout))
-        with serving(tmp_path, *args) as server:
+        env = {"NEXT_IMAGE_FETCH_TIMEOUT": str(timeout)}
+        with serving(tmp_path, *args, env=env) as server:
             answered: list[httpx.Response] = []
             slow = threading.Thread(
                 target=lambda: answered.append(
-                    httpx.get(server.url + "/_next/image?url=/slow.jpg&w=640&q=75", timeout=30)
+                    httpx.get(server.url + "/_next/image?url=/slow.jpg&w=640&q=75", timeout=timeout)
                 )
             )
             slow.start()
             try:
-                while not upstream.hits.get("/slow.jpg"):  # the worker is fetching it now
-                    assert slow.is_alive()
-                    time.sleep(0.01)
+                wait_for(lambda: upstream.hits.get("/slow.jpg"), "the worker fetching it")
                 server.process.send_signal(signal.SIGTERM)
-                signalled = time.monotonic()
-                while not refuses_connections(server.port):
-                    assert time.monotonic() - signalled < 1.5, "still accepting"
-                    time.sleep(0.05)
+                wait_for(lambda: refuses_connections(server.port), "new connections refused")
                 assert slow.is_alive()  # refused while the slow request is still in flight
+                assert server.process.poll() is None  # the drain waits for it
             finally:
-                slow.join(timeout=30)
-            finished = time.monotonic()
-            assert server.process.wait(timeout=timeout) == 0
-            exited = time.monotonic()
+                held.set()
+                slow.join(timeout=HANG_SECONDS)
+            # Exits once it is answered, not at the end of the drain's budget.
+            assert server.process.wait(timeout=HANG_SECONDS) == 0
             assert refuses_connections(server.port)
     assert len(answered) == 1
     response = answered[0]
     assert response.status_code == 200
     assert imagegen.decode(response.content)[:3] == ("jpeg", 640, 480)
-    assert finished - signalled > 1.5  # the drain waited for it
-    assert exited - signalled < timeout
 
 
 @dataclass
@@ -209,17 +210,21 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_in_flight_fail(
         clients = [threading.Thread(target=stream) for _ in range(3)]
         for thread in clients:
             thread.start()
+
+        def answered_since(moment: float) -> int:
+            return sum(o.status == 200 for o in list(outcomes) if o.started > moment)
+
         try:
-            time.sleep(0.5)
+            wait_for(lambda: answered_since(0) >= 3, "the clients answered")
             os.kill(first, signal.SIGKILL)
             first_killed = time.monotonic()
             # The supervisor checks every half second, and sees a death at once.
-            replacement = server.wait_for_new_worker({first, second}, within=2)
-            time.sleep(2)  # the replacement starts serving
+            replacement = server.wait_for_new_worker({first, second})
+            server.wait_until_serving(3)  # the two first workers and the replacement
             os.kill(second, signal.SIGKILL)  # now only replacements can answer
             second_killed = time.monotonic()
-            server.wait_for_new_worker({first, second, replacement}, within=2)
-            time.sleep(1.5)
+            server.wait_for_new_worker({first, second, replacement})
+            wait_for(lambda: answered_since(second_killed) >= 10, "answers from replacements")
         finally:
             stop.set()
             for thread in clients:

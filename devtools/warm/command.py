@@ -151,6 +151,7 @@ def _warm(todo: list[Job], settings: Settings, tally: Tally) -> None:
         except KeyboardInterrupt:
             tally.stopped = "interrupted"
             pool.shutdown(wait=False, cancel_futures=True)
+            tqdm.write("warm: interrupted; finishing the variants in hand", file=sys.stderr)
         except BrokenProcessPool:
             tally.stopped = "a worker process died (out of memory?)"
         finally:
