@@ -11,7 +11,7 @@ PYTHON_VERSION ?= 3.13
 CDK_CLI_VERSION ?= 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_CLI_VERSION)
 
-.PHONY: setup redis serve test lint unit e2e chromium layer check-layer check-layer-arm64 synth bench dist adopter
+.PHONY: setup redis serve test lint unit e2e chromium layer check-layer check-layer-arm64 synth bench dist
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
