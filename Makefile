@@ -70,9 +70,11 @@ check-layer-arm64: setup
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static)
 	$(BIN)/python -m layers.check_layer_arm64 --python-version $(PYTHON_VERSION)
 
-# The construct builds the layers into the user cache (~/.cache/next-image-cdk) when missing.
+# The template in cdk.out/, e.g. `make synth APP_ORIGIN=app.example.com`. The construct builds
+# the layers into the user cache (~/.cache/next-image-cdk) when missing.
 synth: setup
-	$(CDK) synth --quiet -c arch=$(ARCH) -c pythonVersion=$(PYTHON_VERSION)
+	$(CDK) synth --quiet -c arch=$(ARCH) -c pythonVersion=$(PYTHON_VERSION) \
+		$(if $(APP_ORIGIN),-c appOrigin=$(APP_ORIGIN))
 
 # Both wheels and sdists, and the layer zips for arm64 and x86_64 x Python 3.12 and 3.13, with
 # SHA256SUMS, into dist/; the same commit gives the same bytes.
