@@ -8,8 +8,8 @@ Two kinds of request reach the function (CloudFront answers the rest, at the sam
                (a HIT); OpenNext transforms it again.
 
 Each is priced at the construct's default memory and architecture (read from
-``infra/next_image_cdk/construct.py``) and at OpenNext's default image function (1536 MB, arm64: SST's
-``Nextjs`` component and OpenNext's build, which installs sharp for arm64), on both
+``infra/next_image_cdk/construct.py``) and at OpenNext's default image function (1536 MB, arm64:
+SST's ``Nextjs`` component and OpenNext's build, which installs sharp for arm64), on both
 architectures: Lambda duration (each request rounded up to 1 ms) x memory, the request charge,
 and S3 requests (ours: the GETs and PUTs ``bench/bench_lambda.py``'s recorder counted per miss and
 per hit; OpenNext: one GET of the source).
