@@ -4,7 +4,7 @@
 This check builds the arm64 layers for Lambda's Python (``python -m layers.build_layer``), unzips
 them into one folder as Lambda does under ``/opt``, stages the function code as the construct does
 (``handler/`` and ``next-image-config/images-config.json``) and runs both in an aarch64 CPython
-from Debian's arm64 packages, emulated by ``qemu-aarch64-static -L <sysroot>``:
+from Debian's arm64 packages, emulated by ``qemu-aarch64-static -cpu neoverse-n1 -L <sysroot>``:
 
 - pyvips encodes JPEG, PNG, WebP and AVIF with the layer's libvips and decodes them back;
 - ``handler.lambda_handler.handler`` answers two Function URL events (``events/``: AVIF and WebP
@@ -55,6 +55,10 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 SUITES = {"3.13": "trixie", "3.11": "bookworm"}
 FALLBACK_PYTHON = "3.11"
 QEMU = "qemu-aarch64-static"
+# Lambda's arm64 is Graviton2, a Neoverse N1. qemu's default CPU ("max") would also emulate
+# pointer authentication, which trixie's binaries use (branch protection) and which costs qemu
+# about six times the run time.
+QEMU_CPU = "neoverse-n1"
 # Depended on for installing (maintainer scripts, debconf) or for data the check never reads;
 # none is needed to run python. tzdata alone is ~20 MB unpacked.
 SKIP = frozenset({"debconf", "dpkg", "perl-base", "install-info", "tzdata", "readline-common"})
@@ -490,7 +494,8 @@ def run_guest(
     sysroot: Sysroot, qemu: str, opt: Path, task: Path, events: Path, env: Mapping[str, str]
 ) -> dict[str, Any]:
     """The probe in the emulated python, isolated (``-I -S``: no site-packages, no PYTHON*)."""
-    command = [qemu, "-L", str(sysroot.path), str(sysroot.python), "-I", "-S", "-c", PROBE]
+    command = [qemu, "-cpu", QEMU_CPU, "-L", str(sysroot.path), str(sysroot.python)]
+    command += ["-I", "-S", "-c", PROBE]
     command += [str(opt / "python"), str(task), str(events)]
     done = subprocess.run(
         command, capture_output=True, text=True, env=dict(env), cwd=task, check=False
