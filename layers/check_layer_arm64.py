@@ -327,8 +327,8 @@ def ensure_sysroot(python_version: str, cache: Path = SYSROOTS) -> Sysroot:
             merge_usr(staging)
             manifest = "".join(f"{p.name} {p.version}\n" for p in packages)
             (staging / "packages.txt").write_text(manifest)
+            (staging / done.name).touch()
             staging.rename(target)
-        done.touch()
         for old in cache.glob(f"{suite}-*"):  # earlier versions of this suite's sysroot
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
@@ -339,7 +339,7 @@ def choose_sysroot(python_version: str) -> Sysroot:
     """The requested Python's sysroot; bookworm's 3.11 if its Debian release is unreachable."""
     try:
         return ensure_sysroot(python_version)
-    except RuntimeError as err:
+    except (RuntimeError, LookupError) as err:
         if python_version == FALLBACK_PYTHON:
             raise
         print(f"warning: no python{python_version} sysroot ({err}); falling back to python3.11")
@@ -404,7 +404,7 @@ def source_image() -> bytes:
 # Runs in the emulated aarch64 python (``-I -S``): argv is the layer's python/ folder, the task
 # root and a JSON file of events. Lambda's own order: the function code, then /opt/python.
 PROBE = r"""
-import base64, json, platform, sys, time
+import json, platform, sys, time
 layer, task, events_path = sys.argv[1:4]
 sys.path[0:0] = [task, layer]
 started = time.monotonic()
