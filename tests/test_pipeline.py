@@ -341,11 +341,17 @@ def _png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def _decided_from_the_header(source: bytes, mime: str) -> Transformed:
+    """What the plan says: a Transformed rather than a Plan means nothing is decoded."""
+    plan = plan_transform(source, width=128, quality=75, mime_type=mime, config=CONFIG)
+    assert isinstance(plan, Transformed)
+    return plan
+
+
 def test_decompression_bomb_falls_back_from_the_header() -> None:
     source = _png_claiming(100_000, 100_000)  # 10^10 pixels in ~100 bytes
-    started = time.monotonic()
+    _assert_fallback(_decided_from_the_header(source, "image/webp"), source, "image/png")
     _assert_fallback(run(source), source, "image/png")
-    assert time.monotonic() - started < 0.5
 
 
 def test_max_input_pixels_is_configurable() -> None:
@@ -363,13 +369,11 @@ def big_jpegs() -> dict[int, bytes]:
 @pytest.mark.parametrize("orientation", [1, 6])
 def test_timeout_cancels_and_falls_back(big_jpegs: dict[int, bytes], orientation: int) -> None:
     source = big_jpegs[orientation]
-    started = time.monotonic()
     out = run(source, w=1920, img_opt_timeout_seconds=0.001)
-    elapsed = time.monotonic() - started
+    # A fallback, not a late "optimized": libvips was stopped mid-way, not run to the end (how
+    # soon is bench/budgets.py's to measure).
     _assert_fallback(out, source, "image/jpeg", transient=True)
-    full = time.monotonic()
     assert run(source, w=1920).kind == "optimized"
-    assert elapsed < (time.monotonic() - full) / 2  # stopped early, not run to the end
 
 
 def test_the_requests_deadline_stops_the_transform_too(big_jpegs: dict[int, bytes]) -> None:
@@ -388,9 +392,8 @@ def test_the_requests_deadline_stops_the_transform_too(big_jpegs: dict[int, byte
 def test_gif_canvases_past_the_whole_decode_limit_are_served_as_they_are() -> None:
     # 7100 x 7100 = 50.4 MP: decoded whole onto an RGBA canvas it would hold ~200 MB.
     source = imagegen.gif(7100, 7100)
-    started = time.monotonic()
+    _assert_fallback(_decided_from_the_header(source, ""), source, "image/gif")
     _assert_fallback(run(source, mime=""), source, "image/gif")
-    assert time.monotonic() - started < 0.5
     assert run(imagegen.gif(1000, 1000), w=640).kind == "optimized"
 
 
