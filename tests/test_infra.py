@@ -21,6 +21,7 @@ from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
+from handler.self_invoke import SelfInvoker
 from infra.app import build
 from layers.build_layer import ROOT, ensure_layers
 from next_image_cdk import NextImageOptimizer, NextImageOptimizerProps, layer_zips
@@ -325,12 +326,30 @@ def test_fast_first_view_lets_the_function_invoke_its_own_versions_once(
             "Resource": [arn, {"Fn::Join": ["", [arn, ":*"]]}],
         }
     ]
-    async_config = full.one("AWS::Lambda::EventInvokeConfig")
-    assert async_config["MaximumRetryAttempts"] == 0
-    assert async_config["FunctionName"] == {"Ref": function_id}
     # Off unless asked for: Next's behaviour, no self-invoke grant.
     assert not attached.resources("AWS::Lambda::EventInvokeConfig")
     assert "lambda:InvokeFunction" not in json.dumps(attached.resources("AWS::IAM::Policy"))
+
+
+def test_self_invocations_are_never_retried_on_the_version_the_function_invokes(
+    full: Synth, attached: Synth
+) -> None:
+    """The handler invokes the version it runs as (AWS_LAMBDA_FUNCTION_VERSION), which is the
+    one the ``live`` alias points at: the event-invoke config must be on that qualifier, or
+    Lambda's default (two retries, six hours) applies to every deferred AVIF."""
+    assert SelfInvoker("fn", "7").qualifier == {"Qualifier": "7"}  # a version, not the alias
+    function_id = full.one("AWS::Lambda::Alias")["FunctionName"]["Ref"]
+    live_version = full.one("AWS::Lambda::Alias")["FunctionVersion"]
+    configs = {
+        json.dumps(c["Properties"]["Qualifier"]): c["Properties"]
+        for c in full.resources("AWS::Lambda::EventInvokeConfig").values()
+    }
+    assert set(configs) == {json.dumps(live_version), json.dumps("$LATEST")}
+    for config in configs.values():
+        assert config["FunctionName"] == {"Ref": function_id}
+        assert config["MaximumRetryAttempts"] == 0
+        assert config["MaximumEventAgeInSeconds"] == 300
+    assert not attached.resources("AWS::Lambda::EventInvokeConfig")
 
 
 def test_timeouts_are_ordered(both: list[Synth]) -> None:

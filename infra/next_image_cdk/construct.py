@@ -52,6 +52,13 @@ VARIANTS = "_next/image-variants/"
 POINTERS = "_next/image-pointers/"
 SOURCES = "_next/image-sources/"  # private: CloudFront serves only the variants prefix
 CACHE_KEY_QUERY = ("url", "w", "q", "dpl")
+# Fast first view's produce events are dropped once this old (AWS's default: six hours). The
+# viewer got a WebP with max-age=10, so while the AVIF is missing every request for that image
+# after ten seconds reaches the function and defers it again: an older event only duplicates a
+# newer one. Events age only while the function is throttled (Lambda requeues a throttled event,
+# retries or not, backing off from 1 s to 5 min), when it has the least room for extra work;
+# five minutes lets a short burst of throttling pass and drops the backlog of a long one.
+SELF_INVOKE_MAX_EVENT_AGE = Duration.minutes(5)
 BUCKET_DEPLOYMENT_FINDINGS = (
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
     "AWSLambdaBasicExecutionRole]",
@@ -206,6 +213,8 @@ class NextImageOptimizer(Construct):
         self.assets_bucket = self._assets_bucket()
         self.function = self._function(budget)
         self.alias = self.function.add_alias("live")
+        if props.fast_first_view_seconds is not None:
+            self._configure_self_invocations()
         self.function_url = self.alias.add_function_url(
             auth_type=lambda_.FunctionUrlAuthType.AWS_IAM
         )
@@ -408,7 +417,20 @@ class NextImageOptimizer(Construct):
             f"AwsSolutions-IAM5[Resource::{arn}:*]",
             "The function's own versions and aliases: it invokes the version that is running.",
         )
-        function.configure_async_invoke(retry_attempts=0)  # the next request defers it again
+
+    def _configure_self_invocations(self) -> None:
+        """No retries and a short life for the produce events, on the version that is invoked.
+
+        The handler (``handler/self_invoke.py``) invokes the version it runs as
+        (``AWS_LAMBDA_FUNCTION_VERSION``): the published version behind ``live``, so the
+        settings go on that qualifier; settings on the alias or the bare function would not apply
+        to it. ``$LATEST`` gets the same, for a function invoked unqualified (a console test).
+        A failed produce is not retried: the next request for the image defers it again. (A
+        deploy moves the config to the new version; the few events an old instance queues for
+        its own version in the minute after get Lambda's defaults.)
+        """
+        for target in (self.alias.version, self.function):
+            target.configure_async_invoke(retry_attempts=0, max_event_age=SELF_INVOKE_MAX_EVENT_AGE)
 
     def _grant_s3(self, role: iam.Role) -> None:
         """Read/write on the three variant-store prefixes, read on the assets prefix; no more."""
