@@ -352,6 +352,17 @@ def test_self_invocations_are_never_retried_on_the_version_the_function_invokes(
     assert not attached.resources("AWS::Lambda::EventInvokeConfig")
 
 
+def test_transient_errors_are_cached_for_a_second_on_the_created_distribution_only(
+    full: Synth, attached: Synth
+) -> None:
+    config = full.one("AWS::CloudFront::Distribution")["DistributionConfig"]
+    assert config["CustomErrorResponses"] == [
+        {"ErrorCode": status, "ErrorCachingMinTTL": 1} for status in (500, 502, 503, 504)
+    ]  # no ResponsePagePath or ResponseCode: the function's own error body passes through
+    user = attached.one("AWS::CloudFront::Distribution")["DistributionConfig"]
+    assert "CustomErrorResponses" not in user
+
+
 def test_timeouts_are_ordered(both: list[Synth]) -> None:
     for synth in both:
         function = next(

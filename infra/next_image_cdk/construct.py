@@ -59,6 +59,11 @@ CACHE_KEY_QUERY = ("url", "w", "q", "dpl")
 # retries or not, backing off from 1 s to 5 min), when it has the least room for extra work;
 # five minutes lets a short burst of throttling pass and drops the backlog of a long one.
 SELF_INVOKE_MAX_EVENT_AGE = Duration.minutes(5)
+# CloudFront keeps a 5xx for 10 s unless told otherwise, and ignores no-store on it: the answers
+# to a brief overload, a timeout or a throttle are forgotten after a second instead. Not 0: one
+# second still collapses a burst of requests for one hot image into one origin request.
+ERROR_CACHING_SECONDS = 1
+TRANSIENT_ERRORS = (500, 502, 503, 504)
 BUCKET_DEPLOYMENT_FINDINGS = (
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
     "AWSLambdaBasicExecutionRole]",
@@ -497,6 +502,14 @@ class NextImageOptimizer(Construct):
                 cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,
                 origin_request_policy=cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER,
             ),
+            # Distribution-wide (CloudFront has no per-behaviour error caching), so only on the
+            # distribution created here: a user's own keeps its error responses.
+            error_responses=[
+                cloudfront.ErrorResponse(
+                    http_status=status, ttl=Duration.seconds(ERROR_CACHING_SECONDS)
+                )
+                for status in TRANSIENT_ERRORS
+            ],
         )
         for rule, reason in CREATED_DISTRIBUTION_FINDINGS.items():
             acknowledge(distribution, rule, reason)
