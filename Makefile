@@ -11,7 +11,7 @@ PYTHON_VERSION ?= 3.13
 CDK_CLI_VERSION ?= 2.1148.1
 CDK := npx --yes aws-cdk@$(CDK_CLI_VERSION)
 
-.PHONY: setup redis serve test lint unit e2e chromium layer check-layer check-layer-arm64 synth bench dist
+.PHONY: setup redis serve test lint unit e2e chromium layer check-layer check-layer-arm64 synth bench dist bench-budgets
 
 $(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,3 +83,8 @@ dist: setup
 
 bench: setup
 	$(BIN)/python bench/bench_miss.py
+
+# The time budgets the tests no longer assert (import, fast 503s, hits in a burst, bombs...),
+# measured on this machine and reported beside them.
+bench-budgets: setup
+	$(BIN)/python bench/budgets.py
