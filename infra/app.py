@@ -5,7 +5,8 @@ One user of the ``next_image_cdk`` package, as any CDK app can be. Context (``-c
 ``.next`` folder) or ``imagesConfig`` (a JSON file with the images config), ``arch``,
 ``pythonVersion``, ``memory``, ``timeout``, ``originReadTimeout``, ``variantExpiryDays``,
 ``variantsPrefix``, ``publicDir``, ``assetsPrefix``, ``fastFirstView`` (seconds), ``layersDir``
-(prebuilt layers; else they are built into the user cache), ``stackName``.
+(prebuilt layers; else they are built into the user cache), ``originShieldRegion``,
+``stackName``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def props_from_context(app: App) -> NextImageOptimizerProps:
         variants_prefix=get("variantsPrefix", ""),
         fast_first_view_seconds=float(fast) if (fast := get("fastFirstView")) else None,
         layers_dir=Path(layers_dir) if layers_dir else None,
+        origin_shield_region=get("originShieldRegion"),
     )
 
 

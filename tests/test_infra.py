@@ -73,6 +73,7 @@ def full(layers: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "variantsPrefix": "site/",
         "assetsPrefix": "assets/",
         "fastFirstView": "0.5",
+        "originShieldRegion": "eu-west-1",
         "layersDir": str(layers),
         "stackName": "NextImageTest",
     }
@@ -350,6 +351,20 @@ def test_self_invocations_are_never_retried_on_the_version_the_function_invokes(
         assert config["MaximumRetryAttempts"] == 0
         assert config["MaximumEventAgeInSeconds"] == 300
     assert not attached.resources("AWS::Lambda::EventInvokeConfig")
+
+
+def test_origin_shield_is_in_front_of_the_function_only_when_asked(
+    full: Synth, attached: Synth
+) -> None:
+    found = behaviours(full)
+    image = origin_of(full, found["/_next/image"])
+    assert image["OriginShield"] == {"Enabled": True, "OriginShieldRegion": "eu-west-1"}
+    assert "OriginShield" not in origin_of(full, found["/_next/image-variants/*"])
+    config = full.one("AWS::CloudFront::Distribution")["DistributionConfig"]
+    assert "OriginShield" not in origin_of(full, config["DefaultCacheBehavior"])  # the app's
+    assert "OriginShield" not in json.dumps(attached.raw)  # off by default
+    with pytest.raises(ValueError, match="origin_shield_region"):
+        validate(NextImageOptimizerProps(app_origin_domain="a.ex", origin_shield_region="eu"))
 
 
 def test_transient_errors_are_cached_for_a_second_on_the_created_distribution_only(

@@ -10,6 +10,7 @@ this package (``function/``), so nothing here reads outside it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -64,6 +65,7 @@ SELF_INVOKE_MAX_EVENT_AGE = Duration.minutes(5)
 # second still collapses a burst of requests for one hot image into one origin request.
 ERROR_CACHING_SECONDS = 1
 TRANSIENT_ERRORS = (500, 502, 503, 504)
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 BUCKET_DEPLOYMENT_FINDINGS = (
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
     "AWSLambdaBasicExecutionRole]",
@@ -146,6 +148,10 @@ class NextImageOptimizerProps:
     ``$NEXT_IMAGE_CDK_CACHE``, else ``$XDG_CACHE_HOME/next-image-cdk``, else ``~/.cache/...``."""
     handler_dir: Path = FUNCTION_CODE
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
+    origin_shield_region: str | None = None
+    """Put CloudFront Origin Shield in this region (the function's, e.g. ``eu-west-1``) in front
+    of the function: one more cache layer, so a variant asked for through several regional edge
+    caches at once is transformed once. Costs a charge per request that reaches it. None: off."""
 
     def __post_init__(self) -> None:
         """Paths may be given as strings, as a CDK app's keyword arguments often are."""
@@ -176,6 +182,9 @@ def validate(props: NextImageOptimizerProps) -> float:
         )
     if props.app_origin_domain and "/" in props.app_origin_domain:
         raise ValueError("app_origin_domain is a host name, without scheme or path")
+    region = props.origin_shield_region
+    if region is not None and not REGION.fullmatch(region):
+        raise ValueError(f"origin_shield_region is a region code like 'eu-west-1', got {region!r}")
     return budget
 
 
@@ -542,6 +551,9 @@ class NextImageOptimizer(Construct):
             origins.FunctionUrlOrigin.with_origin_access_control(
                 self.function_url,
                 read_timeout=Duration.seconds(props.origin_read_timeout_seconds),
+                # Not on the variants' S3 origin: an S3 GET costs less than Origin Shield's
+                # request charge, and S3 needs no shielding from a few parallel reads.
+                origin_shield_region=props.origin_shield_region,
             ),
             viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
             allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD,
