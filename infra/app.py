@@ -6,7 +6,7 @@ One user of the ``next_image_cdk`` package, as any CDK app can be. Context (``-c
 ``pythonVersion``, ``memory``, ``timeout``, ``originReadTimeout``, ``variantExpiryDays``,
 ``variantsPrefix``, ``publicDir``, ``assetsPrefix``, ``fastFirstView`` (seconds), ``layersDir``
 (prebuilt layers; else they are built into the user cache), ``originShieldRegion``,
-``stackName``.
+``monitoring`` (``false`` leaves out the alarms and dashboard), ``stackName``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def props_from_context(app: App) -> NextImageOptimizerProps:
         fast_first_view_seconds=float(fast) if (fast := get("fastFirstView")) else None,
         layers_dir=Path(layers_dir) if layers_dir else None,
         origin_shield_region=get("originShieldRegion"),
+        monitoring=str(get("monitoring", True)).lower() not in ("false", "0", "no", "off"),
     )
 
 

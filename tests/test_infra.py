@@ -18,11 +18,14 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 from aws_cdk import Acknowledgment, App, Stack, Validations
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
+from handler import metrics as handler_metrics
+from handler import observability
 from handler.self_invoke import SelfInvoker
-from infra.app import build
+from infra.app import build, props_from_context
 from layers.build_layer import ROOT, ensure_layers
 from next_image_cdk import NextImageOptimizer, NextImageOptimizerProps, layer_zips
 from next_image_cdk.construct import validate
@@ -376,6 +379,151 @@ def test_transient_errors_are_cached_for_a_second_on_the_created_distribution_on
     ]  # no ResponsePagePath or ResponseCode: the function's own error body passes through
     user = attached.one("AWS::CloudFront::Distribution")["DistributionConfig"]
     assert "CustomErrorResponses" not in user
+
+
+def test_context_sets_origin_shield_and_monitoring() -> None:
+    app = App(context={"appOrigin": "a.example", "originShieldRegion": "us-east-1"})
+    props = props_from_context(app)
+    assert props.origin_shield_region == "us-east-1" and props.monitoring is True
+    props = props_from_context(App(context={"appOrigin": "a.example", "monitoring": "false"}))
+    assert props.origin_shield_region is None and props.monitoring is False
+
+
+def alarms(synth: Synth) -> dict[str, dict[str, Any]]:
+    """The optimizer's alarms by construct id (``...Monitoring<Id><hash>``)."""
+    found = {}
+    for logical_id, alarm in synth.resources("AWS::CloudWatch::Alarm").items():
+        name = logical_id.split("Monitoring", 1)[1][:-8]
+        found[name] = alarm["Properties"]
+    return found
+
+
+def emf_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    return [q["MetricStat"]["Metric"] for q in alarm.get("Metrics", []) if "MetricStat" in q]
+
+
+def emf_view(spec: handler_metrics.MetricSpec, label: str, pattern: str) -> str:
+    """The EMF name the function writes for ``spec``'s samples whose ``label`` is ``pattern``."""
+    return next(v.name for v in spec.emf if v.where == ((label, pattern),))
+
+
+def test_alarms_read_the_metrics_the_function_emits(
+    both: list[Synth], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = next(v.name for v in handler_metrics.REQUESTS.emf if not v.where)
+    server_errors = emf_view(handler_metrics.REQUESTS, "status", "5..")
+    overload = emf_view(handler_metrics.ERRORS, "category", "overload")
+    store = emf_view(handler_metrics.ERRORS, "category", "store")
+    for synth in both:
+        found = alarms(synth)
+        assert set(found) == {
+            "FunctionErrors",
+            "Throttles",
+            "Duration",
+            "ServerErrorRate",
+            "OverloadRate",
+            "StoreErrors",
+        }
+        function_id, function = next(
+            (k, v["Properties"])
+            for k, v in synth.resources("AWS::Lambda::Function").items()
+            if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+        )
+        for name, metric in (("FunctionErrors", "Errors"), ("Throttles", "Throttles")):
+            assert found[name]["Namespace"] == "AWS/Lambda"
+            assert found[name]["MetricName"] == metric
+            assert found[name]["Dimensions"] == [
+                {"Name": "FunctionName", "Value": {"Ref": function_id}}
+            ]
+        duration = found["Duration"]
+        assert (duration["MetricName"], duration["ExtendedStatistic"]) == ("Duration", "p99")
+        assert duration["Threshold"] == 0.8 * function["Timeout"] * 1000
+        assert {m["MetricName"] for m in emf_metrics(found["ServerErrorRate"])} == {
+            requests,
+            server_errors,
+        }
+        assert {m["MetricName"] for m in emf_metrics(found["OverloadRate"])} == {
+            requests,
+            overload,
+        }
+        assert [m["MetricName"] for m in emf_metrics(found["StoreErrors"])] == [store]
+        # The blob the function writes with the template's environment: same namespace, and
+        # exactly the dimensions (name and value) the alarms ask for.
+        env = function["Environment"]["Variables"]
+        for key in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
+            monkeypatch.setenv(key, env[key])
+        emitter = observability.make_metrics()
+        emitter.add_metric(name=server_errors, unit="Count", value=1)
+        blob: dict[str, Any] = dict(emitter.provider.serialize_metric_set())
+        (declared,) = blob["_aws"]["CloudWatchMetrics"]
+        (dimension_names,) = declared["Dimensions"]
+        expected = [{"Name": d, "Value": blob[d]} for d in dimension_names]
+        for name in ("ServerErrorRate", "OverloadRate", "StoreErrors"):
+            for read in emf_metrics(found[name]):
+                assert read["Namespace"] == declared["Namespace"] == observability.NAMESPACE
+                assert read["Dimensions"] == expected
+        assert expected == [{"Name": "service", "Value": observability.SERVICE}]
+
+
+def dashboard_body(synth: Synth) -> dict[str, Any]:
+    (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    body: dict[str, Any] = json.loads("".join(p if isinstance(p, str) else "X" for p in parts))
+    return body
+
+
+def test_dashboard_shows_the_alarms_and_only_metrics_the_function_emits(full: Synth) -> None:
+    emitted = {v.name for spec in handler_metrics.METRICS for v in spec.emf}
+    body = dashboard_body(full)
+    (status,) = [w for w in body["widgets"] if w["type"] == "alarm"]
+    assert len(status["properties"]["alarms"]) == len(alarms(full))
+    shown = {
+        line[1]
+        for widget in body["widgets"]
+        for line in widget["properties"].get("metrics", [])
+        if line[0] == observability.NAMESPACE
+    }
+    assert shown <= emitted
+    assert {"Requests", "Errors", "OverloadErrors", "StoreErrors", "TotalMs"} <= shown
+    namespaces = {
+        line[0]
+        for widget in body["widgets"]
+        for line in widget["properties"].get("metrics", [])
+        if isinstance(line[0], str)
+    }
+    assert namespaces == {observability.NAMESPACE, "AWS/Lambda", "AWS/CloudFront"}
+
+
+def test_alarms_notify_the_topic_and_monitoring_can_be_turned_off(full: Synth) -> None:
+    arns = ["arn:aws:lambda:eu-west-1:123456789012:layer:pyvips:3"]
+    app = App()
+    notified = Stack(app, "Notified")
+    topic = sns.Topic(notified, "Alarms")
+    NextImageOptimizer(
+        notified, "Images", app_origin_domain="a.example", layer_arns=arns, alarm_topic=topic
+    )
+    quiet = Stack(app, "Quiet")
+    NextImageOptimizer(
+        quiet, "Images", app_origin_domain="a.example", layer_arns=arns, monitoring=False
+    )
+    template = Template.from_stack(notified).to_json()
+    found = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    ]
+    assert len(found) == 6
+    for alarm in found:
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [notified.resolve(topic.topic_arn)]
+    for alarm in alarms(full).values():  # no topic: the alarms only change state
+        assert "AlarmActions" not in alarm
+    off = Template.from_stack(quiet)
+    off.resource_count_is("AWS::CloudWatch::Alarm", 0)
+    off.resource_count_is("AWS::CloudWatch::Dashboard", 0)
+    with pytest.raises(ValueError, match="monitoring is off"):
+        validate(
+            NextImageOptimizerProps(app_origin_domain="a.ex", alarm_topic=topic, monitoring=False)
+        )
 
 
 def test_timeouts_are_ordered(both: list[Synth]) -> None:

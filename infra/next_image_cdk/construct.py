@@ -34,6 +34,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
+from aws_cdk import aws_sns as sns
 from constructs import Construct, IConstruct
 
 from next_image_cdk.bundled_config import (
@@ -42,6 +43,7 @@ from next_image_cdk.bundled_config import (
     render_accept_function,
 )
 from next_image_cdk.layer_zips import cached_layers, read_manifest
+from next_image_cdk.monitoring import METRICS_NAMESPACE, METRICS_SERVICE, OptimizerMonitoring
 
 FUNCTION_CODE = Path(__file__).parent / "function" / "handler"
 HANDLER = "handler.lambda_handler.handler"
@@ -152,6 +154,13 @@ class NextImageOptimizerProps:
     """Put CloudFront Origin Shield in this region (the function's, e.g. ``eu-west-1``) in front
     of the function: one more cache layer, so a variant asked for through several regional edge
     caches at once is transformed once. Costs a charge per request that reaches it. None: off."""
+    monitoring: bool = True
+    """Alarms and a CloudWatch dashboard (``NextImageOptimizer.monitoring``)."""
+    alarm_topic: sns.ITopic | None = None
+    """Where the alarms notify (alarm and OK); None: they only change state."""
+    metrics_service: str = METRICS_SERVICE
+    """The ``service`` dimension of the function's EMF metrics (``POWERTOOLS_SERVICE_NAME``),
+    which the alarms read: give each optimizer in one account and region its own."""
 
     def __post_init__(self) -> None:
         """Paths may be given as strings, as a CDK app's keyword arguments often are."""
@@ -185,6 +194,8 @@ def validate(props: NextImageOptimizerProps) -> float:
     region = props.origin_shield_region
     if region is not None and not REGION.fullmatch(region):
         raise ValueError(f"origin_shield_region is a region code like 'eu-west-1', got {region!r}")
+    if props.alarm_topic is not None and not props.monitoring:
+        raise ValueError("alarm_topic is given but monitoring is off")
     return budget
 
 
@@ -234,6 +245,17 @@ class NextImageOptimizer(Construct):
         )
         self.distribution = props.distribution or self._distribution()
         self._add_behaviours(self.distribution)
+        self.monitoring: OptimizerMonitoring | None = None
+        if props.monitoring:
+            self.monitoring = OptimizerMonitoring(
+                self,
+                "Monitoring",
+                function=self.function,
+                timeout_seconds=props.timeout_seconds,
+                service=props.metrics_service,
+                distribution=self.distribution,
+                alarm_topic=props.alarm_topic,
+            )
 
     def _variants_bucket(self) -> s3.Bucket:
         prefix = self.props.variants_prefix
@@ -341,6 +363,9 @@ class NextImageOptimizer(Construct):
             "NEXT_IMAGE_PREFIX": props.variants_prefix,
             "NEXT_IMAGE_CONFIG": f"{TASK_ROOT}/{CONFIG_DIR}/{self.images.filename}",
             "NEXT_IMAGE_TIMEOUT": f"{budget:g}",
+            # The handler's defaults, stated: the alarms read the metrics under these names.
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "POWERTOOLS_SERVICE_NAME": props.metrics_service,
         }
         if props.app_origin_domain:
             environment["NEXT_IMAGE_ORIGIN"] = f"https://{props.app_origin_domain}"
