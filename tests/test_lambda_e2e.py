@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import imagegen
 import pytest
 import pyvips
-from support import free_port
+from support import HANG_SECONDS, free_port
 
 from devtools.invoke import FakeContext, function_url_event, response_body, response_headers
 from handler.app import OVERSIZE_UNSTORED
@@ -107,11 +107,12 @@ def test_a_cold_miss_overlaps_its_writes_and_a_new_width_reads_the_asset_again(
     upload(buckets, "photo.jpg", body)
     bucket = buckets["NEXT_IMAGE_BUCKET"]
     put_spans: dict[str, tuple[float, float]] = {}
+    both_writing = threading.Barrier(2)  # neither write goes on until the other has started
 
     def slow_put(model: Any, params: dict[str, Any], context: Any, **_: Any) -> None:
         if model.name == "PutObject":
             context["started"] = time.monotonic()
-            time.sleep(0.2)  # an S3 write slower than the transform: overlap must show
+            both_writing.wait(timeout=HANG_SECONDS)  # one after the other would never pass
 
     def put_done(model: Any, context: Any, **_: Any) -> None:
         if model.name == "PutObject" and "started" in context:

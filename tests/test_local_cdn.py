@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from virtual_time import VirtualTimeLoop, all_blocked
 
 from devtools.local_cdn.cache import (
     EdgeCache,
@@ -791,7 +792,7 @@ def test_identical_misses_wait_for_the_first(tmp_path: Path) -> None:
     slow_fetch = origin.fetch
 
     async def slow(request: OriginRequest) -> Response:
-        await asyncio.sleep(0.05)
+        await all_blocked()  # the origin answers once every other request waits
         return await slow_fetch(request)
 
     origin.fetch = slow  # type: ignore[method-assign]
@@ -802,7 +803,8 @@ def test_identical_misses_wait_for_the_first(tmp_path: Path) -> None:
         responses = await asyncio.gather(*(edge.handle(r) for r in requests))
         return [dict(r.headers)["x-cache"] for r in responses]
 
-    outcomes = asyncio.run(many())
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        outcomes = runner.run(many())
     assert sorted(outcomes) == ["Hit from cloudfront"] * 4 + ["Miss from cloudfront"]
     assert len(origin.requests) == 1
 

@@ -8,23 +8,24 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import imagegen
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.testclient import TestClient
-from support import free_port
+from support import free_port, wait_until
 from test_lambda_handler import function_url, invoke
 from test_serve import answering
 
 from devtools.invoke import response_body
+from handler import optimizer as optimizer_module
 from handler.metrics import (
     METRICS,
     MULTIPROC_ENV,
@@ -106,20 +107,29 @@ async def service(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
 
 
 @pytest.mark.anyio
-async def test_gauges_during_a_transform_and_a_503_when_the_queue_is_full(heavy: Path) -> None:
+async def test_gauges_during_a_transform_and_a_503_when_the_queue_is_full(
+    heavy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = threading.Event()  # the transform waits for it: it runs as long as the test needs
+    real = optimizer_module.run_transform
+
+    def run_transform(*args: Any, **kwargs: Any) -> Any:
+        held.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optimizer_module, "run_transform", run_transform)
     settings = Settings(public_dir=str(heavy), max_transforms=1, max_queue=1)
     async with service(settings) as (client, optimizer):
         running = asyncio.ensure_future(client.get("/_next/image?url=/heavy.jpg&w=1920&q=75"))
-        with anyio.fail_after(20):
-            while optimizer.admission.running == 0:
-                await asyncio.sleep(0.005)
-        queued = asyncio.ensure_future(client.get("/_next/image?url=/small.png&w=640&q=75"))
-        with anyio.fail_after(20):
-            while optimizer.admission.queued == 0:
-                await asyncio.sleep(0.005)
-        during = parse((await client.get("/metrics")).text)
-        rejected = await client.get("/_next/image?url=/small.png&w=750&q=75")
-        assert running.done() is False, "the heavy transform ended too soon for this test"
+        try:
+            await wait_until(lambda: optimizer.admission.running)
+            queued = asyncio.ensure_future(client.get("/_next/image?url=/small.png&w=640&q=75"))
+            await wait_until(lambda: optimizer.admission.queued)
+            during = parse((await client.get("/metrics")).text)
+            rejected = await client.get("/_next/image?url=/small.png&w=750&q=75")
+            assert running.done() is False
+        finally:
+            held.set()
         answers = await asyncio.gather(running, queued)
         after = parse((await client.get("/metrics")).text)
 
