@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -453,17 +455,28 @@ def test_unresolvable_host_is_502(make_app: MakeApp) -> None:
     assert_error(response, 502, '"url" parameter is valid but upstream response is invalid')
 
 
-def test_slow_upstream_times_out_with_504(make_app: MakeApp, upstream: Upstream) -> None:
-    upstream.routes["/slow.png"] = Route(body=imagegen.png(64, 64), delay=1.0)
+@pytest.fixture
+def unanswered(upstream: Upstream) -> Iterator[str]:
+    """An upstream path whose answer waits until the test is over: every fetch times out."""
+    never = threading.Event()
+    upstream.routes["/slow.png"] = Route(body=imagegen.png(64, 64), gate=never)
+    yield upstream.url("/slow.png")
+    never.set()
+
+
+def test_slow_upstream_times_out_with_504(
+    make_app: MakeApp, upstream: Upstream, unanswered: str
+) -> None:
     app = make_app(remote_config(upstream), fetch_timeout=0.3, max_attempts=1)
-    response = app.get(f"url={upstream.url('/slow.png')}&w=640&q=75")
+    response = app.get(f"url={unanswered}&w=640&q=75")
     assert_error(response, 504, '"url" parameter is valid but upstream response timed out')
 
 
-def test_request_time_budget_covers_retries(make_app: MakeApp, upstream: Upstream) -> None:
-    upstream.routes["/slow.png"] = Route(body=imagegen.png(64, 64), delay=0.4)
+def test_request_time_budget_covers_retries(
+    make_app: MakeApp, upstream: Upstream, unanswered: str
+) -> None:
     app = make_app(remote_config(upstream), fetch_timeout=0.3, max_attempts=10, timeout=1.0)
-    response = app.get(f"url={upstream.url('/slow.png')}&w=640&q=75")
+    response = app.get(f"url={unanswered}&w=640&q=75")
     assert response.status_code == 504
     assert upstream.hits["/slow.png"] < 10
 

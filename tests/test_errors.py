@@ -6,6 +6,7 @@ One case of each kind, through the app, with Next's status and message unchanged
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -147,10 +148,14 @@ async def test_an_upstream_5xx_is_upstream(public_dir: Path, upstream: Upstream)
 
 @pytest.mark.anyio
 async def test_the_time_budget_is_timeout(public_dir: Path, upstream: Upstream) -> None:
-    upstream.routes["/slow"] = Route(body=b"late", delay=1.0)
-    async with service(public_dir, LOCAL, timeout=0.3) as app:
-        query = f"url={quote(upstream.url('/slow'), safe='')}&w=640&q=75"
-        await assert_error(app, query, 504, errors.TIME_BUDGET_EXCEEDED, "timeout")
+    never = threading.Event()  # the upstream answers once the test is over
+    upstream.routes["/slow"] = Route(body=b"late", gate=never)
+    try:
+        async with service(public_dir, LOCAL, timeout=0.3) as app:
+            query = f"url={quote(upstream.url('/slow'), safe='')}&w=640&q=75"
+            await assert_error(app, query, 504, errors.TIME_BUDGET_EXCEEDED, "timeout")
+    finally:
+        never.set()
 
 
 @pytest.mark.anyio
