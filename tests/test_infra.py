@@ -494,6 +494,17 @@ def test_dashboard_shows_the_alarms_and_only_metrics_the_function_emits(full: Sy
     assert namespaces == {observability.NAMESPACE, "AWS/Lambda", "AWS/CloudFront"}
 
 
+def test_readme_alarm_table_lists_every_alarm(full: Synth) -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| alarm | reads | threshold | why |") + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line.split("|")[1].strip().strip("`"))
+    assert sorted(rows) == sorted(alarms(full))
+
+
 def test_alarms_notify_the_topic_and_monitoring_can_be_turned_off(full: Synth) -> None:
     arns = ["arn:aws:lambda:eu-west-1:123456789012:layer:pyvips:3"]
     app = App()
