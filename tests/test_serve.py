@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import imagegen
-from support import free_port
+from support import HANG_SECONDS, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def answering(
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + HANG_SECONDS  # a start that long is a hang
             while True:
                 try:
                     client.get(probe)
@@ -44,7 +44,7 @@ def answering(
             yield client, process
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=HANG_SECONDS)
 
 
 @contextmanager
