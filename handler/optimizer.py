@@ -9,6 +9,12 @@ fresh pointer (a new width of an image already seen) transforms them without fet
 expired pointer always asks the source. The public folder and the S3 assets bucket are as near
 as the store, so their bytes are not copied into it.
 
+A pointer written under another deploy generation (``generation``: a redeploy's hash of the
+app's assets and images config) counts as expired, whatever its own expiry: the first request
+after a deploy revalidates it with the same conditional request, so an unchanged source costs
+one small request and no transform, and a changed one gives a new variant. Variants themselves
+are content-addressed and outlive deploys.
+
 A miss's store calls are off its critical path where they can be: the lookup for the same bytes
 under another URL runs while the transform is planned, and the variant, the pointer and the source
 are written together.
@@ -112,11 +118,16 @@ class Optimizer:
         first_view_seconds: float = 0.0,
         defer_first_view: Deferral | None = None,
         give_back_memory: bool = True,
+        generation: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``give_back_memory``: free heap pages go back to the system once transforms have
         stopped for a moment (a service sharing its host); off where the memory is the
-        instance's own (Lambda)."""
+        instance's own (Lambda).
+
+        ``generation``: this deploy's (``NEXT_IMAGE_DEPLOY_GENERATION``). Pointers record it; one
+        written under another generation is treated as expired: revalidated with a conditional
+        request before it is trusted, so a redeploy's changed assets or config show at once."""
         self.config = config
         self.store = store
         self.admission = admission
@@ -130,6 +141,7 @@ class Optimizer:
         self._revalidation = revalidation
         self._first_view_seconds = first_view_seconds
         self._defer_first_view = defer_first_view
+        self._generation = generation
         self._clock = clock
         self._inflight: dict[str, asyncio.Future[Served]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -185,9 +197,10 @@ class Optimizer:
             if variant is not None:
                 stats.timed("store", started)
                 # HIT: a fresh pointer and its variant; the source is not asked.
-                if self._clock() <= pointer.expire_at:
+                if self._trusted(pointer):
                     return self._served(variant, vkey, pointer, "HIT")
-                # STALE: the stored variant now, revalidated against the source.
+                # STALE: the stored variant now, revalidated against the source (expired, or
+                # written before this deploy).
                 if self._revalidation == "inline":
                     return await self._single_flight(
                         f"reval:{pkey}:{vkey}",
@@ -244,7 +257,7 @@ class Optimizer:
         if isinstance(token, Served):
             return token
         try:
-            known = pointer if pointer and self._clock() <= pointer.expire_at else None
+            known = pointer if pointer and self._trusted(pointer) else None
             if known is not None and known.source_kept:
                 kept = await self._kept_source(known.source_hash, stats)
                 if kept is not None:
@@ -300,7 +313,7 @@ class Optimizer:
                 return None
             await anyio.sleep(LOCK_POLL_SECONDS)
             pointer = await self.store.get_pointer(pointer_key(params.href))
-            if pointer is not None:
+            if pointer is not None and pointer.generation == self._generation:
                 vkey = self._variant_key(pointer.source_hash, params)
                 variant = await self.store.get_variant(vkey)
                 if variant is not None:
@@ -537,6 +550,10 @@ class Optimizer:
 
         self._in_background(run())
 
+    def _trusted(self, pointer: Pointer) -> bool:
+        """Fresh, and written under this deploy's generation: used without asking the source."""
+        return self._clock() <= pointer.expire_at and pointer.generation == self._generation
+
     def _in_background(self, work: Coroutine[None, None, None]) -> None:
         """Run ``work`` after the response; ``drain`` waits for it."""
         task = asyncio.ensure_future(work)
@@ -569,6 +586,7 @@ class Optimizer:
             max_age=max_age,
             expire_at=self._clock() + max(max_age, ttl),
             source_kept=kept,
+            generation=self._generation,
         )
 
     def _retained(self, previous: Pointer) -> Pointer:

@@ -189,6 +189,12 @@ class Settings:
         "dies is replaced",
         flag="--workers",
     )
+    deploy_generation: str = _declare(
+        "",
+        "this deploy's generation (the construct sets it to a hash of the app's public/, "
+        "static media and images config): a pointer written under another generation is "
+        "revalidated with a conditional request before it is trusted",
+    )
     bucket: str | None = _declare(
         None, "the variants bucket; naming one selects the S3 store", context="lambda"
     )

@@ -134,6 +134,7 @@ def build_optimizer(
         first_view_seconds=settings.fast_first_view,
         defer_first_view=defer_first_view,
         give_back_memory=give_back_memory,
+        generation=settings.deploy_generation,
         clock=clock,
     )
 

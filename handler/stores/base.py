@@ -30,6 +30,9 @@ class Pointer:
     # The source bytes were kept in the store under ``source_hash``: False for a source as near
     # as the store, or too large, whose new widths fetch it again without asking the store.
     source_kept: bool = True
+    # The deploy generation of the process that wrote it (``NEXT_IMAGE_DEPLOY_GENERATION``): a
+    # pointer of another generation is revalidated before it is trusted, whatever its expiry.
+    generation: str = ""
 
 
 @dataclass(frozen=True)
