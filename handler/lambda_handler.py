@@ -18,6 +18,7 @@ from typing import Any
 
 from mangum import Mangum
 
+from handler import first_view
 from handler.observability import RequestObserver, make_logger, make_metrics
 from handler.optimizer import Optimizer
 from handler.params import ImageParams
@@ -60,12 +61,18 @@ def build_handler(settings: Settings) -> LambdaHandler:
     metrics = make_metrics()
     function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
     version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+
+    def report(failure: first_view.FirstViewFailure) -> None:
+        """A failure of fast first view's deferred work: a JSON line with its category."""
+        logger.warning(failure.message, extra=failure.fields)
+
     app = build_app(
         settings,
         revalidation="inline",
         defer_first_view=SelfInvoker(function_name, version) if function_name else None,
         give_back_memory=False,
         observer=RequestObserver(logger, metrics),
+        report_first_view=report,
     )
     adapter = Mangum(app, lifespan="off")
     optimizer: Optimizer = app.state.optimizer
@@ -77,21 +84,29 @@ def build_handler(settings: Settings) -> LambdaHandler:
             params = params_to_produce(event)
             if params is None:
                 return adapter(event, context)
-            return produce(optimizer, params)
+            return produce(optimizer, params, report)
         finally:
             finish_invocation(optimizer, context)
 
     return handle
 
 
-def produce(optimizer: Optimizer, params: ImageParams) -> dict[str, Any]:
-    """A produce event: serve the request in full (no fast first view), so its variant is stored."""
+def produce(
+    optimizer: Optimizer, params: ImageParams, report: first_view.Report = first_view.report
+) -> dict[str, Any]:
+    """A produce event: serve the request in full (no fast first view), so its variant is stored.
+    A failure, or an answer that left no AVIF stored, is reported with its category."""
     loop = asyncio.get_event_loop()
     try:
         served = loop.run_until_complete(optimizer.serve(params))
     except Exception as exc:
-        log.warning("could not produce %s: %r", params.href, exc)
+        report(first_view.failed("produce", params, exc))
         return {"produced": False}
+    failure = first_view.unproduced(
+        params, transient=served.transient, kind=served.variant.kind, stored=served.stored
+    )
+    if failure is not None:
+        report(failure)
     return {"produced": served.stored, "variant": served.variant_key}
 
 

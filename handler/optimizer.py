@@ -42,7 +42,7 @@ from typing import Literal, TypeGuard
 
 import anyio
 
-from handler import errors
+from handler import errors, first_view
 from handler.admission import Admission
 from handler.allocator import release_free_memory
 from handler.config import ImagesConfig
@@ -119,6 +119,7 @@ class Optimizer:
         defer_first_view: Deferral | None = None,
         give_back_memory: bool = True,
         generation: str = "",
+        report_first_view: first_view.Report = first_view.report,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``give_back_memory``: free heap pages go back to the system once transforms have
@@ -142,6 +143,7 @@ class Optimizer:
         self._first_view_seconds = first_view_seconds
         self._defer_first_view = defer_first_view
         self._generation = generation
+        self._report_first_view = report_first_view
         self._clock = clock
         self._inflight: dict[str, asyncio.Future[Served]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -420,8 +422,8 @@ class Optimizer:
 
     async def _produce_later(self, params: ImageParams, plan: Plan, vkey: str) -> None:
         """The AVIF of a fast first view, after the response: a background transform here,
-        or the deferral (an asynchronous invocation on Lambda). Failures are logged: the next
-        request for it tries again."""
+        or the deferral (an asynchronous invocation on Lambda). Failures are reported with
+        their category (``handler/first_view.py``): the next request for it tries again."""
         if vkey in self._producing:
             return  # asked again before its AVIF is stored: that one is on its way
         log.info("fast first view of %s: WebP now, AVIF later", params.href)
@@ -429,8 +431,8 @@ class Optimizer:
             assert self._defer_first_view is not None
             try:
                 await self._defer_first_view(params)
-            except Exception:
-                log.exception("could not defer the AVIF of %s", params.href)
+            except Exception as exc:
+                self._report_first_view(first_view.failed("defer", params, exc))
             return
 
         async def produce() -> None:
@@ -438,12 +440,18 @@ class Optimizer:
             try:
                 with anyio.fail_after(self._timeout):
                     result = await self._run(plan, deadline, background=True)
-                    if not result.transient:
-                        await self.store.put_variant(vkey, _variant_of(result))
-            except (ImageError, TimeoutError) as exc:
-                log.warning("the AVIF of %s was not produced: %r", params.href, exc)
+                    stored = not result.transient and await self.store.put_variant(
+                        vkey, _variant_of(result)
+                    )
+                failure = first_view.unproduced(
+                    params, transient=result.transient, kind=result.kind, stored=stored
+                )
+            except Exception as exc:  # nobody awaits this task: every failure is reported
+                failure = first_view.failed("produce", params, exc)
             finally:
                 self._producing.discard(vkey)
+            if failure is not None:
+                self._report_first_view(failure)
 
         self._producing.add(vkey)
         self._in_background(produce())

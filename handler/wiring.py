@@ -12,6 +12,7 @@ from handler import allocator, machine
 from handler.admission import Admission
 from handler.app import Observer, Oversize, create_app
 from handler.config import ImagesConfig, load_images_config
+from handler.first_view import Report, report
 from handler.optimizer import Deferral, Optimizer, Revalidation
 from handler.settings import Settings
 from handler.sources.base import Source
@@ -113,6 +114,7 @@ def build_optimizer(
     revalidation: Revalidation = "background",
     defer_first_view: Deferral | None = None,
     give_back_memory: bool = True,
+    report_first_view: Report = report,
     clock: Callable[[], float] = time.time,
 ) -> Optimizer:
     from handler.pipeline import setup_libvips
@@ -135,6 +137,7 @@ def build_optimizer(
         defer_first_view=defer_first_view,
         give_back_memory=give_back_memory,
         generation=settings.deploy_generation,
+        report_first_view=report_first_view,
         clock=clock,
     )
 
@@ -146,18 +149,22 @@ def build_app(
     defer_first_view: Deferral | None = None,
     give_back_memory: bool = True,
     observer: Observer | None = None,
+    report_first_view: Report = report,
     docs: bool = False,
     service: bool = False,
 ) -> FastAPI:
     """The one app, for ``next-image serve`` and the Lambda handler alike.
 
     A ``service`` also counts its requests for ``/metrics`` (then calls ``observer``, if any).
+    ``report_first_view`` logs a failure of fast first view's deferred work (Lambda: its JSON
+    logger).
     """
     optimizer = build_optimizer(
         settings,
         revalidation=revalidation,
         defer_first_view=defer_first_view,
         give_back_memory=give_back_memory,
+        report_first_view=report_first_view,
     )
     limit = settings.max_inline_bytes
     oversize = Oversize(limit, "/" + VARIANTS) if limit is not None else None
