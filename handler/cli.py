@@ -1,5 +1,5 @@
 """``next-image``: serve the optimizer locally, print the resolved config, invoke the handler,
-warm a store."""
+warm a store, purge image URLs from it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ SERVE_ONLY = frozenset(
     {"host", "port", "workers", "docs", "max_transforms", "max_queue", "memory_budget"}
     | {"fast_first_view"}
 )
+# purge's flags: where the store is, and the config (its basePath, for CloudFront's paths).
+PURGE_SETTINGS = frozenset({"store", "cache_dir", "redis_url", "images_config"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,6 +90,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     warm.add_argument("--jobs", type=int, metavar="N", help="worker processes [one per CPU]")
 
+    purge = commands.add_parser(
+        "purge",
+        help="remove image URLs' pointers from the store (the next request re-checks the "
+        "source), and invalidate them at CloudFront",
+    )
+    for setting in SETTINGS:
+        if setting.flag and setting.name in PURGE_SETTINGS:
+            _add_flag(purge, setting)
+    which = purge.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--url",
+        action="append",
+        dest="urls",
+        metavar="URL",
+        help="an image URL as the page's src spells it (/images/a.jpg, https://cdn.example.com/"
+        "a.jpg); repeatable",
+    )
+    which.add_argument("--all", action="store_true", help="every pointer in the store")
+    purge.add_argument(
+        "--distribution-id",
+        metavar="ID",
+        help="also invalidate them at this CloudFront distribution "
+        "(AWS_ENDPOINT_URL_CLOUDFRONT overrides the endpoint)",
+    )
+
     args = parser.parse_args(argv)
     if args.command == "config":
         return _print_config(args.images_config)
@@ -109,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from devtools.warm.command import run as run_warm  # never shipped to Lambda
 
         return run_warm(args)
+    if args.command == "purge":
+        from devtools.purge.command import run as run_purge  # never shipped to Lambda
+
+        return run_purge(args)
     if args.command == "local-cdn":
         from devtools.local_cdn.command import run as run_local_cdn  # never shipped to Lambda
 

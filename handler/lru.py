@@ -73,6 +73,11 @@ class ByteLRU(Generic[K, V]):
         with self._lock:
             self._drop(key)
 
+    def held(self) -> list[K]:
+        """The keys held now, least recently used first (expired ones included until read)."""
+        with self._lock:
+            return list(self._entries)
+
     def _drop(self, key: K) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:

@@ -14,6 +14,7 @@ copied).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -85,3 +86,17 @@ class Locking(Protocol):
         """Release the lock if ``token`` still holds it; one that expired and was taken since is
         left to its new holder."""
         ...
+
+
+@runtime_checkable
+class Purging(Protocol):
+    """Optional: pointers can be removed (``next-image purge``), so the next request for their
+    URLs re-checks the source. Variants and kept sources stay: content-addressed, still valid.
+
+    Each returns how many of the pointers existed, or None when the store cannot tell (S3's
+    DeleteObjects answers alike for a key that was there and one that was not).
+    """
+
+    def delete_pointers(self, keys: Sequence[str]) -> int | None: ...
+
+    def delete_all_pointers(self) -> int | None: ...

@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from io import BufferedWriter
 from pathlib import Path
 
@@ -106,6 +106,31 @@ class FilesystemStore:
 
     def put_source(self, key: str, body: bytes) -> None:
         self._write(f"sources/{key}", body)
+
+    def delete_pointers(self, keys: Sequence[str]) -> int:
+        """Remove these pointers (``next-image purge``), each under the folder's lock and
+        accounted like an eviction; returns how many were there."""
+        removed = 0
+        for key in keys:
+            rel = f"pointers/{key}"
+            if "/" in key or key.startswith("."):
+                raise ValueError(f"not a pointer key: {key!r}")
+            with self._exclusive(), self._accounting(self._with_folders(rel)):
+                try:
+                    (self._root / rel).unlink()
+                except FileNotFoundError:
+                    continue
+                removed += 1
+                self._remove_empty_folders("pointers")
+        return removed
+
+    def delete_all_pointers(self) -> int:
+        """Every pointer in the folder (writers' temporaries are left to them)."""
+        try:
+            names = [e.name for e in os.scandir(self._root / "pointers") if e.name[0] != "."]
+        except FileNotFoundError:
+            return 0
+        return self.delete_pointers(names)
 
     def try_lock(self, key: str, ttl_ms: int) -> str | None:
         """Lead a miss among the processes on this folder (``serve --workers``).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from handler.stores.base import Pointer, Variant
 from handler.stores.lru import RecordLRU
 
@@ -45,3 +47,13 @@ class MemoryStore:
 
     def put_source(self, key: str, body: bytes) -> None:
         self._records.put(("source", key), body)
+
+    def delete_pointers(self, keys: Sequence[str]) -> int:
+        found = [key for key in keys if self._records.get(("pointer", key)) is not None]
+        for key in found:
+            self._records.drop(("pointer", key))
+        return len(found)
+
+    def delete_all_pointers(self) -> int:
+        pointers = [key for kind, key in self._records.held() if kind == "pointer"]
+        return self.delete_pointers(pointers)

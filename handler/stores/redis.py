@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import redis
@@ -43,6 +44,7 @@ from handler.stores.s3 import POINTERS, SOURCES, VARIANTS
 LOCKS = "_next/image-locks/"
 DEFAULT_VARIANT_TTL = 30 * 24 * 3600  # seconds: the S3 lifecycle's 30 days
 POINTER_GRACE = 24 * 3600  # seconds a pointer outlives its expiry, for STALE and revalidation
+DELETE_BATCH = 1000  # keys per DEL when purging
 
 CONNECT_TIMEOUT = 1.0  # seconds; a Redis next to the optimizer connects in milliseconds
 READ_TIMEOUT = 1.0  # seconds waiting on the socket; a few-MB value streams well within it
@@ -174,3 +176,25 @@ class RedisStore:
 
     def unlock(self, key: str, token: str) -> None:
         self.client.eval(_UNLOCK, 1, self.lock_redis_key(key), token)
+
+    def delete_pointers(self, keys: Sequence[str]) -> int:
+        """``DEL`` in batches; returns how many were there."""
+        names = [self.pointer_redis_key(key) for key in keys]
+        removed = 0
+        for start in range(0, len(names), DELETE_BATCH):
+            removed += int(self.client.delete(*names[start : start + DELETE_BATCH]))
+        return removed
+
+    def delete_all_pointers(self) -> int:
+        """Every key under the pointers prefix (``SCAN``, so the server is never blocked)."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.pointer_redis_key("")) + "*"
+        removed = 0
+        batch: list[bytes] = []
+        for name in self.client.scan_iter(match=pattern, count=DELETE_BATCH):
+            batch.append(name)
+            if len(batch) == DELETE_BATCH:
+                removed += int(self.client.delete(*batch))
+                batch.clear()
+        if batch:
+            removed += int(self.client.delete(*batch))
+        return removed

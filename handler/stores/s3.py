@@ -10,7 +10,8 @@
   variants prefix, so CloudFront never serves them.
 
 boto3 is imported on first use, not at import: the Lambda init phase stays short. A warm process
-keeps recent unexpired pointers in memory, so a hit costs one GET (the variant), at most two.
+keeps pointers it read or wrote in the last ``POINTER_MEMORY_SECONDS`` in memory, so a hit then
+costs one GET (the variant), at most two.
 Nothing else is remembered: whether a variant exists is asked of S3 each time, so an object
 lost from the bucket is written back on the next miss instead of being believed in forever.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from handler.s3_client import error_code, s3_client
@@ -33,33 +34,55 @@ SOURCES = "_next/image-sources/"
 VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _WRITE_LOST = {"PreconditionFailed", "ConditionalRequestConflict"}  # someone else wrote it first
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+# How long a warm instance uses a pointer from its memory without asking S3 again: a purge
+# (``next-image purge``) or another instance's refresh reaches every instance within it.
+POINTER_MEMORY_SECONDS = 10.0
+DELETE_BATCH = 1000  # keys per DeleteObjects, S3's maximum
 
 
 class PointerCache:
-    """A small LRU of pointers that drops entries once they expire."""
+    """A small LRU of pointers, each kept until it expires or ``POINTER_MEMORY_SECONDS`` after it
+    was read or written here, whichever comes first: a pointer another instance refreshed, or
+    ``next-image purge`` deleted, is seen by every instance within that bound."""
 
-    def __init__(self, max_entries: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        max_entries: int,
+        clock: Callable[[], float] = time.time,
+        memory_seconds: float = POINTER_MEMORY_SECONDS,
+    ) -> None:
         self._max = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, Pointer] = OrderedDict()
+        self._memory_seconds = memory_seconds
+        self._entries: OrderedDict[str, tuple[Pointer, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Pointer | None:
         with self._lock:
-            pointer = self._entries.get(key)
-            if pointer is None:
+            entry = self._entries.get(key)
+            if entry is None:
                 return None
-            if self._clock() > pointer.expire_at:
+            pointer, until = entry
+            if self._clock() > until:
                 del self._entries[key]  # another instance may have refreshed it: ask S3
                 return None
             self._entries.move_to_end(key)
             return pointer
 
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     def put(self, key: str, pointer: Pointer) -> None:
-        if self._max <= 0 or self._clock() > pointer.expire_at:
+        now = self._clock()
+        if self._max <= 0 or now > pointer.expire_at:
             return
         with self._lock:
-            self._entries[key] = pointer
+            self._entries[key] = (pointer, min(pointer.expire_at, now + self._memory_seconds))
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
@@ -142,6 +165,39 @@ class S3Store:
     def put_source(self, key: str, body: bytes) -> None:
         """Returns once S3 holds the object: written now, or already there (412/409)."""
         self._put_once(self.source_object_key(key), body, ContentType="application/octet-stream")
+
+    def delete_pointers(self, keys: Sequence[str]) -> None:
+        """``DeleteObjects`` in batches (``next-image purge``). S3 answers alike whether a key
+        was there or not, so how many were is not known: None."""
+        self._delete([self.pointer_object_key(key) for key in keys])
+        for key in keys:
+            self._pointers.drop(key)
+
+    def delete_all_pointers(self) -> int:
+        """Every object under the pointers prefix (listed, then deleted); how many."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        removed = 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.pointer_object_key("")):
+            keys = [item["Key"] for item in page.get("Contents", [])]
+            self._delete(keys)
+            removed += len(keys)
+        self._pointers.clear()
+        return removed
+
+    def _delete(self, object_keys: Sequence[str]) -> None:
+        for start in range(0, len(object_keys), DELETE_BATCH):
+            batch = object_keys[start : start + DELETE_BATCH]
+            answer = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+            )
+            failed = answer.get("Errors") or []
+            if failed:
+                first = failed[0]
+                raise RuntimeError(
+                    f"S3 did not delete {len(failed)} of {len(batch)} pointers, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
 
     def _put_once(self, object_key: str, body: bytes, **fields: Any) -> None:
         """A content-addressed write: a concurrent writer's 412/409 means the bytes are there."""

@@ -27,10 +27,10 @@ What the tier holds is what the filesystem holds:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-from handler.stores.base import Locking, Pointer, Store, Variant
+from handler.stores.base import Locking, Pointer, Purging, Store, Variant
 from handler.stores.lru import Index, RecordLRU
 
 POINTER_TTL = 1.0  # seconds: how stale a pointer refreshed by another process may be here
@@ -39,7 +39,7 @@ VARIANT_TTL = 30.0  # seconds between reads of a hot variant from the folder (it
 R = TypeVar("R", Pointer, Variant)
 
 
-class LockingStore(Store, Locking, Protocol):
+class LockingStore(Store, Locking, Purging, Protocol):
     """A store shared by processes, leading misses among them (the filesystem store)."""
 
 
@@ -105,6 +105,23 @@ class TieredStore:
 
     def ping(self) -> None:
         self.backing.ping()
+
+    def delete_pointers(self, keys: Sequence[str]) -> int | None:
+        """From the folder, then from this process's tier (other processes' tiers hold a pointer
+        at most ``pointer_ttl`` more)."""
+        try:
+            return self.backing.delete_pointers(keys)
+        finally:
+            for key in keys:
+                self._records.drop(("pointer", key))
+
+    def delete_all_pointers(self) -> int | None:
+        try:
+            return self.backing.delete_all_pointers()
+        finally:
+            for kind, key in self._records.held():
+                if kind == "pointer":
+                    self._records.drop((kind, key))
 
     def _get(self, index: Index, read: Callable[[str], R | None], kind: type[R]) -> R | None:
         cached = self._records.get(index)
