@@ -89,10 +89,12 @@ class Recorder:
     stages: list[dict[str, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def install(self, client: Any) -> None:
-        client.meta.events.register("before-call.s3", self._before)
-        for event in ("after-call.s3", "after-call-error.s3"):
-            client.meta.events.register(event, self._after)
+    def install(self, *clients: Any) -> None:
+        """Record the calls of ``clients`` (the store's and the sources' S3 clients)."""
+        for client in clients:
+            client.meta.events.register("before-call.s3", self._before)
+            for event in ("after-call.s3", "after-call-error.s3"):
+                client.meta.events.register(event, self._after)
         from handler.observability import RequestObserver
 
         observe = RequestObserver.__call__
@@ -179,7 +181,7 @@ def main() -> int:
     os.environ.update(ENV, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
     try:
         from handler.lambda_handler import build_handler, lambda_settings
-        from handler.s3_client import s3_client
+        from handler.s3_client import s3_client, s3_source_client
 
         client = s3_client()
         for bucket in (ENV["NEXT_IMAGE_BUCKET"], ENV["NEXT_IMAGE_ASSETS_BUCKET"]):
@@ -190,7 +192,7 @@ def main() -> int:
             client.put_object(Bucket=ENV["NEXT_IMAGE_ASSETS_BUCKET"], Key=key, Body=body)
 
         recorder = Recorder()
-        recorder.install(client)
+        recorder.install(client, s3_source_client())
         batch = events()
         result: dict[str, Any] = {"requests": len(batch)}
         result["cold"] = timed_pass(build_handler(lambda_settings()), batch, recorder)

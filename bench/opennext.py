@@ -218,11 +218,11 @@ def ours(events_path: Path, out: Path) -> int:
 
     from bench.bench_lambda import Recorder, summary
     from devtools.invoke import FakeContext, response_body, response_headers
-    from handler.s3_client import s3_client
+    from handler.s3_client import s3_client, s3_source_client
 
     events = json.loads(events_path.read_text())
     recorder = Recorder()
-    recorder.install(s3_client())
+    recorder.install(s3_client(), s3_source_client())
     passes, s3 = [], []
     deferred: dict[str, Any] = {}
     with self_invocations() as calls:

@@ -3,7 +3,7 @@
 Mangum adapts Function URL, API Gateway (HTTP API and REST) and ALB events to the same ASGI app
 ``next-image serve`` runs. This import is the Lambda init phase, so it builds the app but leaves
 boto3 for the first S3 call. Under SnapStart, the hooks load boto3 before the snapshot, and drop
-the S3 client and reseed ``random`` after a restore, so no sockets or shared state carry across.
+the S3 clients and reseed ``random`` after a restore, so no sockets or shared state carry across.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from handler import first_view
 from handler.observability import RequestObserver, make_logger, make_metrics
 from handler.optimizer import Optimizer
 from handler.params import ImageParams
-from handler.s3_client import reset_s3_client, s3_client
+from handler.s3_client import reset_s3_client, s3_client, s3_source_client
 from handler.self_invoke import SelfInvoker, params_to_produce
 from handler.settings import ENV_PREFIX, Settings
 from handler.wiring import build_app
@@ -130,10 +130,11 @@ def finish_invocation(optimizer: Optimizer, context: Any) -> None:
 
 def _before_snapshot() -> None:
     s3_client()  # imports boto3 and loads the S3 model into the snapshot
+    s3_source_client()
 
 
 def _after_restore() -> None:
-    """Every restored instance would otherwise share one client and one random state."""
+    """Every restored instance would otherwise share clients and one random state."""
     reset_s3_client()
     random.seed()  # retry jitter must differ between instances
 

@@ -23,7 +23,7 @@ from support import HANG_SECONDS, free_port
 from devtools.invoke import FakeContext, function_url_event, response_body, response_headers
 from handler.app import OVERSIZE_UNSTORED
 from handler.lambda_handler import LambdaHandler, build_handler, lambda_settings
-from handler.s3_client import reset_s3_client, s3_client
+from handler.s3_client import reset_s3_client, s3_client, s3_source_client
 from handler.stores.records import decode_pointer, encode_pointer
 
 PREFIX = "site/"
@@ -60,13 +60,15 @@ def objects(bucket: str, under: str) -> list[str]:
 
 
 def s3_calls() -> list[tuple[str, str]]:
-    """(operation, key) of every S3 request the shared client makes from now on."""
+    """(operation, key) of every S3 request the store's and the sources' clients make from now
+    on, in order."""
     calls: list[tuple[str, str]] = []
 
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
         calls.append((model.name, params.get("Key", "")))
 
-    s3_client().meta.events.register("before-parameter-build.s3", record)
+    for client in (s3_client(), s3_source_client()):
+        client.meta.events.register("before-parameter-build.s3", record)
     return calls
 
 

@@ -9,12 +9,15 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
 from devtools.invoke import mocked_s3
 from handler import errors
 from handler.config import ImagesConfig
 from handler.errors import ImageError
+from handler.s3_client import read_deadline
 from handler.settings import Settings
 from handler.sources.base import Upstream
 from handler.sources.s3_assets import S3AssetsSource
@@ -93,3 +96,50 @@ def test_unreachable_bucket_is_an_upstream_error(s3: Any) -> None:
     with pytest.raises(ImageError) as caught:
         asyncio.run(source.fetch("/a.png"))
     assert (caught.value.status, caught.value.message) == (502, errors.UPSTREAM_INVALID)
+
+
+def test_s3_is_waited_for_until_the_requests_deadline() -> None:
+    """The read runs with the deadline of the scope around the fetch (the request's budget),
+    not the store's tight timeouts; outside any deadline, with the client's own."""
+    seen: list[float | None] = []
+
+    class Client:
+        def get_object(self, **kwargs: Any) -> dict[str, Any]:
+            seen.append(read_deadline())
+            raise ReadTimeoutError(endpoint_url="http://s3.test/a.png")
+
+    source = S3AssetsSource(BUCKET, PREFIX, ImagesConfig(), client=Client())
+
+    async def fetch_within(seconds: float | None) -> float:
+        with pytest.raises(ImageError) as caught:
+            if seconds is None:
+                await source.fetch("/a.png")
+            else:
+                with anyio.fail_after(seconds):
+                    await source.fetch("/a.png")
+        # S3 that did not answer in time is the upstream timing out, worth trying again
+        error = caught.value
+        assert (error.status, error.message, error.category) == (
+            504,
+            errors.UPSTREAM_TIMEOUT,
+            "timeout",
+        )
+        assert error.transient
+        return anyio.current_time()
+
+    now = anyio.run(fetch_within, 20.0)
+    deadline = seen.pop()
+    assert deadline is not None and now < deadline <= now + 20.0
+    anyio.run(fetch_within, None)
+    assert seen == [None]
+
+
+def test_a_connect_timeout_is_a_504_too() -> None:
+    class Client:
+        def get_object(self, **kwargs: Any) -> dict[str, Any]:
+            raise ConnectTimeoutError(endpoint_url="http://s3.test/a.png")
+
+    source = S3AssetsSource(BUCKET, PREFIX, ImagesConfig(), client=Client())
+    with pytest.raises(ImageError) as caught:
+        asyncio.run(source.fetch("/a.png"))
+    assert (caught.value.status, caught.value.transient) == (504, True)

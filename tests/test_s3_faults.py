@@ -14,17 +14,18 @@ from typing import Any
 
 import imagegen
 import pytest
+from botocore.exceptions import ReadTimeoutError
 from fault_proxy import FaultProxy, fault_proxy
 from moto.server import ThreadedMotoServer
 from support import free_port, s3_at
-from test_lambda_e2e import event, lambda_instance, objects
+from test_lambda_e2e import ASSETS_PREFIX, event, lambda_instance, objects
 
 from devtools.invoke import FakeContext, response_body, response_headers
-from handler.s3_client import reset_s3_client, s3_client
+from handler.s3_client import reads_until, reset_s3_client, s3_client, s3_source_client
 
 BUDGET = 10.0
 STORE_TIMEOUT = 0.5
-
+SLOW = 3.0  # seconds late: longer than the store client's 2 s read timeout
 
 @pytest.fixture(scope="module")
 def proxy() -> Iterator[FaultProxy]:
@@ -38,7 +39,7 @@ def proxy() -> Iterator[FaultProxy]:
 
 @pytest.fixture
 def env(proxy: FaultProxy, public_dir: Path) -> Iterator[dict[str, str]]:
-    proxy.mode = "pass"
+    proxy.mode, proxy.bucket, proxy.delay = "pass", None, 0.0
     bucket = f"v-{uuid.uuid4().hex[:12]}"
     s3_client().create_bucket(Bucket=bucket)
     yield {
@@ -47,7 +48,8 @@ def env(proxy: FaultProxy, public_dir: Path) -> Iterator[dict[str, str]]:
         "NEXT_IMAGE_TIMEOUT": str(BUDGET),
         "NEXT_IMAGE_STORE_TIMEOUT": str(STORE_TIMEOUT),
     }
-    proxy.mode = "pass"
+    proxy.mode, proxy.bucket, proxy.delay = "pass", None, 0.0
+    proxy.release()
     reset_s3_client()  # no pooled connection to a hung proxy survives into the next test
 
 
@@ -87,6 +89,44 @@ def test_a_hung_s3_costs_a_transform_not_the_budget(
     assert elapsed < 1.0  # the breaker is open: straight to transform-and-answer
     assert proxy.connections == connections
     assert caplog.text.count("store unavailable") == 1  # logged once, not per request
+
+
+def test_a_slow_s3_is_only_slow_for_a_source_in_the_assets_bucket(
+    proxy: FaultProxy, env: dict[str, str]
+) -> None:
+    """S3 answers every request 3 s late (alive, just slow): the store gives up on it (a cache
+    can), the source is waited for as long as the request has left (it has no fallback)."""
+    assets = f"a-{uuid.uuid4().hex[:12]}"
+    s3_client().create_bucket(Bucket=assets)
+    source = imagegen.jpeg(800, 600)
+    s3_client().put_object(Bucket=assets, Key=ASSETS_PREFIX + "photo.jpg", Body=source)
+    env = env | {"NEXT_IMAGE_ASSETS_BUCKET": assets, "NEXT_IMAGE_ASSETS_PREFIX": ASSETS_PREFIX}
+    del env["NEXT_IMAGE_PUBLIC_DIR"]  # the assets bucket is the only source
+
+    proxy.mode, proxy.delay = "slow", SLOW
+    before = len(proxy.requests)
+    response, _ = invoke(lambda_instance(env), "url=%2Fphoto.jpg&w=640&q=75")
+    assert_webp_640(response, "MISS")
+    reads = [
+        (r.method, r.path.split("?")[0]) for r in proxy.requests[before:] if r.bucket == assets
+    ]
+    assert reads == [("GET", f"/{assets}/{ASSETS_PREFIX}photo.jpg")]  # one attempt, waited for
+
+
+def test_the_source_client_waits_until_the_deadline_and_no_longer(proxy: FaultProxy) -> None:
+    """Each attempt's read timeout is what the deadline leaves (botocore's per-request
+    ``read_timeout``), not the client's own 30 s: S3 answering 3 s late misses a deadline 0.3 s
+    away, and the retry gets no new time."""
+    bucket = f"a-{uuid.uuid4().hex[:12]}"
+    s3_client().create_bucket(Bucket=bucket)
+    s3_client().put_object(Bucket=bucket, Key="a.png", Body=b"png")
+    proxy.mode, proxy.delay = "slow", SLOW
+    try:
+        with reads_until(time.monotonic() + 0.3), pytest.raises(ReadTimeoutError):
+            s3_source_client().get_object(Bucket=bucket, Key="a.png")
+    finally:
+        proxy.mode = "pass"
+        reset_s3_client()
 
 
 def test_a_slow_s3_still_answers_hits(proxy: FaultProxy, env: dict[str, str]) -> None:

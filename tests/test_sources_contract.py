@@ -30,6 +30,7 @@ from devtools.invoke import mocked_s3
 from handler import errors
 from handler.config import ImagesConfig
 from handler.errors import ImageError
+from handler.s3_client import s3_source_client
 from handler.settings import Settings
 from handler.sources import public_folder
 from handler.sources.base import Source, SourceNotFound
@@ -106,7 +107,7 @@ def _s3_assets(client: Any) -> SourceUnderTest:
     def spy(params: dict[str, Any], **kwargs: Any) -> None:
         keys.append(params["Key"])
 
-    client.meta.events.register("before-parameter-build.s3.GetObject", spy)
+    s3_source_client().meta.events.register("before-parameter-build.s3.GetObject", spy)
     return SourceUnderTest(
         lambda config: S3AssetsSource(BUCKET, PREFIX, config),
         lambda path, body: client.put_object(Bucket=BUCKET, Key=PREFIX + path, Body=body),

@@ -6,11 +6,18 @@ object's own ``Cache-Control`` wins (the uploader's equivalent of a ``headers()`
 one we assume what Next's static server sends. The size is checked on the response headers, before
 the body is read, and a revalidation is a conditional GET with the object's ETag. A failed read
 (access denied, throttling, a dropped connection) is 502: S3 failed, not us.
+
+A source has no fallback, so it is read with the source client (``s3_source_client``), whose
+attempts wait for S3 as long as the request has left, not with the store's tight timeouts: a
+slow S3 is only slow. If the request's deadline passes first, the request is answered then
+and the read ends by its own timeout; an S3 that did not answer in time is a 504.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 from typing import Any
 
 import anyio
@@ -18,7 +25,7 @@ import anyio
 from handler import errors
 from handler.config import ImagesConfig
 from handler.errors import ImageError
-from handler.s3_client import error_code, s3_client
+from handler.s3_client import error_code, reads_until, s3_source_client
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.static_files import asset_segments, default_cache_control
 
@@ -42,19 +49,42 @@ class S3AssetsSource:
         if segments is None:
             raise SourceNotFound(href)
         key = self.prefix + "/".join(segments)
-        return await anyio.to_thread.run_sync(
-            self._load, href, key, default_cache_control(segments), if_none_match
+        deadline = anyio.current_effective_deadline()  # the request's (inf outside one)
+        load = functools.partial(
+            self._load,
+            href,
+            key,
+            default_cache_control(segments),
+            if_none_match,
+            deadline if math.isfinite(deadline) else None,
         )
+        return await anyio.to_thread.run_sync(load, abandon_on_cancel=True)
 
     def _load(
+        self,
+        href: str,
+        key: str,
+        default_cache_control: str,
+        if_none_match: str | None,
+        deadline: float | None,
+    ) -> Upstream:
+        """Blocking part, in a worker thread: one GetObject, its headers checked before the body.
+
+        ``deadline`` (``time.monotonic()``) bounds each attempt's wait for S3."""
+        with reads_until(deadline):
+            return self._get(href, key, default_cache_control, if_none_match)
+
+    def _get(
         self, href: str, key: str, default_cache_control: str, if_none_match: str | None
     ) -> Upstream:
-        """Blocking part, in a worker thread: one GetObject, its headers checked before the body."""
-        client = self._client if self._client is not None else s3_client()
+        client = self._client if self._client is not None else s3_source_client()
         conditional = {"IfNoneMatch": if_none_match} if if_none_match else {}
         try:
             response = client.get_object(Bucket=self.bucket, Key=key, **conditional)
         except Exception as exc:
+            if _timed_out(exc):
+                log.warning("S3 assets read of s3://%s/%s timed out: %r", self.bucket, key, exc)
+                raise _timeout() from exc
             code = error_code(exc)
             if code in _MISSING:
                 raise SourceNotFound(href) from exc
@@ -70,7 +100,9 @@ class S3AssetsSource:
             raise ImageError(413, errors.INTERNAL_INVALID, category="upstream")
         try:
             body: bytes = response["Body"].read(self._limit + 1)
-        except Exception as exc:  # the connection dropped mid-body
+        except Exception as exc:  # the connection dropped mid-body, or went quiet
+            if _timed_out(exc):
+                raise _timeout() from exc
             raise ImageError(502, errors.UPSTREAM_INVALID, category="upstream") from exc
         finally:
             response["Body"].close()
@@ -80,3 +112,13 @@ class S3AssetsSource:
             raise ImageError(400, errors.INTERNAL_INVALID, category="upstream")
         cache_control = response.get("CacheControl") or default_cache_control
         return Upstream(body, cache_control, response.get("ETag"), worth_keeping=False)
+
+
+def _timed_out(exc: Exception) -> bool:
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    return isinstance(exc, (ConnectTimeoutError, ReadTimeoutError))
+
+
+def _timeout() -> ImageError:
+    return ImageError(504, errors.UPSTREAM_TIMEOUT, category="timeout", transient=True)
