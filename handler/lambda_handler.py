@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,10 +30,6 @@ from handler.wiring import build_app
 
 # Lambda's buffered response is 6 MB including base64 (x4/3) and headers: ~4.4 MB of image.
 LAMBDA_MAX_INLINE_BYTES = 4_400_000
-# How long an abandoned store call may take to end after the response: its S3 timeouts bound it
-# (1 s connect + 2 s read, a backoff of up to 2 s, then the same again). Never longer than the
-# invocation has left.
-DRAIN_SECONDS = 8.0
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -80,13 +77,14 @@ def build_handler(settings: Settings) -> LambdaHandler:
     @logger.inject_lambda_context(clear_state=True)
     @metrics.log_metrics
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        started = time.monotonic()
         try:
             params = params_to_produce(event)
             if params is None:
                 return adapter(event, context)
             return produce(optimizer, params, report)
         finally:
-            finish_invocation(optimizer, context)
+            finish_invocation(optimizer, started)
 
     return handle
 
@@ -110,13 +108,21 @@ def produce(
     return {"produced": served.stored, "variant": served.variant_key}
 
 
-def finish_invocation(optimizer: Optimizer, context: Any) -> None:
-    """Leave no work of this invocation to run inside the next one.
+def finish_invocation(optimizer: Optimizer, started: float) -> None:
+    """End the invocation's own work without delaying its response.
 
-    Lambda freezes the process after the response: a task or thread still running (a store call
-    abandoned when the budget ran out) would otherwise wake up in a later invocation and spend
-    its time. Mangum keeps one event loop across invocations, so leftover tasks are cancelled on
-    it, and abandoned store calls (bounded by their S3 timeouts) are waited for.
+    Lambda freezes the process after the response: a task still running would wake up in a
+    later invocation and spend its time. Mangum keeps one event loop across invocations, so
+    leftover tasks are cancelled on it.
+
+    A store call abandoned after its timeout is not waited for. It is a thread blocked on an S3
+    that did not answer, whose result is dropped: waiting would only add its S3 timeouts (1 s
+    connect, 2 s read, two attempts) to the response, and a write already sent is stored by S3
+    whether or not its answer is read. The handler's return is the response (a Python buffered
+    handler cannot answer first and finish later: response streaming is not available to it, and
+    an internal extension finishing the work would hold the instance from the next request just
+    as long), so the call is logged and left to end by its own timeouts, in a later invocation if
+    this one is frozen first, while the breaker keeps requests off the store.
     """
     loop = asyncio.get_event_loop()
     pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
@@ -124,8 +130,13 @@ def finish_invocation(optimizer: Optimizer, context: Any) -> None:
         task.cancel()
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    remaining = context.get_remaining_time_in_millis() / 1000 - 1.0
-    optimizer.store.wait_idle(max(min(DRAIN_SECONDS, remaining), 0.0))
+    abandoned = optimizer.store.running(since=started)
+    if abandoned:
+        log.warning(
+            "answered with %d abandoned store call(s) still running, left to their S3 timeouts: %s",
+            len(abandoned),
+            ", ".join(f"{name} ({seconds:.1f} s)" for name, seconds in abandoned),
+        )
 
 
 def _before_snapshot() -> None:

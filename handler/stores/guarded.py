@@ -5,13 +5,16 @@ costs a transform). So every call runs on the store's own threads (never queued 
 transforms; only memory lookups, of an ``in_process`` store or of a ``MemoryTier``, run on the
 event loop), gives up after ``call_timeout`` or the request's deadline, whichever comes first,
 and counts as a miss (reads) or an unconfirmed write. After ``failure_threshold`` failures in a
-row the store is skipped for ``cooldown`` seconds (a circuit breaker), so requests go straight to
-transform-and-answer instead of each paying the timeout; the outage is logged once per cooldown.
+row, or at once when a call got no answer within its timeout (a hung store: every other call
+would wait as long), the store is skipped for ``cooldown`` seconds (a circuit breaker), so
+requests go straight to transform-and-answer instead of each paying the timeout; the outage is
+logged once per cooldown. A request thus pays at most one store timeout.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -58,7 +61,8 @@ class GuardedStore:
         self._limiter = anyio.CapacityLimiter(STORE_THREADS)
         self._failures = 0
         self._open_until = 0.0
-        self._in_flight = 0
+        self._running: dict[int, tuple[str, float]] = {}  # call id: (operation, started)
+        self._call_ids = itertools.count()
         self._idle = threading.Condition()
         # Told the operation's name at every failed call, for a metric of store errors.
         self.on_failure: Callable[[str], None] | None = None
@@ -123,7 +127,15 @@ class GuardedStore:
     def wait_idle(self, timeout: float) -> bool:
         """Block until no store call is running in a thread (abandoned ones included)."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+            return self._idle.wait_for(lambda: not self._running, timeout)
+
+    def running(self, since: float = 0.0) -> list[tuple[str, float]]:
+        """The store calls running in a thread now (abandoned ones included) that started at or
+        after ``since`` (``time.monotonic()``): operation and seconds running, longest first."""
+        now = time.monotonic()
+        with self._idle:
+            calls = [(n, now - at) for n, at in self._running.values() if at >= since]
+        return sorted(calls, key=lambda call: -call[1])
 
     async def _call_or_miss(
         self, fn: Callable[P, T | None], *args: P.args, **kwargs: P.kwargs
@@ -132,7 +144,8 @@ class GuardedStore:
         by the breaker."""
         if not self.available:
             return None
-        call = functools.partial(self._tracked, functools.partial(fn, *args, **kwargs))
+        name = getattr(fn, "__name__", "call")
+        call = functools.partial(self._tracked, name, functools.partial(fn, *args, **kwargs))
         result: T | None = None
         try:
             if getattr(self.store, "in_process", False):
@@ -143,7 +156,7 @@ class GuardedStore:
                         call, abandon_on_cancel=True, limiter=self._limiter
                     )
         except TimeoutError:
-            self._failed(fn, f"no answer within {self._call_timeout:g} s")
+            self._failed(fn, f"no answer within {self._call_timeout:g} s", hung=True)
             return None
         except Exception as exc:
             self._failed(fn, repr(exc))
@@ -151,33 +164,34 @@ class GuardedStore:
         self._failures = 0
         return result
 
-    def _tracked(self, call: Callable[[], T]) -> T:
+    def _tracked(self, name: str, call: Callable[[], T]) -> T:
         """Runs in the worker thread: counted until it really ends, even once abandoned."""
+        call_id = next(self._call_ids)
         with self._idle:
-            self._in_flight += 1
+            self._running[call_id] = (name, time.monotonic())
         try:
             return call()
         finally:
             with self._idle:
-                self._in_flight -= 1
+                del self._running[call_id]
                 self._idle.notify_all()
 
-    def _failed(self, fn: Callable[..., object], reason: str) -> None:
+    def _failed(self, fn: Callable[..., object], reason: str, *, hung: bool = False) -> None:
+        """Count a failure; open the breaker after ``failure_threshold`` in a row, or at once
+        for a call that got no answer (``hung``)."""
         self._failures += 1
         name = getattr(fn, "__name__", "call")
         if self.on_failure is not None:
             self.on_failure(name)
-        if self._failures < self._failure_threshold:
+        if not hung and self._failures < self._failure_threshold:
             log.warning("store %s failed (%s); answering without the cache", name, reason)
             return
         if self.available:
-            log.warning(
-                "store unavailable after %d failures in a row (last: %s %s); skipping it for %g s",
-                self._failures,
-                name,
-                reason,
-                self._cooldown,
-            )
+            if hung:
+                why = f": {name} had {reason}"
+            else:
+                why = f" after {self._failures} failures in a row (last: {name} {reason})"
+            log.warning("store unavailable%s; skipping it for %g s", why, self._cooldown)
         self._open_until = self._clock() + self._cooldown
 
 
