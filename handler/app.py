@@ -44,6 +44,15 @@ Observer = Callable[[Request, RequestRecord], None]
 
 
 NO_STORE = "private, no-store"  # a timeout's fallback: right for this request only
+# Errors that say "try again": a bug of ours (500), a failing or slow upstream (502, 504), too
+# busy or an unconfirmed redirect target (503). Next sends them without a Cache-Control, so a
+# CDN keeps them for its own default after the fault has passed (CloudFront: 10 s). ``no-store``
+# keeps browsers and shared caches from storing them at all. CloudFront ignores it on a 5xx and
+# keeps the error for the distribution's error caching minimum TTL (the construct's: 1 s); a
+# max-age could only make that longer. Next's 4xx answers (and its 508, a redirect loop) keep
+# Next's bare headers: they do not change when retried.
+TRANSIENT_ERRORS = frozenset({500, 502, 503, 504})
+TRANSIENT_ERROR_CACHE_CONTROL = "no-store"
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ def create_app(
         exception_handlers={
             StarletteHTTPException: plain_http_error,
             RequestValidationError: plain_validation_error,
+            Exception: internal_error,
         },
     )
     app.state.optimizer = optimizer
@@ -186,6 +196,12 @@ async def plain_validation_error(request: Request, exc: Exception) -> Response:
     return text_response("Bad Request", 400)
 
 
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """An exception no route caught (Starlette's last handler, which then re-raises it): the
+    plain 500 it would send, uncacheable like every transient error."""
+    return text_response("Internal Server Error", 500)
+
+
 async def variant_redirect(
     optimizer: Optimizer,
     params: ImageParams,
@@ -212,7 +228,13 @@ async def variant_redirect(
 
 
 def text_response(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
-    """Next's bare error, labelled as text: without a type, Lambda Function URLs say JSON."""
+    """Next's bare error, labelled as text: without a type, Lambda Function URLs say JSON.
+
+    A transient error (``TRANSIENT_ERRORS``) also says ``Cache-Control: no-store``, unless it
+    brings its own."""
+    headers = dict(headers or {})
+    if status in TRANSIENT_ERRORS and not any(k.lower() == "cache-control" for k in headers):
+        headers["Cache-Control"] = TRANSIENT_ERROR_CACHE_CONTROL
     return Response(message, status_code=status, headers=headers, media_type="text/plain")
 
 

@@ -18,6 +18,7 @@ import anyio
 import httpx
 import pytest
 from starlette.requests import Request
+from starlette.testclient import TestClient
 from support import Route, Upstream
 from test_metrics import parse
 
@@ -115,9 +116,11 @@ async def assert_error(
     """The answer is Next's, the record and the counter say ``category``, and only that.
 
     The record's ``error`` is the message, unless the app names the error otherwise (``error``).
+    A transient error (5xx) is never cached; a 4xx has Next's bare headers.
     """
     response = await app.get(query)
     assert (response.status_code, response.text) == (status, message)
+    assert response.headers.get("cache-control") == ("no-store" if status >= 500 else None)
     record = app.recorder.records[-1]
     assert (record["error"], record["error_category"]) == (error or message, category)
     assert app.errors_by_category() == {category: 1}
@@ -191,9 +194,27 @@ async def test_a_bug_of_ours_is_internal(public_dir: Path, monkeypatch: pytest.M
         monkeypatch.setattr(app.optimizer, "serve", broken)
         response = await app.get("url=/test.jpg&w=640&q=75")
         assert (response.status_code, response.text) == (500, "Internal Server Error")
+        assert response.headers["cache-control"] == "no-store"
         record = app.recorder.records[-1]
         assert (record["error"], record["error_category"]) == ("RuntimeError", "internal")
         assert app.errors_by_category() == {"internal": 1}
+
+
+def test_an_exception_escaping_the_route_is_a_plain_uncached_500(public_dir: Path) -> None:
+    """Not caught by the route (here: the observer fails): Starlette's last handler answers."""
+
+    def failing_observer(request: Request, record: RequestRecord) -> None:
+        raise RuntimeError("a bug in the observer")
+
+    optimizer = build_optimizer(
+        Settings(public_dir=str(public_dir)), config=ImagesConfig(), store=MemoryStore()
+    )
+    app = create_app(optimizer, observer=failing_observer)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/_next/image?url=/test.jpg&w=640&q=75")
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
 
 
 @pytest.mark.anyio
