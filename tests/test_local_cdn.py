@@ -432,6 +432,52 @@ def test_edge_honours_the_ttl_and_revalidates_with_the_stored_etag(tmp_path: Pat
     assert len(origin.requests) == 2
 
 
+@pytest.mark.parametrize(
+    ("cache_control", "minimums", "held"),
+    [
+        (None, {}, 10),  # no header: CloudFront's default error caching minimum TTL
+        ("no-store", {}, 10),  # ignored for a 503 (respected only for 404, 410, 414, 501)
+        ("public, max-age=1", {}, 10),  # the larger of max-age and the minimum
+        ("max-age=30", {}, 30),
+        (None, {503: 1}, 1),  # the template's ErrorCachingMinTTL for 503
+        ("no-store", {503: 1}, 1),  # the function's 503 on the construct's distribution
+        ("no-store", {503: 0}, 0),  # a minimum of 0: not kept at all
+        ("max-age=1", {503: 0}, 1),
+        ("no-store", {502: 1, 504: 0}, 10),  # per status: other codes' minimums do not apply
+    ],
+)
+def test_a_503_is_kept_as_cloudfront_keeps_errors(
+    tmp_path: Path, cache_control: str | None, minimums: dict[int, int], held: int
+) -> None:
+    """ "Control how long CloudFront caches errors": an error is kept for the distribution's
+    error caching minimum TTL of its status (10 s unless CustomErrorResponses say otherwise),
+    or for its max-age if that is longer; no-store only counts for 404, 410, 414 and 501."""
+    responses = [{"ErrorCode": code, "ErrorCachingMinTTL": ttl} for code, ttl in minimums.items()]
+    config = {"CustomErrorResponses": responses} if responses else {}
+    raw = template(default={"CachePolicyId": CACHING_OPTIMIZED}, **config)
+    distribution = load(tmp_path, raw)
+    headers = [("content-length", "4")]
+    headers += [("cache-control", cache_control)] if cache_control else []
+    answers = iter(
+        [Response(503, headers, b"busy"), Response(200, [("content-length", "2")], b"ok")]
+    )
+    origin = FakeOrigin(lambda _request: next(answers))
+    clock = Clock()
+    edge = Edge(distribution, {"app": origin}, clock=clock)
+    started = clock.now
+    response, first = get(edge, "/_next/image?url=/a.png&w=640&q=75")
+    assert (response.status, first["x-cache"]) == (503, "Error from cloudfront")
+    if held:
+        clock.now = started + held - 0.01  # an injected clock: no waiting
+        response, again = get(edge, "/_next/image?url=/a.png&w=640&q=75")
+        assert (response.status, again["x-cache"]) == (503, "Error from cloudfront")
+        assert len(origin.requests) == 1  # from the edge cache
+    clock.now = started + held
+    response, after = get(edge, "/_next/image?url=/a.png&w=640&q=75")
+    assert (response.status, after["x-cache"]) == (200, "Miss from cloudfront")
+    assert len(origin.requests) == 2  # forgotten: asked the origin again
+
+
 # --- methods ---------------------------------------------------------------------------------
 
 
