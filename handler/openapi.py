@@ -98,15 +98,22 @@ def image_route_docs(config: ImagesConfig) -> dict[str, Any]:
         },
         413: {"description": "The source is larger than `maximumResponseBody`.", "content": _TEXT},
         502: {
-            "description": "The upstream failed or answered something unusable.",
+            "description": (
+                "The upstream failed or answered something unusable; `Cache-Control: no-store`."
+            ),
             "content": _TEXT,
         },
         503: {
-            "description": "Overloaded (with `Retry-After`), or an oversize result is not stored.",
+            "description": (
+                "Overloaded (with `Retry-After`), or an oversize result is not stored; "
+                "`Cache-Control: no-store`."
+            ),
             "content": _TEXT,
         },
         504: {
-            "description": "The upstream or the request's time budget ran out.",
+            "description": (
+                "The upstream or the request's time budget ran out; `Cache-Control: no-store`."
+            ),
             "content": _TEXT,
         },
         508: {"description": "More redirects than `maximumRedirects`.", "content": _TEXT},
