@@ -15,6 +15,7 @@ process) ran two records together on one line.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -121,7 +122,11 @@ class WholeLineEMF(AmazonCloudWatchEMFProvider):
 
 def make_logger() -> Logger:
     service = os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE)
-    return Logger(service=service, stream=cast(IO[str], RECORDS))
+    logger = Logger(service=service, stream=cast(IO[str], RECORDS))
+    handler = logger.logger_handler  # shared by every Logger of the service, the first one's
+    if isinstance(handler, logging.StreamHandler) and handler.stream is not RECORDS:
+        handler.stream = RECORDS  # made before with another stream: whole lines all the same
+    return logger
 
 
 def make_metrics() -> Metrics:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sys
 import threading
@@ -21,6 +22,7 @@ from starlette.requests import Request
 
 from handler.observability import (
     RECORDS,
+    SERVICE,
     RequestObserver,
     WholeLines,
     make_logger,
@@ -28,7 +30,7 @@ from handler.observability import (
 )
 
 THREADS = 6
-ROUNDS = 300
+ROUNDS = 150
 
 
 def request_record(thread: int, index: int) -> dict[str, Any]:
@@ -127,3 +129,13 @@ def test_a_record_written_in_pieces_is_still_one_line(tmp_path: Path) -> None:
 
 def test_the_handler_writes_through_the_shared_stream() -> None:
     assert make_logger().logger_handler.stream is RECORDS  # type: ignore[attr-defined]
+
+
+def test_a_handler_bound_to_another_stream_is_brought_back() -> None:
+    """Powertools shares one handler among a service's Loggers: whoever set its stream, the
+    handler's next Logger writes whole lines again."""
+    make_logger()
+    (handler,) = logging.getLogger(SERVICE).handlers
+    handler.stream = io.StringIO()  # type: ignore[attr-defined]
+    assert make_logger().logger_handler is handler
+    assert handler.stream is RECORDS  # type: ignore[attr-defined]
