@@ -662,7 +662,11 @@ def test_a_deploy_without_an_app_origin_is_refused_with_the_flag_to_pass(tmp_pat
 
 
 def layer_sources(synth: Synth) -> list[Any]:
-    (function,) = synth.resources("AWS::Lambda::Function").values()
+    (function,) = (
+        v
+        for v in synth.resources("AWS::Lambda::Function").values()
+        if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+    )
     layers: list[Any] = function["Properties"]["Layers"]
     return layers
 

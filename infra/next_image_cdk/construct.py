@@ -44,6 +44,7 @@ from next_image_cdk.bundled_config import (
 )
 from next_image_cdk.layer_zips import cached_layers, read_manifest
 from next_image_cdk.monitoring import METRICS_NAMESPACE, METRICS_SERVICE, OptimizerMonitoring
+from next_image_cdk.redeploy import GENERATION_ENV, deploy_generation, invalidate_on_deploy
 
 FUNCTION_CODE = Path(__file__).parent / "function" / "handler"
 HANDLER = "handler.lambda_handler.handler"
@@ -234,6 +235,8 @@ class NextImageOptimizer(Construct):
         budget = validate(props)
         self.props = props
         self.images = load_images_config(props.images_config, props.next_dir)
+        media = props.next_dir / "static" / "media" if props.next_dir is not None else None
+        self.generation = deploy_generation(self.images, props.public_dir, media)
         self.bucket = self._variants_bucket()
         self.assets_bucket = self._assets_bucket()
         self.function = self._function(budget)
@@ -245,6 +248,17 @@ class NextImageOptimizer(Construct):
         )
         self.distribution = props.distribution or self._distribution()
         self._add_behaviours(self.distribution)
+        # A deploy that changed the generation: CloudFront forgets the image answers once the
+        # new assets and the new version are in place (next_image_cdk/redeploy.py).
+        uploads = [self.node.try_find_child(n) for n in ("DeployPublic", "DeployMedia")]
+        self.invalidation = invalidate_on_deploy(
+            self,
+            generation=self.generation,
+            distribution=self.distribution,
+            base_path=self.images.base_path,
+            version=self.alias.version,
+            after=[self.alias, *(upload for upload in uploads if upload is not None)],
+        )
         self.monitoring: OptimizerMonitoring | None = None
         if props.monitoring:
             self.monitoring = OptimizerMonitoring(
@@ -363,6 +377,7 @@ class NextImageOptimizer(Construct):
             "NEXT_IMAGE_PREFIX": props.variants_prefix,
             "NEXT_IMAGE_CONFIG": f"{TASK_ROOT}/{CONFIG_DIR}/{self.images.filename}",
             "NEXT_IMAGE_TIMEOUT": f"{budget:g}",
+            GENERATION_ENV: self.generation,
             # The handler's defaults, stated: the alarms read the metrics under these names.
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_SERVICE_NAME": props.metrics_service,
