@@ -115,7 +115,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(AWS_ENDPOINT_URL_CLOUDFRONT overrides the endpoint)",
     )
 
+    loader = commands.add_parser(
+        "loader",
+        help="print or write the custom next/image loader (loaderFile) that builds this "
+        "optimizer's URLs, for a static export or an app on another host",
+    )
+    loader.add_argument("--out", type=Path, metavar="FILE", help="write it here [stdout]")
+    loader.add_argument(
+        "--files",
+        choices=("webp", "avif"),
+        help="link the files `warm --out --format FORMAT` writes instead of the optimizer",
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "loader":
+        from devtools.loader import run as run_loader  # never shipped to Lambda
+
+        return run_loader(args)
     if args.command == "config":
         return _print_config(args.images_config)
     if args.command == "openapi":

@@ -10,6 +10,7 @@ import pytest
 
 import handler
 import next_image_cdk
+from devtools.loader import LOADER_NAME, loader_source
 from layers.build_layer import REQUIREMENTS, lambda_requirements, read_requirements
 from release.build import ROOT, build_distributions, write_checksums
 
@@ -58,6 +59,17 @@ def test_the_cli_keeps_the_emulators_behind_the_local_extra(dists: dict[str, Pat
     always = [line for line in always if "extra ==" not in line]
     assert not [line for line in always if "aws-cdk" in line or "moto" in line]
     assert [line for line in always if "pyvips" in line]
+
+
+def test_the_cli_wheel_carries_the_loader_and_the_function_code_does_not(
+    dists: dict[str, Path],
+) -> None:
+    """``next-image loader`` reads its module from the installed package's data."""
+    with wheel(dists, "next_image_lambda-") as archive:
+        shipped = archive.read(f"devtools/loader/{LOADER_NAME}").decode()
+    assert shipped == loader_source()
+    with wheel(dists, "next_image_cdk-") as archive:
+        assert not [name for name in archive.namelist() if name.endswith(LOADER_NAME)]
 
 
 def test_one_version_for_both_distributions_and_the_changelog(dists: dict[str, Path]) -> None:
