@@ -148,7 +148,7 @@ async def answer(request: Request, stats: Stats, record: RequestRecord) -> Respo
     """Validate in Next's order, serve, then send the image, a 304, a redirect or the error."""
     optimizer: Optimizer = request.app.state.optimizer
     config = optimizer.config
-    if config.loader != "default" or config.unoptimized:
+    if not config.serves_images:  # Next's 404 for another loader; ours, or an export's, served
         return text_response("This page could not be found.", 404)
     try:
         params = validate_params(request.url.query, request.headers.get("accept"), config)

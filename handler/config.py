@@ -7,8 +7,15 @@ Interface (used across the package):
 
 Accepted sources: a ``.next`` directory, its ``required-server-files.json`` or
 ``images-manifest.json``, a JSON file or inline JSON holding a Next config (``{"images": ...}``,
-optionally with ``basePath``/``experimental``) or the bare images object. Build outputs are already
-normalised by Next; user configs get Next's ``assignDefaults`` normalisation here.
+optionally with ``basePath``/``experimental``/``output``) or the bare images object. Build outputs
+are already normalised by Next; user configs get Next's ``assignDefaults`` normalisation here.
+
+A static export (``output: 'export'``) is built like any app: Next 16.4.6 writes the same
+``.next/required-server-files.json`` (with ``output``) and ``images-manifest.json``, and
+``export-detail.json`` beside them. Its images use a custom loader (an export has no image
+server), whose URLs are this optimizer's when that loader is ours; so a ``loader: 'custom'``
+config is served, not answered 404 as Next's own server does, when it comes from an export or
+its ``loaderFile`` is ``next-image-loader.*`` (``next-image loader``).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ _UNMODELLED_DEFAULTS: dict[str, Any] = {
 }
 _UNMODELLED_KEYS = {*_UNMODELLED_DEFAULTS, "maximumDiskCacheSize", "sizes"}
 _LOADERS = ("default", "imgix", "cloudinary", "akamai", "custom")
+OUR_LOADER_FILE = re.compile(r"next-image-loader\.[cm]?[jt]sx?")  # next-image loader --out
 _FORMATS = ("image/avif", "image/webp")
 
 
@@ -103,12 +111,21 @@ class ImagesConfig:
     img_opt_timeout_seconds: float = 7.0
     img_opt_max_input_pixels: int = 268_402_689
     img_opt_mozjpeg: bool = True
+    # A custom loader that builds this optimizer's URLs: a static export's, or next-image-loader.
+    custom_loader_served: bool = False
     # Images keys the optimizer ignores (path, loaderFile, ...), kept so to_json() is complete.
     extra: dict[str, Any] = field(default_factory=lambda: dict(_UNMODELLED_DEFAULTS))
 
     @property
     def sizes(self) -> tuple[int, ...]:
         return self.device_sizes + self.image_sizes
+
+    @property
+    def serves_images(self) -> bool:
+        """Whether ``/_next/image`` optimizes (Next answers 404 for another loader, unoptimized)."""
+        if self.unoptimized:
+            return False
+        return self.loader == "default" or (self.loader == "custom" and self.custom_loader_served)
 
     def to_json(self) -> dict[str, Any]:
         """The ``images`` object as Next writes it to required-server-files.json."""
@@ -173,6 +190,7 @@ def _from_document(doc: Any) -> ImagesConfig:
     if "version" in doc and "images" in doc:  # images-manifest.json: patterns are regex sources
         images = _object(doc["images"], "images")
         path = images.get("path", "")  # the manifest has no basePath, but Next prefixes the path
+        path = path.removesuffix("/") if isinstance(path, str) else path  # a custom loader's
         has_base = isinstance(path, str) and path.endswith("/_next/image")
         base_path = _base_path(path.removesuffix("/_next/image") if has_base else "")
         return _build(images, base_path, {}, normalise=False, is_regex=True)
@@ -185,7 +203,10 @@ def _from_next_config(config: dict[str, Any], *, normalise: bool) -> ImagesConfi
     base_path = _base_path(_string(config.get("basePath", ""), "basePath"))
     images = _object(config.get("images", {}), "images")
     experimental = _object(config.get("experimental", {}), "experimental")
-    return _build(images, base_path, experimental, normalise=normalise, is_regex=False)
+    export = config.get("output") == "export"
+    return _build(
+        images, base_path, experimental, normalise=normalise, is_regex=False, export=export
+    )
 
 
 def _base_path(value: str) -> str:
@@ -201,6 +222,7 @@ def _build(
     *,
     normalise: bool,
     is_regex: bool,
+    export: bool = False,
 ) -> ImagesConfig:
     defaults = ImagesConfig()
     merged = {**defaults.to_json(), **user}
@@ -259,8 +281,16 @@ def _build(
             experimental.get("imgOptMozjpeg", defaults.img_opt_mozjpeg),
             "experimental.imgOptMozjpeg",
         ),
+        custom_loader_served=export or _is_our_loader(merged.get("loaderFile")),
         extra={k: v for k, v in merged.items() if k in _UNMODELLED_KEYS},
     )
+
+
+def _is_our_loader(loader_file: Any) -> bool:
+    """``loaderFile`` names the module ``next-image loader`` writes (any folder, JS or TS)."""
+    if not isinstance(loader_file, str) or not loader_file:
+        return False
+    return OUR_LOADER_FILE.fullmatch(loader_file.replace("\\", "/").rsplit("/", 1)[-1]) is not None
 
 
 _MODELLED_KEYS = set(ImagesConfig().to_json()) - _UNMODELLED_KEYS

@@ -48,7 +48,18 @@ class BundledConfig:
         """
         if "config" in self.content:
             return str(self.content["config"].get("basePath", ""))
-        return str(self.images.get("path", "/_next/image")).removesuffix("/_next/image")
+        path = str(self.images.get("path", "/_next/image")).removesuffix("/")  # custom loader's
+        return path.removesuffix("/_next/image")
+
+    @property
+    def export(self) -> bool:
+        """A static export (``output: 'export'``): its pages are files in ``out/``."""
+        return bool(self.content.get("config", {}).get("output") == "export")
+
+    @property
+    def trailing_slash(self) -> bool:
+        """Next's ``trailingSlash``: an export writes ``about/index.html``, else ``about.html``."""
+        return bool(self.content.get("config", {}).get("trailingSlash", False))
 
 
 def load_images_config(
@@ -67,6 +78,8 @@ def load_images_config(
             }
             if experimental:
                 kept["experimental"] = experimental
+            if config.get("output") == "export":  # the function serves its custom loader
+                kept |= {"output": "export", "trailingSlash": bool(config.get("trailingSlash"))}
             content = {"version": 1, "config": kept}
             return BundledConfig("required-server-files.json", content, dict(config["images"]))
         manifest = next_dir / "images-manifest.json"
