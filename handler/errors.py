@@ -14,7 +14,8 @@ and a blocked private address together as a 400):
   connection as 502, too large, empty, too many redirects, a hop to a private or unlisted host);
 - ``timeout``: a 504, upstream or the request's own time budget;
 - ``overload``: a 503 from admission control, before any transform started;
-- ``pipeline``: the transform refused the bytes it got (not an image, a type not allowed);
+- ``pipeline``: the transform refused the bytes it got (not an image, a type not allowed), or
+  its child process crashed or went over its memory (503, ``handler/isolation.py``);
 - ``store``: an oversize variant could not be confirmed in the store, so no redirect (503);
 - ``internal``: a bug of ours (500); never an ``ImageError``, only the app's catch-all.
 """
@@ -43,6 +44,7 @@ ACCEPT_INVALID = "Invalid Accept header"
 URL_MALFORMED_ESCAPE = '"url" parameter has a malformed percent-encoding'
 TIME_BUDGET_EXCEEDED = '"url" parameter is valid but the request exceeded its time budget'
 OVERLOADED = "The image optimizer is busy; retry shortly"
+TRANSFORM_FAILED = "The image transform failed; retry shortly"
 
 
 def width_not_allowed(width: str) -> str:

@@ -38,7 +38,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeGuard
+from typing import TYPE_CHECKING, Literal, TypeGuard
 
 import anyio
 
@@ -57,6 +57,9 @@ from handler.sources.base import Source, Upstream
 from handler.stores.base import Pointer, Variant
 from handler.stores.guarded import GuardedStore
 from handler.types import CacheStatus
+
+if TYPE_CHECKING:
+    from handler.isolation import IsolatedTransforms
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ class Optimizer:
         give_back_memory: bool = True,
         generation: str = "",
         report_first_view: first_view.Report = first_view.report,
+        isolation: IsolatedTransforms | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``give_back_memory``: free heap pages go back to the system once transforms have
@@ -128,10 +132,14 @@ class Optimizer:
 
         ``generation``: this deploy's (``NEXT_IMAGE_DEPLOY_GENERATION``). Pointers record it; one
         written under another generation is treated as expired: revalidated with a conditional
-        request before it is trusted, so a redeploy's changed assets or config show at once."""
+        request before it is trusted, so a redeploy's changed assets or config show at once.
+
+        ``isolation``: transforms run in its child processes rather than on this process's
+        threads (``handler/isolation.py``)."""
         self.config = config
         self.store = store
         self.admission = admission
+        self.isolation = isolation
         if give_back_memory:
             admission.on_idle = self._trim_when_idle
         self._transform_threads = LowPriorityThreads(admission.max_running, "transform")
@@ -238,6 +246,9 @@ class Optimizer:
             future = asyncio.ensure_future(bounded())
             self._inflight[key] = future
             future.add_done_callback(lambda _: self._inflight.pop(key, None))
+            # Its callers may all be gone (their own deadline came first, while the work was
+            # still stopping): its failure is theirs, not an unretrieved task exception.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
         return await asyncio.shield(future)
 
     async def _generate(
@@ -482,6 +493,8 @@ class Optimizer:
         )
         async with slot:
             # The loop's clock is time.monotonic(), which the pipeline's deadline uses too.
+            if self.isolation is not None:
+                return await self.isolation.run(plan, deadline=deadline)
             return await self._transform_threads.run(
                 lambda: run_transform(plan, self.config, deadline=deadline)
             )

@@ -78,7 +78,8 @@ def create_app() -> FastAPI:
 
     try:
         settings = Settings.from_env()
-        return build_app(settings, docs=settings.docs, service=True)
+        # Transforms in child processes unless NEXT_IMAGE_ISOLATE_TRANSFORMS says otherwise.
+        return build_app(settings, docs=settings.docs, service=True, isolate=True)
     except Exception:
         log.exception("cannot build the app")
         sys.exit(STARTUP_FAILURE)

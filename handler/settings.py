@@ -189,6 +189,19 @@ class Settings:
         "dies is replaced",
         flag="--workers",
     )
+    isolate_transforms: bool | None = _declare(
+        None,
+        "run each transform in a child process: a libvips crash, a transform over its memory "
+        "limit or past its deadline fails only its own request; false to run them in the worker",
+        parse=_switch,
+        default_text="on for serve, off on Lambda",
+    )
+    transforms_per_child: int = _declare(
+        500,
+        "transforms an isolated child process runs before it is replaced",
+        parse=int,
+        flag="--transforms-per-child",
+    )
     deploy_generation: str = _declare(
         "",
         "this deploy's generation (the construct sets it to a hash of the app's public/, "

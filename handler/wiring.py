@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import anyio
 from fastapi import FastAPI
 
 from handler import allocator, machine
@@ -115,8 +118,11 @@ def build_optimizer(
     defer_first_view: Deferral | None = None,
     give_back_memory: bool = True,
     report_first_view: Report = report,
+    isolate: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> Optimizer:
+    """``isolate``: whether transforms run in child processes when the settings do not say
+    (``NEXT_IMAGE_ISOLATE_TRANSFORMS``): on for ``serve``, off on Lambda."""
     from handler.pipeline import setup_libvips
 
     setup_libvips()
@@ -125,12 +131,22 @@ def build_optimizer(
     remote = RemoteSource(
         config, timeout=settings.fetch_timeout, strict_redirects=settings.strict_redirects
     )
+    admission = build_admission(settings)
+    isolation = None
+    if isolate if settings.isolate_transforms is None else settings.isolate_transforms:
+        from handler.isolation import IsolatedTransforms
+
+        isolation = IsolatedTransforms(
+            config,
+            children=admission.max_running,  # one child per transform slot
+            transforms_per_child=settings.transforms_per_child,
+        )
     return Optimizer(
         config,
         GuardedStore(store or build_store(settings), call_timeout=settings.store_timeout),
         relative=build_relative_source(settings, config),
         remote=RetryingSource(remote, max_attempts=settings.max_attempts),
-        admission=build_admission(settings),
+        admission=admission,
         timeout=settings.timeout,
         revalidation=revalidation,
         first_view_seconds=settings.fast_first_view,
@@ -138,6 +154,7 @@ def build_optimizer(
         give_back_memory=give_back_memory,
         generation=settings.deploy_generation,
         report_first_view=report_first_view,
+        isolation=isolation,
         clock=clock,
     )
 
@@ -152,12 +169,14 @@ def build_app(
     report_first_view: Report = report,
     docs: bool = False,
     service: bool = False,
+    isolate: bool = False,
 ) -> FastAPI:
     """The one app, for ``next-image serve`` and the Lambda handler alike.
 
     A ``service`` also counts its requests for ``/metrics`` (then calls ``observer``, if any).
     ``report_first_view`` logs a failure of fast first view's deferred work (Lambda: its JSON
-    logger).
+    logger). ``isolate``: transforms in child processes unless the settings say otherwise
+    (``build_optimizer``); their children stop with the app's lifespan.
     """
     optimizer = build_optimizer(
         settings,
@@ -165,15 +184,34 @@ def build_app(
         defer_first_view=defer_first_view,
         give_back_memory=give_back_memory,
         report_first_view=report_first_view,
+        isolate=isolate,
     )
     limit = settings.max_inline_bytes
     oversize = Oversize(limit, "/" + VARIANTS) if limit is not None else None
     if not service:
-        return create_app(optimizer, observer=observer, oversize=oversize, docs=docs)
+        app = create_app(optimizer, observer=observer, oversize=oversize, docs=docs)
+        return _closing_children(app, optimizer)
     from handler.metrics import PrometheusMetrics
 
     prometheus = PrometheusMetrics(optimizer, also=observer)
     app = create_app(optimizer, observer=prometheus, oversize=oversize, docs=docs, service=True)
     app.state.prometheus = prometheus
     app.router.lifespan_context = prometheus.around(app.router.lifespan_context)
+    return _closing_children(app, optimizer)
+
+
+def _closing_children(app: FastAPI, optimizer: Optimizer) -> FastAPI:
+    """Stop the transform children, if any, once the app's lifespan ends."""
+    isolation = optimizer.isolation
+    if isolation is None:
+        return app
+    lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan_then_stop(app: Any) -> AsyncIterator[Any]:
+        async with lifespan(app) as state:
+            yield state
+        await anyio.to_thread.run_sync(isolation.close)
+
+    app.router.lifespan_context = lifespan_then_stop
     return app
