@@ -27,7 +27,7 @@ from devtools.invoke import FakeContext, response_body, response_headers
 from handler.s3_client import reads_until, reset_s3_client, s3_client, s3_source_client
 
 BUDGET = HANG_SECONDS  # the request's: only a hang gets near it
-STORE_TIMEOUT = 0.5
+STORE_TIMEOUT = 0.5  # for an instance facing a hung or slow store; otherwise only a hang's
 SLOW = 3.0  # seconds late: longer than the store client's 2 s read timeout
 
 
@@ -50,11 +50,16 @@ def env(proxy: FaultProxy, public_dir: Path) -> Iterator[dict[str, str]]:
         "NEXT_IMAGE_BUCKET": bucket,
         "NEXT_IMAGE_PUBLIC_DIR": str(public_dir),
         "NEXT_IMAGE_TIMEOUT": str(BUDGET),
-        "NEXT_IMAGE_STORE_TIMEOUT": str(STORE_TIMEOUT),
+        "NEXT_IMAGE_STORE_TIMEOUT": str(HANG_SECONDS),  # a store that answers is waited for
     }
     proxy.mode, proxy.bucket, proxy.delay = "pass", None, 0.0
     proxy.release()
     reset_s3_client()  # no pooled connection to a hung proxy survives into the next test
+
+
+def facing_a_bad_store(env: dict[str, str]) -> dict[str, str]:
+    """The settings of an instance that meets a hung or slow store: a short store timeout."""
+    return env | {"NEXT_IMAGE_STORE_TIMEOUT": str(STORE_TIMEOUT)}
 
 
 def invoke(handler: Any, query: str = "url=%2Ftest.png&w=640&q=75") -> tuple[dict[str, Any], float]:
@@ -76,23 +81,29 @@ def patient_store_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     retry of its own) until the proxy lets go, so the proxy's log counts store calls exactly."""
     monkeypatch.setattr(handler.s3_client, "S3_READ_TIMEOUT", HANG_SECONDS)
     reset_s3_client()
+    s3_client()  # made now: loading boto3's S3 model must not eat into a store call's timeout
     yield
     reset_s3_client()
 
 
 def test_a_hung_s3_costs_a_transform_not_the_budget(
-    proxy: FaultProxy, env: dict[str, str], caplog: pytest.LogCaptureFixture
+    proxy: FaultProxy,
+    env: dict[str, str],
+    patient_store_client: None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     response, _ = invoke(lambda_instance(env))
     assert_webp_640(response, "MISS")  # stored while S3 answered
 
     proxy.mode = "hang"
-    instance = lambda_instance(env)  # a new instance: nothing in memory, everything asks S3
+    # A new instance: nothing in memory, everything asks S3.
+    instance = lambda_instance(facing_a_bad_store(env))
     response, _ = invoke(instance)
     assert_webp_640(response, "MISS")
     # The first store call gives up after STORE_TIMEOUT and opens the breaker at once.
     assert caplog.text.count("store unavailable: get_pointer had no answer within 0.5 s") == 1
 
+    wait_for(lambda: proxy.held_by_clients() == 1, "the abandoned call's request to arrive")
     connections = proxy.connections
     response, _ = invoke(instance)
     assert_webp_640(response, "MISS")
@@ -114,16 +125,18 @@ def test_a_hung_variants_bucket_costs_one_store_timeout_and_the_answer_does_not_
     def store_requests() -> list[Logged]:
         return [logged for logged in proxy.requests[before:] if logged.bucket == bucket]
 
-    instance = lambda_instance(env)
+    instance = lambda_instance(facing_a_bad_store(env))
     response, _ = invoke(instance)
     assert_webp_640(response, "MISS")  # transformed from the source it could read
+    # The answer did not wait for the abandoned call: it is still running, and logged.
+    assert "answered with 1 abandoned store call(s) still running" in caplog.text
     # One store call (the pointer's GET) waited for its timeout; then the breaker skipped the
-    # store: no variant lookup, no writes.
+    # store: no variant lookup, no writes. (Its request may reach the proxy after the answer
+    # on a loaded machine; it is the only one either way.)
+    wait_for(store_requests, "the store's request")
     [paid] = store_requests()
     assert (paid.method, "/_next/image-pointers/" in paid.path) == ("GET", True)
-    # The answer did not wait for the abandoned call: it is still waiting on S3, and logged.
-    assert proxy.held_by_clients() == 1
-    assert "answered with 1 abandoned store call(s) still running" in caplog.text
+    wait_for(lambda: proxy.held_by_clients() == 1, "the abandoned call to wait on S3")
 
     response, _ = invoke(instance, "url=%2Ftest.jpg&w=640&q=75")
     assert_webp_640(response, "MISS")
@@ -148,7 +161,7 @@ def test_a_slow_s3_is_only_slow_for_a_source_in_the_assets_bucket(
 
     proxy.mode, proxy.delay = "slow", SLOW
     before = len(proxy.requests)
-    response, _ = invoke(lambda_instance(env), "url=%2Fphoto.jpg&w=640&q=75")
+    response, _ = invoke(lambda_instance(facing_a_bad_store(env)), "url=%2Fphoto.jpg&w=640&q=75")
     assert_webp_640(response, "MISS")
     reads = [
         (r.method, r.path.split("?")[0]) for r in proxy.requests[before:] if r.bucket == assets
@@ -207,6 +220,7 @@ def test_an_oversize_redirect_always_points_at_an_object_that_exists(
         s3_client().delete_object(Bucket=bucket, Key=key)  # S3 loses it behind our back
 
     proxy.mode = "hang"  # now it cannot be stored: a clear, uncached 503, never a 302
-    response, _ = invoke(lambda_instance(env | {"NEXT_IMAGE_MAX_INLINE_BYTES": "100"}))
+    oversize = facing_a_bad_store(env) | {"NEXT_IMAGE_MAX_INLINE_BYTES": "100"}
+    response, _ = invoke(lambda_instance(oversize))
     assert response["statusCode"] == 503
     assert response_headers(response)["cache-control"] == "no-store"
