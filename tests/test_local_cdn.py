@@ -581,9 +581,9 @@ REFUSED = {
     ),
     "geo": (template(Restrictions=GEO), "Restrictions: geo restriction"),
     "waf": (template(WebACLId="arn:waf"), "WebACLId: AWS WAF"),
-    "error-pages": (
-        template(CustomErrorResponses=[{"ErrorCode": 404, "ResponsePagePath": "/404.html"}]),
-        "CustomErrorResponses[404]: custom error pages",
+    "error-code-without-page": (
+        template(CustomErrorResponses=[{"ErrorCode": 404, "ResponseCode": 200}]),
+        "CustomErrorResponses[404]: ResponseCode without a ResponsePagePath",
     ),
     "unknown-managed-policy": (
         template(default={"CachePolicyId": "00000000-0000-0000-0000-000000000000"}),

@@ -223,7 +223,7 @@ class Edge:
     async def handle(self, request: ViewerRequest) -> Response:
         cf_id = request_id()
         started = time.monotonic()
-        outcome = await self._outcome(request, cf_id)
+        outcome = await self._error_page(await self._outcome(request, cf_id), request, cf_id)
         response = self._to_viewer(outcome, request, cf_id)
         log.info(
             "%s %s%s %d %s %.0fms",
@@ -235,6 +235,24 @@ class Edge:
             (time.monotonic() - started) * 1000,
         )
         return response
+
+    async def _error_page(self, outcome: Outcome, request: ViewerRequest, cf_id: str) -> Outcome:
+        """A custom error response ("Generating custom error responses"): for an error with a
+        ``ResponsePagePath``, the page, got as any object through the behaviour its path selects
+        (no viewer function runs for it) and cached as such, sent with the response code. The
+        error itself is cached for its ErrorCachingMinTTL as before. A viewer function's own
+        answer is never replaced, nor the error when the page cannot be had."""
+        page = self.distribution.error_pages.get(outcome.response.status)
+        if page is None or outcome.x_cache.startswith("FunctionGeneratedResponse"):
+            return outcome
+        behaviour = select(self.distribution.behaviours, page.path)
+        fetch = replace(request, method="GET", uri=page.path, query=[], body=b"")
+        found = await self._cached(behaviour, fetch, cf_id)
+        if found.response.status != 200:
+            log.error("error page %s: %d", page.path, found.response.status)
+            return outcome
+        response = Response(page.code, found.response.headers, found.response.body)
+        return Outcome(response, "Error from cloudfront", behaviour, fetch)
 
     async def _outcome(self, request: ViewerRequest, cf_id: str) -> Outcome:
         if request.method == "GET" and request.body:

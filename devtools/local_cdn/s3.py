@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mimetypes
 import uuid
 from collections.abc import Iterable
 from email.utils import parsedate_to_datetime
@@ -35,11 +36,15 @@ def create_buckets(client: Any, names: Iterable[str]) -> None:
 
 
 def seed(client: Any, bucket: str, prefix: str, folder: Path) -> int:
-    """Upload every file of ``folder`` under ``prefix``, as ``next-image invoke --seed`` does."""
+    """Upload every file of ``folder`` under ``prefix``, as ``next-image invoke --seed`` does,
+    each with the Content-Type its name gives, as the deploy's ``aws s3 sync`` guesses it (a
+    static site's pages must reach the browser as ``text/html``)."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     for path in files:
         key = prefix + path.relative_to(folder).as_posix()
-        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        kind = mimetypes.guess_type(path.name)[0]
+        extra = {"ContentType": kind} if kind else {}
+        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), **extra)
     return len(files)
 
 

@@ -2,10 +2,11 @@
 
 Every setting that changes what a viewer gets is either emulated or refused with ``Unsupported``
 naming the resource or behaviour: Lambda@Edge, viewer-response functions, signed URLs, field-level
-encryption, origin groups, geo restrictions, WAF, custom error pages, legacy cache settings, and
-any key this reader does not know. Settings with no effect on one local viewer (aliases,
-certificates, price class, logging) are accepted; the few emulated only in part are listed in
-``Distribution.notes`` and logged at startup.
+encryption, origin groups, geo restrictions, WAF, legacy cache settings, and any key this reader
+does not know. Custom error responses are emulated: the error caching minimum TTL, and an error
+page (``ResponsePagePath``) with its response code. Settings with no effect on one local viewer
+(aliases, certificates, price class, logging) are accepted; the few emulated only in part are
+listed in ``Distribution.notes`` and logged at startup.
 """
 
 from __future__ import annotations
@@ -169,6 +170,15 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class ErrorPage:
+    """A custom error response's page: served for its error with ``code`` (CloudFront gets
+    ``path`` as any object, through the behaviour its path selects)."""
+
+    path: str
+    code: int
+
+
+@dataclass(frozen=True)
 class Distribution:
     logical_id: str
     behaviours: tuple[Behaviour, ...]  # in the template's order, the default last
@@ -177,6 +187,7 @@ class Distribution:
     default_root_object: str = ""
     notes: tuple[str, ...] = ()
     deployments: tuple[Deployment, ...] = ()  # in the template's order
+    error_pages: Mapping[int, ErrorPage] = field(default_factory=dict)  # by error status
 
     @property
     def functions(self) -> tuple[ViewerFunction, ...]:
@@ -282,6 +293,7 @@ class _Reader:
             str(config.get("DefaultRootObject", "")),
             tuple(self.notes),
             deployments,
+            error_pages=self._error_pages(config, where),
         )
 
     def _deployments(self) -> tuple[Deployment, ...]:
@@ -348,14 +360,24 @@ class _Reader:
     def _error_caching(self, config: Mapping[str, Any], where: str) -> dict[int, int]:
         ttls: dict[int, int] = {}
         for item in _items(config.get("CustomErrorResponses")):
-            if item.get("ResponsePagePath") or item.get("ResponseCode"):
-                raise Unsupported(
-                    f"{where}.CustomErrorResponses[{item.get('ErrorCode')}]: custom error pages "
-                    "are not emulated (only ErrorCachingMinTTL is)"
-                )
             if "ErrorCachingMinTTL" in item:
                 ttls[int(item["ErrorCode"])] = int(item["ErrorCachingMinTTL"])
         return ttls
+
+    def _error_pages(self, config: Mapping[str, Any], where: str) -> dict[int, ErrorPage]:
+        pages: dict[int, ErrorPage] = {}
+        for item in _items(config.get("CustomErrorResponses")):
+            status, path = int(item["ErrorCode"]), item.get("ResponsePagePath")
+            if not path:
+                if item.get("ResponseCode"):
+                    raise Unsupported(
+                        f"{where}.CustomErrorResponses[{status}]: ResponseCode without a "
+                        "ResponsePagePath"
+                    )
+                continue
+            code = int(item.get("ResponseCode") or status)
+            pages[status] = ErrorPage(self.resolver.text(path, where), code)
+        return pages
 
     def _behaviour(
         self,
