@@ -1,7 +1,8 @@
 """CDK app entry point (``cdk.json``): one ``NextImageStack``, configured by context values.
 
 One user of the ``next_image_cdk`` package, as any CDK app can be. Context (``-c key=value`` or
-``cdk.json``): ``appOrigin`` (host of the app's origin, required), ``nextDir`` (the app's
+``cdk.json``): ``appOrigin`` (host of the app's origin, required unless ``staticSiteDir``, a
+static export's ``out/`` folder served from S3), ``nextDir`` (the app's
 ``.next`` folder) or ``imagesConfig`` (a JSON file with the images config), ``arch``,
 ``pythonVersion``, ``memory``, ``timeout``, ``originReadTimeout``, ``variantExpiryDays``,
 ``variantsPrefix``, ``publicDir``, ``assetsPrefix``, ``fastFirstView`` (seconds), ``layersDir``
@@ -23,7 +24,8 @@ from next_image_cdk.construct import Arch, PythonVersion
 
 MISSING_ORIGIN = (
     "no app origin: pass the host your Next.js app is served from, e.g. "
-    "`cdk deploy -c appOrigin=app.example.com` (the distribution sends every other path there)"
+    "`cdk deploy -c appOrigin=app.example.com` (the distribution sends every other path there), "
+    "or a static export's out/ folder: `-c staticSiteDir=out -c nextDir=.next`"
 )
 
 
@@ -37,7 +39,8 @@ def props_from_context(app: App) -> NextImageOptimizerProps:
     public_dir = get("publicDir")
     layers_dir = get("layersDir")
     app_origin = get("appOrigin")
-    if not app_origin:
+    static_site_dir = get("staticSiteDir")
+    if not app_origin and not static_site_dir:
         raise SystemExit(MISSING_ORIGIN)
     return NextImageOptimizerProps(
         app_origin_domain=app_origin,
@@ -56,6 +59,7 @@ def props_from_context(app: App) -> NextImageOptimizerProps:
         layers_dir=Path(layers_dir) if layers_dir else None,
         origin_shield_region=get("originShieldRegion"),
         monitoring=str(get("monitoring", True)).lower() not in ("false", "0", "no", "off"),
+        static_site_dir=Path(static_site_dir) if static_site_dir else None,
     )
 
 

@@ -40,6 +40,7 @@ def test_the_construct_adds_only_its_own_import_name(dists: dict[str, Path]) -> 
     assert "next_image_cdk/function/handler/lambda_handler.py" in names
     assert "next_image_cdk/function/handler/stores/s3.py" in names
     assert "next_image_cdk/cloudfront/normalize_accept.js" in names
+    assert "next_image_cdk/cloudfront/static_site.js" in names
     for recipe in ("build_layer.py", "requirements.txt", "constraints.txt"):
         assert f"next_image_cdk/layer_recipe/{recipe}" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]

@@ -15,6 +15,8 @@ from typing import Any
 CLOUDFRONT_DIR = Path(__file__).parent / "cloudfront"
 ACCEPT_FUNCTION_SOURCE = CLOUDFRONT_DIR / "normalize_accept.js"
 FORMATS_PLACEHOLDER = "__NEXT_IMAGE_FORMATS__"
+STATIC_SITE_FUNCTION_SOURCE = CLOUDFRONT_DIR / "static_site.js"
+SITE_PLACEHOLDERS = ("__NEXT_TRAILING_SLASH__", "__NEXT_BASE_PATH__")
 # CloudFront Functions reject code over 10 KB.
 CLOUDFRONT_FUNCTION_MAX_BYTES = 10_240
 NEXT_FORMATS = ("image/avif", "image/webp")
@@ -103,3 +105,13 @@ def render_accept_function(formats: tuple[str, ...]) -> str:
     if size > CLOUDFRONT_FUNCTION_MAX_BYTES:
         raise ValueError(f"CloudFront Function is {size} bytes, over the 10 KB limit")
     return code
+
+
+def render_static_site_function(trailing_slash: bool, base_path: str) -> str:
+    """The viewer-request function mapping a static export's paths to its files."""
+    source = STATIC_SITE_FUNCTION_SOURCE.read_text()
+    for placeholder, value in zip(SITE_PLACEHOLDERS, (trailing_slash, base_path), strict=True):
+        if source.count(placeholder) != 1:
+            raise ValueError(f"{STATIC_SITE_FUNCTION_SOURCE.name} must contain {placeholder} once")
+        source = source.replace(placeholder, json.dumps(value))
+    return source

@@ -41,6 +41,7 @@ from next_image_cdk.bundled_config import (
     BundledConfig,
     load_images_config,
     render_accept_function,
+    render_static_site_function,
 )
 from next_image_cdk.layer_zips import cached_layers, read_manifest
 from next_image_cdk.monitoring import METRICS_NAMESPACE, METRICS_SERVICE, OptimizerMonitoring
@@ -68,6 +69,8 @@ SELF_INVOKE_MAX_EVENT_AGE = Duration.minutes(5)
 # second still collapses a burst of requests for one hot image into one origin request.
 ERROR_CACHING_SECONDS = 1
 TRANSIENT_ERRORS = (500, 502, 503, 504)
+# A static site's missing page: its 404.html, kept at the edge as long as CloudFront's default.
+SITE_NOT_FOUND_SECONDS = 10
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 BUCKET_DEPLOYMENT_FINDINGS = (
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
@@ -162,10 +165,18 @@ class NextImageOptimizerProps:
     metrics_service: str = METRICS_SERVICE
     """The ``service`` dimension of the function's EMF metrics (``POWERTOOLS_SERVICE_NAME``),
     which the alarms read: give each optimizer in one account and region its own."""
+    static_site_dir: Path | None = None
+    """A static export's ``out/`` folder (``output: 'export'``, images with ``next-image
+    loader``'s module): uploaded to a private site bucket that the created distribution's
+    default behaviour serves (a CloudFront Function maps ``/about`` or ``/about/`` to the file
+    ``trailingSlash`` gave it; a missing path answers ``404.html`` with a 404), and read by the
+    function as its assets. Instead of ``app_origin_domain``, ``public_dir`` and
+    ``distribution``; give ``next_dir`` (the export's ``.next``) for its images config."""
 
     def __post_init__(self) -> None:
         """Paths may be given as strings, as a CDK app's keyword arguments often are."""
-        for name in ("next_dir", "public_dir", "layers_dir", "layers_cache_dir", "handler_dir"):
+        paths = ("next_dir", "public_dir", "layers_dir", "layers_cache_dir", "handler_dir")
+        for name in (*paths, "static_site_dir"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Path(value))
@@ -186,7 +197,9 @@ def validate(props: NextImageOptimizerProps) -> float:
     prefix = props.variants_prefix
     if prefix and (not prefix.endswith("/") or prefix.startswith("/") or "//" in prefix):
         raise ValueError(f"variants_prefix must be empty or like 'site/', got {prefix!r}")
-    if props.distribution is None and not props.app_origin_domain:
+    if props.static_site_dir is not None:
+        _validate_static_site(props)
+    elif props.distribution is None and not props.app_origin_domain:
         raise ValueError(
             "app_origin_domain is required when the construct creates the distribution"
         )
@@ -198,6 +211,26 @@ def validate(props: NextImageOptimizerProps) -> float:
     if props.alarm_topic is not None and not props.monitoring:
         raise ValueError("alarm_topic is given but monitoring is off")
     return budget
+
+
+def _validate_static_site(props: NextImageOptimizerProps) -> None:
+    """A static export is the whole site: its folder is the origin and holds the assets."""
+    assert props.static_site_dir is not None
+    others = {
+        "distribution": "its default behaviour serves the site",
+        "app_origin_domain": "the site is served from its bucket",
+        "public_dir": "out/ holds public/ and _next/static/media already",
+        "assets_bucket": "the site bucket holds the assets",
+        "assets_prefix": "the site bucket holds the assets",
+    }
+    given = [name for name in others if getattr(props, name)]
+    if given:
+        raise ValueError(f"static_site_dir excludes {given[0]}: {others[given[0]]}")
+    if not (props.static_site_dir / "index.html").is_file():
+        raise ValueError(
+            f"static_site_dir {props.static_site_dir} has no index.html: give the out/ folder "
+            "of a `next build` with output: 'export'"
+        )
 
 
 def stage_function_code(handler_dir: Path, config: BundledConfig) -> Path:
@@ -236,8 +269,12 @@ class NextImageOptimizer(Construct):
         self.props = props
         self.images = load_images_config(props.images_config, props.next_dir)
         media = props.next_dir / "static" / "media" if props.next_dir is not None else None
-        self.generation = deploy_generation(self.images, props.public_dir, media)
+        if props.static_site_dir is not None and props.next_dir and not self.images.export:
+            raise ValueError(f"next_dir {props.next_dir} is not a build with output: 'export'")
+        public = props.public_dir or props.static_site_dir
+        self.generation = deploy_generation(self.images, public, media)
         self.bucket = self._variants_bucket()
+        self.site_bucket = self._site_bucket()
         self.assets_bucket = self._assets_bucket()
         self.function = self._function(budget)
         self.alias = self.function.add_alias("live")
@@ -248,9 +285,14 @@ class NextImageOptimizer(Construct):
         )
         self.distribution = props.distribution or self._distribution()
         self._add_behaviours(self.distribution)
+        if self.site_bucket is not None and props.static_site_dir is not None:
+            site = [s3deploy.Source.asset(str(props.static_site_dir))]
+            prefix = self.images.base_path.lstrip("/") + "/" if self.images.base_path else ""
+            self._deploy(self.site_bucket, site, prefix, "DeploySite", self.distribution)
         # A deploy that changed the generation: CloudFront forgets the image answers once the
         # new assets and the new version are in place (next_image_cdk/redeploy.py).
-        uploads = [self.node.try_find_child(n) for n in ("DeployPublic", "DeployMedia")]
+        deploys = ("DeployPublic", "DeployMedia", "DeploySite")
+        uploads = [self.node.try_find_child(n) for n in deploys]
         self.invalidation = invalidate_on_deploy(
             self,
             generation=self.generation,
@@ -308,9 +350,24 @@ class NextImageOptimizer(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
+    def _site_bucket(self) -> s3.Bucket | None:
+        """A static export's files, read by CloudFront (the default behaviour) and the function."""
+        if self.props.static_site_dir is None:
+            return None
+        bucket = self._private_bucket("Site")
+        acknowledge(
+            bucket,
+            "AwsSolutions-S1",
+            "Holds the static export's build output, written only by this stack's deployment; "
+            "CloudFront's logs (the app's choice) record its reads.",
+        )
+        return bucket
+
     def _assets_bucket(self) -> s3.IBucket | None:
         props = self.props
         bucket = props.assets_bucket
+        if self.site_bucket is not None:
+            return self.site_bucket  # uploaded after the distribution: it invalidates the pages
         if props.public_dir is None:
             return bucket
         if bucket is None:
@@ -332,8 +389,16 @@ class NextImageOptimizer(Construct):
         return bucket
 
     def _deploy(
-        self, bucket: s3.IBucket, sources: list[s3deploy.ISource], prefix: str, name: str
+        self,
+        bucket: s3.IBucket,
+        sources: list[s3deploy.ISource],
+        prefix: str,
+        name: str,
+        invalidate: cloudfront.IDistribution | None = None,
     ) -> None:
+        """Copy ``sources`` under ``prefix``; with ``invalidate``, CloudFront forgets every path
+        once they are there (a static site's pages). Nothing is pruned: a page open in a browser
+        still finds the chunks of the build it was served from."""
         deployment = s3deploy.BucketDeployment(
             self,
             name,
@@ -342,6 +407,8 @@ class NextImageOptimizer(Construct):
             sources=sources,
             prune=False,
             memory_limit=512,
+            distribution=invalidate,
+            distribution_paths=["/*"] if invalidate is not None else None,
         )
         handler_role = deployment.handler_role
         reason = (
@@ -350,6 +417,13 @@ class NextImageOptimizer(Construct):
         )
         for rule in BUCKET_DEPLOYMENT_FINDINGS:
             acknowledge(handler_role, rule, reason)
+        if invalidate is not None:
+            acknowledge(
+                handler_role,
+                "AwsSolutions-IAM5[Resource::*]",
+                "CDK's BucketDeployment creates and reads the site's CloudFront invalidation; "
+                "CloudFront's invalidation actions take no narrower resource in its policy.",
+            )
         if handler_role.node.scope is not None:
             acknowledge(handler_role.node.scope, "AwsSolutions-L1", reason)
         arn = self._arn_in_findings(bucket, bucket.bucket_arn)
@@ -535,34 +609,80 @@ class NextImageOptimizer(Construct):
         return str(stack.resolve(arn))
 
     def _distribution(self) -> cloudfront.Distribution:
-        origin = origins.HttpOrigin(
-            self.props.app_origin_domain or "",
-            protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY,
-        )
-        distribution = cloudfront.Distribution(
-            self,
-            "Distribution",
-            comment="Next.js app with /_next/image on Lambda",
-            http_version=cloudfront.HttpVersion.HTTP2_AND_3,
-            default_behavior=cloudfront.BehaviorOptions(
+        default, comment = self._site_behaviour(), "Next.js static export with /_next/image"
+        if default is None:
+            comment = "Next.js app with /_next/image on Lambda"
+            origin = origins.HttpOrigin(
+                self.props.app_origin_domain or "",
+                protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY,
+            )
+            default = cloudfront.BehaviorOptions(
                 origin=origin,
                 viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
                 allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
                 cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,
                 origin_request_policy=cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER,
-            ),
-            # Distribution-wide (CloudFront has no per-behaviour error caching), so only on the
-            # distribution created here: a user's own keeps its error responses.
-            error_responses=[
+            )
+        # Distribution-wide (CloudFront has no per-behaviour error caching), so only on the
+        # distribution created here: a user's own keeps its error responses.
+        errors = [
+            cloudfront.ErrorResponse(
+                http_status=status, ttl=Duration.seconds(ERROR_CACHING_SECONDS)
+            )
+            for status in TRANSIENT_ERRORS
+        ]
+        if self.site_bucket is not None:  # a static host's 404 page (every path: an image too)
+            errors.insert(
+                0,
                 cloudfront.ErrorResponse(
-                    http_status=status, ttl=Duration.seconds(ERROR_CACHING_SECONDS)
-                )
-                for status in TRANSIENT_ERRORS
-            ],
+                    http_status=404,
+                    response_http_status=404,
+                    response_page_path=f"{self.images.base_path}/404.html",
+                    ttl=Duration.seconds(SITE_NOT_FOUND_SECONDS),
+                ),
+            )
+        distribution = cloudfront.Distribution(
+            self,
+            "Distribution",
+            comment=comment,
+            http_version=cloudfront.HttpVersion.HTTP2_AND_3,
+            default_behavior=default,
+            error_responses=errors,
         )
         for rule, reason in CREATED_DISTRIBUTION_FINDINGS.items():
             acknowledge(distribution, rule, reason)
         return distribution
+
+    def _site_behaviour(self) -> cloudfront.BehaviorOptions | None:
+        """A static export's default behaviour: its bucket (read and list, so a missing key is
+        a 404, not a 403) behind the function that maps paths to the export's files."""
+        if self.site_bucket is None:
+            return None
+        paths = cloudfront.Function(
+            self,
+            "StaticSitePaths",
+            code=cloudfront.FunctionCode.from_inline(
+                render_static_site_function(self.images.trailing_slash, self.images.base_path)
+            ),
+            runtime=cloudfront.FunctionRuntime.JS_2_0,
+            comment="A static export's paths -> its files (/about -> about.html)",
+        )
+        return cloudfront.BehaviorOptions(
+            origin=origins.S3BucketOrigin.with_origin_access_control(
+                self.site_bucket,
+                origin_access_levels=[cloudfront.AccessLevel.READ, cloudfront.AccessLevel.LIST],
+            ),
+            viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
+            allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD,
+            cached_methods=cloudfront.CachedMethods.CACHE_GET_HEAD,
+            cache_policy=cloudfront.CachePolicy.CACHING_OPTIMIZED,
+            compress=True,
+            function_associations=[
+                cloudfront.FunctionAssociation(
+                    function=paths, event_type=cloudfront.FunctionEventType.VIEWER_REQUEST
+                )
+            ],
+        )
 
     def _add_behaviours(self, distribution: cloudfront.Distribution) -> None:
         props = self.props

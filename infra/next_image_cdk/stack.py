@@ -28,3 +28,5 @@ class NextImageStack(Stack):
         CfnOutput(self, "DistributionId", value=distribution.distribution_id)
         CfnOutput(self, "FunctionName", value=self.optimizer.function.function_name)
         CfnOutput(self, "VariantsBucketName", value=self.optimizer.bucket.bucket_name)
+        if self.optimizer.site_bucket is not None:
+            CfnOutput(self, "SiteBucketName", value=self.optimizer.site_bucket.bucket_name)
