@@ -72,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     local_cdn.add_argument(
         "--env-file", type=Path, help="KEY=VALUE lines over the function's environment"
     )
+    local_cdn.add_argument(
+        "--cloudfront-api-port",
+        type=int,
+        default=0,
+        help="port of its CloudFront API (CreateInvalidation, for next-image purge) [any free one]",
+    )
 
     warm = commands.add_parser(
         "warm", help="store the variants an app will ask for ahead of traffic (serve's settings)"

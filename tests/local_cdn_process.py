@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +41,22 @@ class LocalCdn:
 
 
 @contextmanager
-def local_cdn(*args: str, start_timeout: float = 90) -> Iterator[LocalCdn]:
+def local_cdn(
+    *args: str,
+    start_timeout: float = 90,
+    moto: bool = True,
+    environment: Mapping[str, str] | None = None,
+) -> Iterator[LocalCdn]:
     """``next-image local-cdn --moto --port 0 ARGS``; SIGTERM and a wait for its exit after.
 
     Its output is drained as it comes (the function logs every request) into ``output``.
+    Without ``moto``, ``environment`` names the S3 endpoint (``AWS_ENDPOINT_URL``).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env["AWS_DEFAULT_REGION"] = "us-east-1"
-    command = [sys.executable, "-m", "handler.cli", "local-cdn", "--moto", "--port", "0", *args]
+    env.update(environment or {})
+    flags = ["--moto"] if moto else []
+    command = [sys.executable, "-m", "handler.cli", "local-cdn", *flags, "--port", "0", *args]
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

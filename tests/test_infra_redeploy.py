@@ -20,7 +20,7 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from aws_cdk import Acknowledgment, App, Stack, Validations
+from aws_cdk import Acknowledgment, App, AssetStaging, Stack, Validations
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from cdk_nag import AwsSolutionsChecks
@@ -60,6 +60,7 @@ class Synthesized:
 def synthesize(root: Path, name: str, public: Path, layers: Path) -> Synthesized:
     """The repository's CDK app, as ``cdk synth -c publicDir=...`` runs it (cdk-nag included)."""
     outdir = root / name
+    AssetStaging.clear_asset_hash_cache()  # a new process each time, as `cdk synth` is
     context = {
         "appOrigin": ORIGIN,
         "publicDir": str(public),

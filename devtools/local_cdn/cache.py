@@ -202,5 +202,14 @@ class EdgeCache:
                 self._bytes -= len(evicted.response.body)
         return entry
 
+    def invalidate(self, matches: Callable[[CacheKey], bool]) -> int:
+        """Remove every entry whose key ``matches`` (a CloudFront invalidation): the next
+        request for it goes to the origin. How many were removed."""
+        with self._lock:
+            gone = [key for key in self._entries if matches(key)]
+            for key in gone:
+                self._bytes -= len(self._entries.pop(key).response.body)
+        return len(gone)
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -7,6 +7,12 @@ in ``AWS_ENDPOINT_URL``, runs the template's BucketDeployments from the cloud as
 ``public/`` and ``.next/static/media`` as synthesized) and uploads ``--seed-public`` to the assets
 bucket, starts the Node.js child for the CloudFront Functions, and serves until SIGINT or
 SIGTERM, cleaning all of it up after.
+
+SIGHUP redeploys the template in place (``redeploy.py``: changed uploads, the function's new
+environment, the deploy's CloudFront invalidations; the edge cache and buckets otherwise kept).
+A small CloudFront API (``devtools/cloudfront_api.py``) takes ``CreateInvalidation`` for the
+distribution, so ``next-image purge --distribution-id`` invalidates this edge cache through
+``AWS_ENDPOINT_URL_CLOUDFRONT``.
 """
 
 from __future__ import annotations
@@ -15,21 +21,24 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from devtools.cloudfront_api import cloudfront_api
 from devtools.invoke import load_env_file
 from devtools.local_cdn.edge import Edge
 from devtools.local_cdn.functions import NodeFunctions
 from devtools.local_cdn.intrinsics import Unsupported
 from devtools.local_cdn.lambda_url import LambdaHandler, LambdaUrlFetcher
 from devtools.local_cdn.origins import AppFetcher, Fetcher
+from devtools.local_cdn.redeploy import Redeployer, invalidate
 from devtools.local_cdn.s3 import S3Fetcher, create_buckets, deploy, seed
 from devtools.local_cdn.server import EdgeApp, bind, serve
 from devtools.local_cdn.template import (
     CustomOrigin,
+    Deployment,
     Distribution,
     LambdaFunction,
     LambdaUrlOrigin,
@@ -100,12 +109,16 @@ def upload_assets(
     distribution: Distribution,
     environment: Mapping[str, str],
     seed_public: Path | None,
-) -> None:
-    """What a deploy puts in the buckets: the template's BucketDeployments, run from the cloud
-    assembly (the app's ``public/`` and ``.next/static/media`` as synthesized), then the
-    ``--seed-public`` folder over the function's assets bucket."""
-    for deployment in distribution.deployments:
+    deployments: Sequence[Deployment] | None = None,
+) -> int:
+    """What a deploy puts in the buckets: the template's BucketDeployments (``deployments``:
+    those of them a redeploy changed), run from the cloud assembly (the app's ``public/`` and
+    ``.next/static/media`` as synthesized), then the ``--seed-public`` folder over the
+    function's assets bucket. How many files were uploaded."""
+    total = 0
+    for deployment in distribution.deployments if deployments is None else deployments:
         count = deploy(client, deployment)
+        total += count
         log.info(
             "%s: uploaded %d files to s3://%s/%s",
             deployment.logical_id,
@@ -114,17 +127,18 @@ def upload_assets(
             deployment.prefix,
         )
     if seed_public is None:
-        return
+        return total
     assets = environment.get("NEXT_IMAGE_ASSETS_BUCKET")
     if not assets:
         log.warning(
             "--seed-public ignored: the function has no assets bucket, so relative images "
             "come from the app's origin, as deployed (synthesize with -c publicDir=... for one)"
         )
-        return
+        return total
     prefix = environment.get("NEXT_IMAGE_ASSETS_PREFIX", "")
     count = seed(client, assets, prefix, seed_public)
     log.info("uploaded %d files from %s to s3://%s/%s", count, seed_public, assets, prefix)
+    return total + count
 
 
 def _lambda_handler() -> LambdaHandler:
@@ -172,11 +186,15 @@ def _serve(args: argparse.Namespace) -> None:
     for note in distribution.notes:
         log.warning("note: %s", note)
     overrides = load_env_file(args.env_file) if args.env_file else {}
-    function = distribution.lambda_function
-    environment = dict(overrides)
-    if function is not None:
+
+    def environment_of(distribution: Distribution) -> dict[str, str]:
+        function = distribution.lambda_function
+        if function is None:
+            return dict(overrides)
         app = distribution.app_origin
-        environment = function_environment(function, app, args.app_origin, overrides, region)
+        return function_environment(function, app, args.app_origin, overrides, region)
+
+    environment = environment_of(distribution)
     os.environ.update(environment)
     buckets = {b.name for b in distribution.buckets}
     buckets |= {d.bucket for d in distribution.deployments}
@@ -209,13 +227,38 @@ def _serve(args: argparse.Namespace) -> None:
             domain=authority,
         )
 
+        def upload(new: Distribution, changed: Sequence[Deployment]) -> int:
+            return upload_assets(client, new, environment_of(new), args.seed_public, changed)
+
+        redeployer = Redeployer(template, region, edge, environment, environment_of, upload)
+
+        def purge(distribution_id: str, paths: tuple[str, ...]) -> None:
+            count = invalidate(edge, paths)
+            log.info("CreateInvalidation %s: %d cached answers removed", ", ".join(paths), count)
+
+        try:
+            api = stack.enter_context(
+                cloudfront_api(
+                    [distribution.logical_id], purge, args.host, args.cloudfront_api_port or 0
+                )
+            )
+        except OSError as exc:
+            port = args.cloudfront_api_port
+            raise UsageError(f"cannot listen on {args.host}:{port}: {exc}") from exc
+
         def ready() -> None:
             behaviours = ", ".join(b.path_pattern for b in distribution.behaviours)
+            print(
+                f"local-cdn: CloudFront API for distribution {distribution.logical_id} at "
+                f"{api.url} (AWS_ENDPOINT_URL_CLOUDFRONT; CreateInvalidation); SIGHUP (pid "
+                f"{os.getpid()}) redeploys {template}",
+                flush=True,
+            )
             print(
                 f"local-cdn: serving {distribution.logical_id} from {template} on "
                 f"http://{authority} (behaviours: {behaviours}); Ctrl-C to stop",
                 flush=True,
             )
 
-        serve(EdgeApp(edge), sock, ready)
+        serve(EdgeApp(edge), sock, ready, on_hangup=redeployer.redeploy)
     log.info("stopped")

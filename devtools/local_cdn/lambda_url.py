@@ -155,8 +155,9 @@ class _Instance:
     """One execution environment: its own thread and event loop, its handler built on first use
     (the init phase of a cold start)."""
 
-    def __init__(self, factory: Callable[[], LambdaHandler]) -> None:
+    def __init__(self, factory: Callable[[], LambdaHandler], deploy: int = 0) -> None:
         self.executor = ThreadPoolExecutor(1, "lambda-instance", initializer=_new_event_loop)
+        self.deploy = deploy  # the fetcher's deploy it was started for
         self._factory = factory
         self._handler: LambdaHandler | None = None
 
@@ -181,6 +182,19 @@ class LambdaUrlFetcher:
         self._idle: list[_Instance] = []
         self._busy = 0
         self._freed: asyncio.Condition | None = None
+        self._deploy = 0  # counts redeploys: instances of an earlier one are retired
+
+    def redeploy(self, origin: LambdaUrlOrigin) -> int:
+        """A new configuration of the function (its environment, timeout, memory): as Lambda
+        does for a new version, later invocations get new instances; idle ones are shut down
+        now, busy ones when their invocation ends. Call it on the serving event loop. Returns
+        how many instances were retired now."""
+        self.origin = origin
+        self._deploy += 1
+        idle, self._idle = self._idle, []
+        for instance in idle:
+            instance.executor.shutdown(wait=False)
+        return len(idle)
 
     @property
     def host(self) -> str:
@@ -227,14 +241,16 @@ class LambdaUrlFetcher:
             while not self._idle and self._busy >= self._max_instances:
                 await self._freed.wait()
             self._busy += 1
-            return self._idle.pop() if self._idle else _Instance(self._factory)
+            return self._idle.pop() if self._idle else _Instance(self._factory, self._deploy)
 
     async def _release(self, instance: _Instance | None) -> None:
         assert self._freed is not None
         async with self._freed:
             self._busy -= 1
-            if instance is not None:
+            if instance is not None and instance.deploy == self._deploy:
                 self._idle.append(instance)
+            elif instance is not None:  # of an earlier deploy: retired
+                instance.executor.shutdown(wait=False)
             self._freed.notify()
 
     async def aclose(self) -> None:

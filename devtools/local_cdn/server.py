@@ -3,11 +3,13 @@
 Binding first lets ``--port 0`` work and lets the startup line carry the real URL. SIGINT and
 SIGTERM stop the server gracefully and ``serve`` returns, so the caller's cleanup (the Node.js
 child, Lambda instances, moto) always runs; uvicorn's own re-raising of the signal afterwards
-is left out for that reason.
+is left out for that reason. SIGHUP runs ``on_hangup`` on the serving loop (a redeploy) while
+requests go on being served.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -78,19 +80,40 @@ class EdgeApp:
 class _Server(uvicorn.Server):
     """uvicorn, announcing itself once listening and returning normally after a signal."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_ready: Callable[[], None],
+        on_hangup: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self._on_hangup = on_hangup
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hangups: set[asyncio.Future[object]] = set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
         if self.started:
             self._on_ready()
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_hangup)
+
+    def _start_hangup(self) -> None:
+        if self._on_hangup is None or self.should_exit:
+            return
+        work = asyncio.ensure_future(self._on_hangup())
+        self._hangups.add(work)
+        work.add_done_callback(self._hangups.discard)
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         handled = (signal.SIGINT, signal.SIGTERM)
         original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        original[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hangup)
         try:
             yield
         finally:
@@ -106,8 +129,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: EdgeApp, sock: socket.socket, on_ready: Callable[[], None]) -> None:
-    """Serve until SIGINT or SIGTERM; in-flight requests get five seconds to finish."""
+def serve(
+    app: EdgeApp,
+    sock: socket.socket,
+    on_ready: Callable[[], None],
+    on_hangup: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM; in-flight requests get five seconds to finish. SIGHUP
+    runs ``on_hangup`` (if any) alongside."""
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -117,4 +146,4 @@ def serve(app: EdgeApp, sock: socket.socket, on_ready: Callable[[], None]) -> No
         log_level="warning",
         timeout_graceful_shutdown=5,
     )
-    _Server(config, on_ready).run(sockets=[sock])
+    _Server(config, on_ready, on_hangup).run(sockets=[sock])
