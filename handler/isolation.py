@@ -64,6 +64,7 @@ from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.low_priority import NICENESS
 from handler.pipeline import Plan, Transformed, run_transform, setup_libvips
+from handler.types import VariantKind
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ class _Job:
 class _Reply:
     """A child's answer; an optimized body follows on its own."""
 
-    kind: Literal["optimized", "fallback", "memory", "error"]
+    # original: the source served as it is (an animation, ``handler/animated.py``)
+    kind: Literal["optimized", "fallback", "original", "memory", "error"]
     transient: bool = False
     detail: str = ""
     peak_growth: int = 0  # resident bytes the transform added at its peak
@@ -359,8 +361,9 @@ class IsolatedTransforms:
         reply = outcome.reply
         if reply is not None and reply.kind == "optimized":
             return Transformed(outcome.body, plan.content_type, "optimized")
-        if reply is not None and reply.kind == "fallback":
-            return Transformed(plan.source, plan.upstream, "fallback", transient=reply.transient)
+        if reply is not None and reply.kind in ("fallback", "original"):
+            kind: VariantKind = "original" if reply.kind == "original" else "fallback"
+            return Transformed(plan.source, plan.upstream, kind, transient=reply.transient)
         failure: Failure = outcome.failure or (
             "memory" if reply and reply.kind == "memory" else "error"
         )
@@ -465,6 +468,8 @@ def _transform(
     if result.kind == "optimized":
         growth = _own_status("VmHWM") - resident
         return _Reply("optimized", peak_growth=growth), result.body
+    if result.kind == "original":
+        return _Reply("original"), b""
     return _Reply("fallback", transient=result.transient), b""
 
 

@@ -12,10 +12,16 @@ def pointer_key(href: str) -> str:
     return hashlib.sha256(href.encode()).hexdigest()
 
 
-def variant_key(source_hash: str, width: int, quality: int, mime_type: str) -> str:
-    """Readable and grouped by source, so every variant of one source sits under one prefix."""
+def variant_key(
+    source_hash: str, width: int, quality: int, mime_type: str, *, animated: str = ""
+) -> str:
+    """Readable and grouped by source, so every variant of one source sits under one prefix.
+
+    ``animated``: ``animated.key_suffix`` of the request's options (empty for Next's
+    pass-through), so answers made with animated WebP on are never served with it off.
+    """
     fmt = mime_type.removeprefix("image/") if mime_type else "auto"
-    return f"{source_hash}/{width}w-{quality}q-{fmt}-p{PIPELINE_VERSION}"
+    return f"{source_hash}/{width}w-{quality}q-{fmt}-p{PIPELINE_VERSION}{animated}"
 
 
 def b64url(data: bytes) -> str:

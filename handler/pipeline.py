@@ -2,7 +2,7 @@
 
 Interface:
     PIPELINE_VERSION: str  -- goes into variant keys; bump on any change of output bytes
-    plan_transform(source, *, width, quality, mime_type, config) -> Transformed | Plan
+    plan_transform(source, *, width, quality, mime_type, config, animated) -> Transformed | Plan
         -- the decision and its memory and time estimates, from the header alone
     run_transform(plan, config, *, deadline=None) -> Transformed  -- the pixel work
     transform_image(...) -> Transformed  -- both at once
@@ -13,6 +13,10 @@ Implements Next 16.4.6 ``imageOptimizerTransform`` and ``optimizeImage``
 (``packages/next/src/server/image-optimizer/transform.ts``): sniff, policy
 (reject / pass-through), choose output type and quality, then pyvips; on a pyvips failure serve
 the original bytes (kind "fallback"), marked transient when a timeout caused it.
+
+Animated GIF and WebP are passed through as Next does unless ``animated`` (``NEXT_IMAGE_ANIMATED``)
+says ``webp``: then ``handler.animated`` decides and sizes the plan, and its ``thumbnail`` stands
+in for the still image's.
 
 The pyvips work is one ``thumbnail_buffer`` (shrink-on-load, ICC import/export to sRGB, 16 -> 8
 bit, premultiplied resize) and one save with sharp 0.35.5's encoder parameters. EXIF rotation is
@@ -31,7 +35,9 @@ from typing import Any
 
 import pyvips
 
+from handler import animated as animation
 from handler import errors
+from handler.animated import PASSTHROUGH, AnimatedOptions
 from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.sniff import (
@@ -137,22 +143,51 @@ class Plan:
     memory: int
     seconds: float
 
+    @property
+    def animated(self) -> bool:
+        """An animation to write as animated WebP (only ``animated="webp"`` plans one).
+
+        Read from the bytes, not stored: a process that rebuilds a plan from its figures (an
+        isolated transform's child) finds the same answer.
+        """
+        return is_animated(self.source, self.upstream)
+
 
 def transform_image(
-    source: bytes, *, width: int, quality: int, mime_type: str, config: ImagesConfig
+    source: bytes,
+    *,
+    width: int,
+    quality: int,
+    mime_type: str,
+    config: ImagesConfig,
+    animated: AnimatedOptions = PASSTHROUGH,
 ) -> Transformed:
     """``plan_transform`` then ``run_transform``, for callers that need no admission control."""
-    plan = plan_transform(source, width=width, quality=quality, mime_type=mime_type, config=config)
+    plan = plan_transform(
+        source,
+        width=width,
+        quality=quality,
+        mime_type=mime_type,
+        config=config,
+        animated=animated,
+    )
     return plan if isinstance(plan, Transformed) else run_transform(plan, config)
 
 
 def plan_transform(
-    source: bytes, *, width: int, quality: int, mime_type: str, config: ImagesConfig
+    source: bytes,
+    *,
+    width: int,
+    quality: int,
+    mime_type: str,
+    config: ImagesConfig,
+    animated: AnimatedOptions = PASSTHROUGH,
 ) -> Transformed | Plan:
     """``imageOptimizerTransform``'s decision order: reject, pass through, or plan an optimisation.
 
     Only the header is read. Whatever sharp would refuse before decoding (no encoder, too many
-    pixels) is already the original-bytes fallback here.
+    pixels) is already the original-bytes fallback here. ``animated``: what this request may get
+    for an animation (``animated.for_request``); Next's pass-through by default.
     """
     upstream = detect_content_type(source)
     if upstream is None or not upstream.startswith("image/") or "," in upstream:
@@ -160,8 +195,10 @@ def plan_transform(
         raise ImageError(400, errors.NOT_AN_IMAGE, category="pipeline")
     if upstream.startswith("image/svg") and not config.dangerously_allow_svg:
         raise ImageError(400, errors.TYPE_NOT_ALLOWED, category="pipeline")
-    if is_animated(source, upstream) or upstream in _BYPASS:
+    if upstream in _BYPASS:
         return Transformed(source, upstream, "original")
+    if is_animated(source, upstream):
+        return _plan_animation(source, upstream, width, quality, config, animated)
     content_type = output_type(mime_type, upstream)
     fallback = Transformed(source, upstream, "fallback")
     if content_type not in _SAVERS:
@@ -181,6 +218,29 @@ def plan_transform(
     return Plan(source, upstream, content_type, width, quality, header, memory, seconds)
 
 
+def _plan_animation(
+    source: bytes,
+    upstream: str,
+    width: int,
+    quality: int,
+    config: ImagesConfig,
+    options: AnimatedOptions,
+) -> Transformed | Plan:
+    """Served as it is (Next), or planned as an animated WebP with every frame's cost."""
+    original = Transformed(source, upstream, "original")
+    if options.mode == "passthrough":
+        return original
+    try:
+        header = pyvips.Image.new_from_buffer(source, "")  # lazy: the first frame's header
+    except pyvips.Error:
+        return original
+    frames = animation.inspect(source, upstream, header, options, config.img_opt_max_input_pixels)
+    if frames is None:
+        return original
+    memory, seconds = frames.memory(width), frames.seconds(width)
+    return Plan(source, upstream, WEBP, width, quality, header, memory, seconds)
+
+
 def run_transform(
     plan: Plan, config: ImagesConfig, *, deadline: float | None = None
 ) -> Transformed:
@@ -192,11 +252,16 @@ def run_transform(
     timeout = config.img_opt_timeout_seconds  # 0 means none, as with sharp's timeout()
     own = time.monotonic() + timeout if timeout > 0 else None
     stop = min((d for d in (own, deadline) if d is not None), default=None)
+    moving = plan.animated
     try:
-        body = _optimize(plan, config, stop)
+        body = _optimize(plan, config, stop, moving)
     except pyvips.Error:
         timed_out = stop is not None and time.monotonic() >= stop
-        return Transformed(plan.source, plan.upstream, "fallback", transient=timed_out)
+        # An animation libvips cannot read is served as Next serves every animation.
+        kind: VariantKind = "original" if moving and not timed_out else "fallback"
+        return Transformed(plan.source, plan.upstream, kind, transient=timed_out)
+    if moving and not animation.worth_keeping(body, plan.source):
+        return Transformed(plan.source, plan.upstream, "original")
     return Transformed(body, plan.content_type, "optimized")
 
 
@@ -264,9 +329,19 @@ def _output_pixels(header: pyvips.Image, width: int) -> int:
     return int(header.width * header.height * scale * scale)
 
 
-def _optimize(plan: Plan, config: ImagesConfig, deadline: float | None) -> bytes:
-    """sharp's ``rotate().resize(w, withoutEnlargement).<encoder>()``: one thumbnail, one save."""
+def _optimize(
+    plan: Plan, config: ImagesConfig, deadline: float | None, moving: bool = False
+) -> bytes:
+    """sharp's ``rotate().resize(w, withoutEnlargement).<encoder>()``: one thumbnail, one save.
+
+    ``moving``: an animation, every frame resized (``animated.thumbnail``), saved as WebP.
+    """
     header, width = plan.header, plan.width
+    if moving:
+        frames = animation.thumbnail(plan.source, width, **_colour_options(header))
+        if deadline is not None:
+            _cancel_after(frames, deadline)
+        return _SAVERS[plan.content_type](frames, plan.quality, config)
     orientation = _orientation(header)
     swap = orientation >= 5  # 5-8 turn the image by 90°: w then limits the source's height
     image = pyvips.Image.thumbnail_buffer(
