@@ -13,3 +13,6 @@ class ImageParams:
     width: int
     quality: int
     mime_type: str  # negotiated output type from Accept, or "" (keep the source's type)
+    # AVIF was negotiated and WebP would have been too (in ``formats``, named by Accept): what an
+    # animation may become (``NEXT_IMAGE_ANIMATED=webp``), as libvips writes no animated AVIF.
+    also_webp: bool = False

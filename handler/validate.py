@@ -21,6 +21,7 @@ from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.params import ImageParams
 from handler.patterns import has_local_match, has_remote_match
+from handler.sniff import AVIF, WEBP
 
 _DIGITS = re.compile(r"[0-9]+")
 _RECURSIVE = re.compile(r"/_next/image(?:\Z|/)")  # JS `$` without /m: the very end only
@@ -62,13 +63,17 @@ def validate_params(query_string: str, accept: str | None, config: ImagesConfig)
     if config.qualities is not None and quality not in config.qualities:
         raise ImageError(400, errors.quality_not_allowed(q), category="validation")
 
+    mime_type = negotiate(accept, config.formats)
+    # What an animation may become (opt-in): libvips writes animated WebP, not animated AVIF.
+    also_webp = mime_type == AVIF and WEBP in config.formats and negotiate(accept, [WEBP]) == WEBP
     return ImageParams(
         href=href,
         is_absolute=is_absolute,
         is_static=url.startswith(tuple(config.base_path + p for p in _STATIC_PREFIXES)),
         width=int(width),
         quality=int(quality),
-        mime_type=negotiate(accept, config.formats),
+        mime_type=mime_type,
+        also_webp=also_webp,
     )
 
 
