@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Literal, TypeGuard
 
 import anyio
 
-from handler import errors, first_view
+from handler import animated, errors, first_view
 from handler.admission import Admission
 from handler.allocator import release_free_memory
+from handler.animated import PASSTHROUGH, AnimatedOptions
 from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.headers import get_max_age
@@ -125,6 +126,7 @@ class Optimizer:
         report_first_view: first_view.Report = first_view.report,
         isolation: IsolatedTransforms | None = None,
         clock: Callable[[], float] = time.time,
+        animated: AnimatedOptions = PASSTHROUGH,
     ) -> None:
         """``give_back_memory``: free heap pages go back to the system once transforms have
         stopped for a moment (a service sharing its host); off where the memory is the
@@ -135,7 +137,10 @@ class Optimizer:
         request before it is trusted, so a redeploy's changed assets or config show at once.
 
         ``isolation``: transforms run in its child processes rather than on this process's
-        threads (``handler/isolation.py``)."""
+        threads (``handler/isolation.py``).
+
+        ``animated``: ``NEXT_IMAGE_ANIMATED`` and its caps (``handler/animated.py``); part of
+        the variant key of every request it applies to."""
         self.config = config
         self.store = store
         self.admission = admission
@@ -153,6 +158,7 @@ class Optimizer:
         self._generation = generation
         self._report_first_view = report_first_view
         self._clock = clock
+        self._animated = animated
         self._inflight: dict[str, asyncio.Future[Served]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._producing: set[str] = set()  # variant keys a background task is producing
@@ -221,7 +227,7 @@ class Optimizer:
                 return self._served(variant, vkey, pointer, "STALE")
         stats.timed("store", started)
         # MISS: fetch (or reuse the kept source), transform, store; once for concurrent twins.
-        request_key = f"{params.href}\0{params.width}\0{params.quality}\0{params.mime_type}"
+        request_key = f"{params.href}\0{self._variant_key('', params)}"
         return await self._single_flight(
             request_key,
             lambda: self._generate(params, pointer, stats, deadline, first_view),
@@ -476,6 +482,7 @@ class Optimizer:
                 quality=params.quality,
                 mime_type=params.mime_type,
                 config=self.config,
+                animated=self._animated_for(params),
             )
         )
 
@@ -632,6 +639,12 @@ class Optimizer:
         fresh_for = max(pointer.expire_at - self._clock(), 0.0)
         return Served(variant, vkey, max_age, etag, cache, stored, transient, fresh_for)
 
-    @staticmethod
-    def _variant_key(source_hash: str, params: ImageParams) -> str:
-        return variant_key(source_hash, params.width, params.quality, params.mime_type)
+    def _animated_for(self, params: ImageParams) -> AnimatedOptions:
+        """What an animation may become for this request (its browser may take WebP or not)."""
+        return animated.for_request(self._animated, params.mime_type, params.also_webp)
+
+    def _variant_key(self, source_hash: str, params: ImageParams) -> str:
+        suffix = animated.key_suffix(self._animated_for(params))
+        return variant_key(
+            source_hash, params.width, params.quality, params.mime_type, animated=suffix
+        )

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
+from handler.animated import DEFAULT_MAX_FRAMES, DEFAULT_MAX_PIXELS, MODES, AnimatedMode
+
 StoreKind = Literal["memory", "filesystem", "s3", "redis"]
 Context = Literal["serve", "lambda"]
 
@@ -164,6 +166,25 @@ class Settings:
         "10 s, while the AVIF is produced after the response; 0 for off (Next's behaviour)",
         parse=float,
         flag="--fast-first-view",
+    )
+    animated: AnimatedMode = _declare(  # noqa: RUF009 (an immutable Literal, as for store)
+        "passthrough",
+        "animated GIF and WebP: passthrough (served as they are, Next's behaviour) or webp "
+        "(resized frame by frame to animated WebP for a browser that accepts WebP)",
+        flag="--animated",
+        choices=MODES,
+    )
+    animated_max_frames: int = _declare(
+        DEFAULT_MAX_FRAMES,
+        "animated webp: an animation with more frames is served as it is",
+        parse=int,
+        flag="--animated-max-frames",
+    )
+    animated_max_pixels: int = _declare(
+        DEFAULT_MAX_PIXELS,
+        "animated webp: an animation whose frames decode to more pixels in all is served as it is",
+        parse=int,
+        flag="--animated-max-pixels",
     )
     store_timeout: float = _declare(
         3.0,

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from handler import allocator, machine
 from handler.admission import Admission
+from handler.animated import AnimatedOptions
 from handler.app import Observer, Oversize, create_app
 from handler.config import ImagesConfig, load_images_config
 from handler.first_view import Report, report
@@ -156,6 +157,9 @@ def build_optimizer(
         report_first_view=report_first_view,
         isolation=isolation,
         clock=clock,
+        animated=AnimatedOptions(
+            settings.animated, settings.animated_max_frames, settings.animated_max_pixels
+        ),
     )
 
 

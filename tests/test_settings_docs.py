@@ -69,7 +69,7 @@ def test_serve_flags_reach_workers_through_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each flag given becomes its variable (what workers read), which parses back to it."""
-    examples = {"store": "redis", "workers": "auto", "images_config": "{}"}
+    examples = {"store": "redis", "workers": "auto", "images_config": "{}", "animated": "webp"}
     argv: list[str] = []
     expected: dict[str, object] = {}
     for setting in SETTINGS:
