@@ -95,6 +95,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--qualities", type=_numbers, metavar="Q,Q", help="[the config's qualities, else 75]"
     )
     warm.add_argument("--jobs", type=int, metavar="N", help="worker processes [one per CPU]")
+    warm.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write the variants as files under DIR/_next/image-files/ for a static host (no "
+        "function), with the loader module that links them; any store, memory by default",
+    )
+    warm.add_argument(
+        "--format",
+        choices=("webp", "avif"),
+        help="with --out: the one format written (a static host cannot negotiate) [webp]",
+    )
+    warm.add_argument(
+        "--pages",
+        type=Path,
+        metavar="DIR",
+        help="with --out: the export's out/ folder, whose HTML names the variants to write "
+        "[every image of --public-dir at every width]",
+    )
 
     purge = commands.add_parser(
         "purge",

@@ -4,6 +4,7 @@ The settings are ``serve``'s (flags and ``NEXT_IMAGE_*`` variables), so the vari
 the service or the Lambda function will look for them. A variant already stored is a cache hit
 and only counted, so a run that was interrupted continues where it stopped when run again.
 Exit code: 0, 1 if any variant failed, 2 for a command line that cannot work, 130 if interrupted.
+With ``--out DIR`` the variants are written as files for a static host instead (``out``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from devtools.warm import worker
+from devtools.warm import out, worker
 from devtools.warm.images import Job, disallowed, jobs, listed_urls, public_urls, s3_urls
 from handler import machine
 from handler.config import load_images_config
@@ -70,6 +71,10 @@ class Tally:
 def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(**{s.name: getattr(args, s.name, None) for s in SETTINGS})
+        if getattr(args, "out", None) is not None:
+            return out.run(args, settings)
+        if getattr(args, "format", None) or getattr(args, "pages", None):
+            raise UsageError("--format and --pages go with --out (files for a static host)")
         urls, todo = _plan(args, settings)
     except (UsageError, ValueError, OSError) as exc:
         print(f"next-image warm: {exc}", file=sys.stderr)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from devtools.warm.images import Job
@@ -34,6 +36,7 @@ class Outcome:
     result: Result
     bytes: int = 0  # of the variant, when made
     error: str = ""
+    note: str = ""  # warm --out: why a file written holds another format than its name says
 
 
 _optimizer: Optimizer | None = None
@@ -57,6 +60,38 @@ def warm(job: Job) -> Outcome:
     if _optimizer is None or _runner is None:
         return Outcome(job, "failed", error=_broken or "worker not started")
     return _runner.run(warm_one(_optimizer, job))
+
+
+def write_file(job: Job, target: str) -> Outcome:
+    """``warm --out``: make one variant and write it to ``target``."""
+    if _optimizer is None or _runner is None:
+        return Outcome(job, "failed", error=_broken or "worker not started")
+    return _runner.run(write_one(_optimizer, job, Path(target)))
+
+
+async def write_one(optimizer: Optimizer, job: Job, target: Path) -> Outcome:
+    """The variant as the route answers it, written whole or not at all (a temporary file
+    renamed into place). An image libvips cannot transform is written as it is, as Next serves
+    it, with a note: a static host labels it by the file's name, browsers by its bytes."""
+    try:
+        params = validate_params(job.query, job.accept, optimizer.config)
+        served = await optimizer.serve(params)
+    except ImageError as exc:
+        return Outcome(job, "failed", error=f"{exc.status} {exc.message}")
+    except Exception as exc:  # the route would answer 500
+        log.exception("unexpected failure for %s", job)
+        return Outcome(job, "failed", error=f"500 {exc!r}")
+    if served.transient:
+        return Outcome(job, "failed", error="the transform timed out")
+    body = served.variant.body
+    note = ""
+    if served.variant.content_type != job.accept:
+        note = f"written as {served.variant.content_type}, as the optimizer answers it"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    partial.write_bytes(body)
+    partial.replace(target)
+    return Outcome(job, "made", len(body), note=note)
 
 
 async def warm_one(optimizer: Optimizer, job: Job) -> Outcome:
