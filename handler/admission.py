@@ -15,11 +15,22 @@ it, not from an average: a 3840 px AVIF of a 5K photo takes 50x longer than a 64
 with an average, requests queued behind a run of big AVIFs learn only seconds later that they
 can no longer start in time. Each plan says how long it takes on a reference core
 (``Plan.seconds``); a running pace (measured time / planned time) scales that to this machine
-under its current load; the queue's start times come from playing the queue out over the slots.
+under its current load; the queue's start times come from playing the queue out over the slots
+and the memory budget (a request whose plan does not fit beside what runs waits for it to end).
 The pace is kept per transform running alone: a transform uses more than one core when it can,
 so once the queue fills every slot, each runs slower than a lone one did, and the plans ahead
 of a queued request are scaled by that crowding (a lone warm-up transform would otherwise make
 a burst look faster than it will be).
+
+The pace is robust to one stall (an image decoded whole, CPU steal): it is an average of the
+log of each transform's measured / planned time, weighted by its planned time (big transforms
+say the most), and each transform's ratio counts as at most ``_OUTLIER_CAP`` times the pace it
+finds, with at most ``_MOST_WEIGHT`` of the average. So one transform moves the pace by at most
+2 ** 0.5 (1.41x), one of usual size by 2 ** 0.2 (1.15x), however long it stalls; a machine that
+really got slower moves it with every transform. A running transform already past the pace
+counts as if it finished now, with that most weight (at the start of a burst nothing has
+finished; the running ones already tell): one stall raises it 1.41x at most, two slots running
+slow 2x; its slot is expected to stay busy as long again as it has overrun its plan.
 """
 
 from __future__ import annotations
@@ -39,7 +50,9 @@ from handler import errors
 from handler.errors import ImageError
 
 _FIRST_GUESS_SECONDS = 1.0  # a transform's planned time when its caller has no plan
-_SMOOTHING = 0.2  # weight of the newest transform in the running averages
+_SMOOTHING = 0.2  # weight of the newest transform of usual size in the running averages
+_MOST_WEIGHT = 0.5  # the most one transform weighs in the pace (the first ones, a big one)
+_OUTLIER_CAP = 2.0  # a transform's measured / planned counts as at most this far from the pace
 _OVERDUE_AFTER = 1.0  # seconds a transform runs before its overrun says the machine is slower
 # Cores one transform keeps busy when it runs alone (libvips' threads: CPU time / wall time of a
 # lone transform measured 1.0 for WebP and JPEG, 1.45 for AVIF on 2 cores).
@@ -50,6 +63,15 @@ _TRANSFORM_PARALLELISM = 1.3
 # margin is up to twice that: one small transform's pace was measured 2-3x off a burst's.
 _ADMIT_MARGIN = 1.5
 _TRUSTED_AFTER = 5.0  # planned seconds of measured transforms that halve the extra margin
+
+
+def _step(log_pace: float, elapsed: float, planned: float, weight: float) -> float:
+    """How far (in log) one measured transform moves the pace: its measured / planned time's
+    distance from the pace, capped at ``_OUTLIER_CAP`` either way, times its weight (at most
+    ``_MOST_WEIGHT``)."""
+    distance = math.log(max(elapsed, 1e-6) / planned) - log_pace
+    cap = math.log(_OUTLIER_CAP)
+    return min(weight, _MOST_WEIGHT) * min(max(distance, -cap), cap)
 
 
 @dataclass(eq=False)
@@ -93,10 +115,11 @@ class Admission:
         self._waiters: deque[_Waiter] = deque()
         self._background_waiters: deque[_Waiter] = deque()
         self._running_jobs: list[_Running] = []
-        # Recent averages of the time transforms took and of the time their plans said
-        # (the first transform's own figures until then).
-        self._average_seconds: float | None = None
+        # The recent average of the time plans said (the first transform's own until then), and
+        # of the log of measured / planned time: the pace, 1 (the plans' own) until measured.
         self._average_planned: float | None = None
+        self._log_pace = 0.0
+        self._finished = 0  # transforms measured so far
         self._measured = 0.0  # planned seconds of all transforms measured so far
 
     @property
@@ -120,10 +143,8 @@ class Admission:
     @property
     def pace(self) -> float:
         """Measured time per planned second of a transform running alone, weighted by size
-        (big transforms say the most)."""
-        if self._average_seconds is None or self._average_planned is None:
-            return 1.0
-        return self._average_seconds / self._average_planned
+        (big transforms say the most), one outlier bounded (module docstring)."""
+        return math.exp(self._log_pace)
 
     def _crowding(self, running: int) -> float:
         """How much slower each of ``running`` transforms runs than one alone: a lone one keeps
@@ -133,18 +154,20 @@ class Admission:
         return alone / min(cores / max(running, 1), _TRANSFORM_PARALLELISM)
 
     def _slowdown(self) -> float:
-        """The pace, or slower if a running transform is already well past its planned time.
+        """The pace, or slower if running transforms are already well past their planned time:
+        each counts as if it finished now with the most weight one transform has, so one stall
+        moves it no more than one transform can, and every slot running slow moves it a lot.
 
         At the start of a burst nothing has finished yet; the running ones already tell.
         """
         now = time.monotonic()
         crowding = self._crowding(len(self._running_jobs))
-        overruns = [
-            (now - job.started) / job.seconds / crowding
-            for job in self._running_jobs
-            if now - job.started > _OVERDUE_AFTER
-        ]
-        return max([self.pace, *overruns])
+        log_pace = self._log_pace
+        for job in self._running_jobs:
+            elapsed = now - job.started
+            if elapsed > _OVERDUE_AFTER:  # only ever slower: it has not finished yet
+                log_pace += max(_step(log_pace, elapsed / crowding, job.seconds, _MOST_WEIGHT), 0)
+        return math.exp(log_pace)
 
     def check(self) -> None:
         """Refuse at once when the queue is full, before a request fetches and decodes anything."""
@@ -196,14 +219,23 @@ class Admission:
 
     def _learn(self, elapsed: float, planned: float) -> None:
         self._measured += planned
-        if self._average_seconds is None or self._average_planned is None:
-            self._average_seconds, self._average_planned = elapsed, planned
-            return
-        self._average_seconds += _SMOOTHING * (elapsed - self._average_seconds)
-        self._average_planned += _SMOOTHING * (planned - self._average_planned)
+        self._finished += 1
+        # Weighed by its planned time against the usual one's, more for the first few.
+        usual = self._average_planned or planned
+        weight = min(_MOST_WEIGHT, max(1 / self._finished, _SMOOTHING * planned / usual))
+        self._log_pace += _step(self._log_pace, elapsed, planned, weight)
+        if self._average_planned is None:
+            self._average_planned = planned
+        else:
+            self._average_planned += _SMOOTHING * (planned - self._average_planned)
 
     async def _acquire(self, cost: int, seconds: float, deadline: float) -> _Running:
         if not self._waiters and self._fits(cost):
+            # Nothing ahead: refused only if its own plan, at today's pace, overruns the budget
+            # (no margin: it would start now, and a plan is only an estimate).
+            running = self._crowding(len(self._running_jobs) + 1)
+            if anyio.current_time() + seconds * self._slowdown() * running > deadline:
+                raise self._overloaded()
             return self._start(cost, seconds)
         if len(self._waiters) >= self.max_queue:
             raise self._overloaded()
@@ -285,26 +317,39 @@ class Admission:
     ) -> list[float | None]:
         """When each waiter should finish, in seconds from now, or None if not by its deadline.
 
-        The queue is played out in arrival order over the slots, each slot free when its running
-        transform's plan says so; a waiter that would finish too late takes no slot time.
+        The queue is played out in arrival order: a waiter starts once the one ahead of it has,
+        a slot is free and its memory fits beside what still runs. A running transform ends when
+        its plan says, or, once past it, after as long again as it has overrun (a stall keeps
+        its slot). A waiter that would finish too late takes no slot time and no memory.
         """
         pace = self._slowdown() if slowdown is None else slowdown
         now, clock = time.monotonic(), anyio.current_time()
         running = pace * self._crowding(len(self._running_jobs))
-        free_at = [
-            max(job.seconds * running - (now - job.started), 0.0) for job in self._running_jobs
+        # (seconds from now, bytes held) of each transform running, soonest first
+        ends = [
+            (abs(job.seconds * running - (now - job.started)), job.cost)
+            for job in self._running_jobs
         ]
+        heapq.heapify(ends)
         pace *= self._crowding(self.max_running)  # with a queue, every slot is busy
-        free_at += [0.0] * (self.max_running - len(free_at))
-        heapq.heapify(free_at)
+        reserved, start = self._reserved, 0.0
         finishes: list[float | None] = []
         for waiter in waiters:
-            finish = free_at[0] + waiter.seconds * pace
+            pending, held, at = list(ends), reserved, start  # a copy: a refusal changes nothing
+            while pending and (
+                pending[0][0] <= at  # over by the time the one ahead started
+                or len(pending) >= self.max_running
+                or held + waiter.cost > self.memory_budget
+            ):
+                end, cost = heapq.heappop(pending)
+                at, held = max(at, end), held - cost
+            finish = at + waiter.seconds * pace
             if clock + finish > waiter.deadline:
                 finishes.append(None)
-            else:
-                heapq.heapreplace(free_at, finish)
-                finishes.append(finish)
+                continue
+            heapq.heappush(pending, (finish, waiter.cost))
+            ends, reserved, start = pending, held + waiter.cost, at
+            finishes.append(finish)
         return finishes
 
     def _overloaded(self) -> ImageError:

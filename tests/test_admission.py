@@ -258,21 +258,25 @@ async def test_waiters_that_can_no_longer_start_in_time_are_told_when_the_queue_
     assert trace.started == ["first", "next"]
 
 
-async def _refused_at_once(admission: Admission, *, seconds: float, budget: float) -> ImageError:
+async def _refused_at_once(
+    admission: Admission, *, seconds: float, budget: float, memory: int = 1
+) -> ImageError:
     """Ask for a slot for a transform planned at ``seconds`` with ``budget`` seconds left: it
     must be refused without waiting."""
     started = anyio.current_time()
     with pytest.raises(ImageError) as refused:
-        async with admission.slot(1, seconds=seconds, deadline=started + budget):
+        async with admission.slot(memory, seconds=seconds, deadline=started + budget):
             pass
     assert anyio.current_time() - started < 0.05
     return refused.value
 
 
-async def _timed_job(admission: Admission, seconds: float, *, deadline: float) -> None:
-    """A transform planned at ``seconds`` that takes that long."""
-    async with admission.slot(1, seconds=seconds, deadline=deadline):
-        await anyio.sleep(seconds)
+async def _timed_job(
+    admission: Admission, seconds: float, *, deadline: float, memory: int = 1, slower: float = 1.0
+) -> None:
+    """A transform planned at ``seconds`` that takes that long (``slower`` times that)."""
+    async with admission.slot(memory, seconds=seconds, deadline=deadline):
+        await anyio.sleep(seconds * slower)
 
 
 async def test_a_request_behind_long_transforms_is_refused_at_once_from_their_plans() -> None:
@@ -417,3 +421,136 @@ async def test_a_fresh_process_queues_with_a_wider_margin_until_it_has_measured_
         async with fresh.slot(1, seconds=1.0, deadline=far()):
             pass
     assert fresh.admit_margin == pytest.approx(2.25)
+
+
+async def test_one_stalled_small_transform_does_not_refuse_the_requests_behind_it() -> None:
+    """A 50 ms plan that runs 10 s and more (an image decoded whole, CPU steal): taken as the
+    machine's pace it made every estimate 150x too long, and requests were refused."""
+    admission = Admission(max_running=2, memory_budget=10**9, max_queue=10, trusted_after=0)
+    for _ in range(5):  # alone, each takes exactly its plan: pace 1
+        await _timed_job(admission, 0.2, deadline=far())
+    measured = admission.pace
+    stall = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _stalled(admission, stall))
+        await anyio.sleep(10.0)  # 200x its plan, and still running
+        started = anyio.current_time()
+        ran: list[float] = []
+
+        async def small() -> None:  # 0.2 s by its plan, 4 s of budget
+            async with admission.slot(1, seconds=0.2, deadline=started + 4.0):
+                ran.append(anyio.current_time() - started)
+                await anyio.sleep(0.2)
+
+        async with anyio.create_task_group() as smalls:  # an ImageError would fail the test
+            for _ in range(5):
+                smalls.start_soon(small)
+            await all_blocked()
+            # One runs beside the stall at once, the others queue for that slot: none refused.
+            assert (admission.running, admission.queued) == (2, 4)
+        assert ran == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])  # none told 503 while queued
+        assert admission.running == 1  # the stall goes on
+        before = admission.pace  # the small ones ran a little faster than planned, crowded
+        stall.set()
+    # Once over (~160x its plan, crowded), it moves the pace by at most 2 ** 0.5, like any other.
+    assert 0.7 * measured < before < admission.pace <= before * 2**0.5
+
+
+async def _stalled(admission: Admission, stall: anyio.Event) -> None:
+    async with admission.slot(1, seconds=0.05, deadline=far()):
+        await stall.wait()
+
+
+async def test_a_machine_uniformly_slower_raises_the_pace_and_refuses_at_once() -> None:
+    admission = Admission(max_running=1, memory_budget=10**9, max_queue=10, trusted_after=0)
+    plans = (0.1, 0.3, 0.2, 0.5)
+    for seconds in plans * 2:  # each takes its plan: pace 1
+        await _timed_job(admission, seconds, deadline=far())
+    assert admission.pace == pytest.approx(1.0)
+    # ~1 s ahead and ~1 s of its own: 2 s, x1.5 margin, inside 3.5 s.
+    assert await _queued_behind_one(admission, 3.5)
+    for seconds in plans * 4:  # now every transform takes 3x its plan
+        await _timed_job(admission, seconds, deadline=far(), slower=3.0)
+    assert 2.2 < admission.pace < 3.3
+    # Alone: planned 1 s, ~3 s at this pace, with 2 s left.
+    assert (await _refused_at_once(admission, seconds=1.0, budget=2.0)).status == 503
+    assert not await _queued_behind_one(admission, 3.5)  # ~6 s now: refused at once
+
+
+async def test_running_transforms_all_past_their_plans_raise_the_pace_before_they_finish() -> None:
+    """At the start of a burst nothing has finished: the running ones already tell."""
+    admission = Admission(max_running=2, memory_budget=10**9, max_queue=10, trusted_after=0)
+    for _ in range(5):
+        await _timed_job(admission, 0.5, deadline=far())
+    at_rest = admission.expected_seconds
+    release = anyio.Event()
+
+    async def slow() -> None:
+        async with admission.slot(1, seconds=0.5, deadline=far()):
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow)
+        await anyio.sleep(0.1)
+        crowded = admission.expected_seconds  # one running: no overrun yet
+        tg.start_soon(slow)
+        await anyio.sleep(3.0)  # both at 6x their plans (4.6x alone)
+        raised = admission.expected_seconds
+        release.set()
+    assert crowded == pytest.approx(at_rest)  # one running, not yet past its plan
+    crowding = 1.3  # two at once on two slots
+    # 2x: each of the two counts at most 2 ** 0.5 (4.6x alone would be its old worst overrun).
+    assert raised == pytest.approx(2 * at_rest * crowding)
+
+
+async def test_a_request_whose_wait_for_memory_outlasts_its_budget_is_refused_at_once() -> None:
+    admission = Admission(max_running=4, memory_budget=100, max_queue=10, trusted_after=0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _timed_job(admission, 2.0, deadline=far(), memory=80))
+        await all_blocked()
+        # Three slots free, but 80 + 40 > 100: it would start at ~2 s, end at ~2.5 s.
+        refused = await _refused_at_once(admission, seconds=0.5, budget=2.0, memory=40)
+        assert refused.status == 503
+        assert admission.queued == 0
+        started = anyio.current_time()
+        async with admission.slot(40, seconds=0.5, deadline=started + 5.0):  # 2.5 s x1.5 < 5
+            waited = anyio.current_time() - started
+        assert waited == pytest.approx(2.0)  # as soon as the 80 were given back
+
+
+async def test_memory_waits_count_for_the_requests_queued_behind_them() -> None:
+    admission = Admission(max_running=4, memory_budget=100, max_queue=10, trusted_after=0)
+    ran: list[str] = []
+
+    async def job(name: str, memory: int, seconds: float, budget: float) -> None:
+        async with admission.slot(memory, seconds=seconds, deadline=started + budget):
+            ran.append(name)
+            await anyio.sleep(seconds)
+
+    started = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(job, "big", 80, 2.0, 60.0)
+        await all_blocked()
+        tg.start_soon(job, "waits for memory", 40, 0.5, 60.0)
+        await all_blocked()
+        # Small, and a slot is free, but first come first served: it starts after the 40,
+        # which waits ~2 s for memory. 2.5 s x1.5 is beyond 3 s.
+        await _refused_at_once(admission, seconds=0.2, budget=3.0)
+        tg.start_soon(job, "small", 1, 0.2, 5.0)  # ~2.2 s x1.5 < 5 s: waits its turn
+        await all_blocked()
+        assert admission.queued == 2
+    assert ran == ["big", "waits for memory", "small"]
+
+
+async def test_a_lone_transform_over_its_budget_is_refused_at_once() -> None:
+    admission = Admission(max_running=2, memory_budget=10**9, max_queue=10, trusted_after=0)
+    refused = await _refused_at_once(admission, seconds=3.0, budget=2.0)  # nothing ahead of it
+    assert refused.status == 503
+    assert refused.message == "The image optimizer is busy; retry shortly"
+    assert refused.category == "overload"
+    assert refused.headers["Cache-Control"] == "no-store"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert (admission.running, admission.queued) == (0, 0)
+    # Within its budget by its plan: it starts (no margin for one that would start now).
+    async with admission.slot(1, seconds=1.5, deadline=anyio.current_time() + 2.0):
+        assert admission.running == 1
