@@ -138,6 +138,21 @@ async def test_a_burst_beyond_the_queue_gets_fast_503s_and_the_rest_correct_imag
         assert int(refused.headers["retry-after"]) >= 1
 
 
+async def test_a_transform_whose_plan_alone_overruns_the_budget_is_refused_at_once(
+    tmp_path: Path, client_for: Any, held: HeldTransforms
+) -> None:
+    """Nothing runs or waits, but a 3840 px AVIF of a 16 MP photo is ~5 s on a reference core
+    by its plan, beyond a 3 s budget: 503 busy before its transform starts, not a 504 (or the
+    original bytes) once the budget has run out."""
+    (tmp_path / "big.jpg").write_bytes(imagegen.jpeg(4000, 4000))
+    client = client_for(optimizer_for(tmp_path, timeout=3.0))
+    response = await client.get(query("big.jpg", 3840), headers={"accept": "image/avif"})
+    assert (response.status_code, response.text) == (503, BUSY)
+    assert response.headers["cache-control"] == "no-store"
+    assert int(response.headers["retry-after"]) >= 1
+    assert held.started == 0  # refused before any transform started
+
+
 async def test_the_memory_budget_runs_big_transforms_one_at_a_time(
     heavy: Path, client_for: Any
 ) -> None:
