@@ -1,5 +1,6 @@
 """``next-image``: serve the optimizer locally, print the resolved config, invoke the handler,
-warm a store, purge image URLs from it."""
+warm a store (or write a static export's variants as files), purge image URLs from it, write the
+custom ``next/image`` loader."""
 
 from __future__ import annotations
 
