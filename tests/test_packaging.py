@@ -78,7 +78,8 @@ def test_one_version_for_both_distributions_and_the_changelog(dists: dict[str, P
     version = handler.__version__
     assert {f"next_image_cdk-{version}.tar.gz", f"next_image_lambda-{version}.tar.gz"} <= set(dists)
     changelog = (ROOT / "CHANGELOG.md").read_text()
-    assert re.findall(r"^## (\S+)", changelog, re.MULTILINE)[0] == version
+    released = re.findall(r"^## (\d\S*)", changelog, re.MULTILINE)  # after any "## Unreleased"
+    assert released[0] == version
 
 
 def test_building_twice_gives_the_same_bytes(dists: dict[str, Path], tmp_path: Path) -> None:
