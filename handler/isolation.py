@@ -5,9 +5,10 @@ One child per admission slot (``Admission.max_running``: a transform runs in a c
 it holds a slot, so one is always free for it), forked from a forkserver that has pyvips loaded
 (a child is ready in about 10 ms) and started ahead of need: a child that died, was killed or
 has run ``transforms_per_child`` transforms is replaced at once, before the next transform asks.
-A transform sends the plan's figures and the source bytes over a socket pair; the child reads
-the header again, builds the same ``Plan`` and calls the pipeline's own ``run_transform``. Only
-the encoded image comes back (a fallback is the original, which the parent has).
+A transform sends the plan's figures, the header fields the transform reads (``_Header``) and
+the source bytes over a socket pair; the child builds the same ``Plan`` and calls the pipeline's
+own ``run_transform``. Only the encoded image comes back (a fallback or an original is the
+source, which the parent has).
 
 Each transform runs under two memory limits derived from its plan (``Plan.memory``, what
 admission control reserved for it):
@@ -114,7 +115,36 @@ class _Job:
     deadline: float | None  # time.monotonic(), the same clock in every process
     address_allowance: int  # bytes of address space over what the child holds now
     source_bytes: int
+    header: _Header
     fault: FaultAction | None = None
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What ``run_transform`` reads of a plan's header (its orientation and colour handling:
+    the interpretation, the EXIF orientation, whether there is an ICC profile), sent with the
+    job so that the child need not read the header again: for a JPEG with Photoshop's extended
+    XMP (5 MB of APP1 segments) that costs 10 ms of CPU. tests/test_isolation.py holds the
+    child's bytes to the worker's."""
+
+    interpretation: str
+    orientation: Any  # the field's value, or None without one
+    icc: bool
+
+    @classmethod
+    def of(cls, header: pyvips.Image) -> _Header:
+        orientation = header.get("orientation") if header.get_typeof("orientation") else None
+        return cls(header.interpretation, orientation, bool(header.get_typeof("icc-profile-data")))
+
+    def image(self) -> pyvips.Image:
+        """A 1x1 image carrying these fields and no others (the ICC profile's presence only:
+        the profile itself is read from the source by ``thumbnail``)."""
+        image = pyvips.Image.black(1, 1).copy(interpretation=self.interpretation)
+        if self.orientation is not None:
+            image.set_type(pyvips.GValue.gint_type, "orientation", self.orientation)
+        if self.icc:
+            image.set_type(pyvips.GValue.blob_type, "icc-profile-data", b"\0")
+        return image
 
 
 @dataclass(frozen=True)
@@ -324,6 +354,7 @@ class IsolatedTransforms:
             deadline,
             allowance,
             len(plan.source),
+            _Header.of(plan.header),
             fault.action if fault else None,
         )
         resident_limit = child.anon_bytes() + int(plan.memory * RESIDENT_FACTOR)
@@ -447,14 +478,13 @@ def _transform(
     try:
         if job.fault is not None:
             _fault(job.fault, conn, job.address_allowance)
-        header = pyvips.Image.new_from_buffer(source, "")  # lazy: the header only
         plan = Plan(
             source,
             job.upstream,
             job.content_type,
             job.width,
             job.quality,
-            header,
+            job.header.image(),
             job.memory,
             job.seconds,
         )

@@ -23,11 +23,13 @@ from starlette.testclient import TestClient
 from support import HANG_SECONDS, wait_for, wait_until
 
 from handler import errors, service
+from handler.animated import AnimatedOptions
 from handler.app import create_app
 from handler.config import ImagesConfig
 from handler.isolation import Fault, FaultAction, IsolatedTransforms
 from handler.keys import pointer_key, variant_key
 from handler.optimizer import Optimizer
+from handler.pipeline import Plan, plan_transform, run_transform, setup_libvips
 from handler.settings import Settings
 from handler.stores.memory import MemoryStore
 from handler.wiring import build_app, build_optimizer
@@ -255,6 +257,53 @@ async def test_a_child_is_replaced_after_its_transforms_per_child(
     wait_for(lambda: not Path(f"/proc/{first}").exists(), "the retired child to exit")
     assert_webp(await app.get("after.jpg", 128), width=128)
     assert app.pool.pids() == [second] and app.pool.failures == {}
+
+
+@pytest.fixture(scope="module")
+def one_child() -> Iterator[IsolatedTransforms]:
+    setup_libvips()  # for the transforms made in this process, to compare
+    pool = IsolatedTransforms(ImagesConfig(), children=1, transforms_per_child=500)
+    yield pool
+    pool.close()
+
+
+# What the child gets of a plan's header is what the transform reads of it: these sources take
+# every branch that reads it (orientation, ICC and CMYK handling, alpha, an animation).
+SOURCES: dict[str, tuple[bytes, str]] = {
+    "JPEG turned by EXIF": (imagegen.jpeg(300, 200, orientation=6), "image/webp"),
+    "JPEG mirrored by EXIF": (imagegen.jpeg(300, 200, orientation=2), "image/jpeg"),
+    "JPEG in Display P3": (imagegen.jpeg(300, 200, icc="p3"), "image/webp"),
+    "CMYK JPEG": (imagegen.jpeg(300, 200, icc="cmyk"), "image/jpeg"),
+    "CMYK JPEG without its profile": (
+        imagegen.jpeg(300, 200, icc="cmyk", embed_profile=False),
+        "image/webp",
+    ),
+    "PNG with alpha": (imagegen.png(300, 200, alpha=True), "image/avif"),
+    "16-bit PNG": (imagegen.png(300, 200, bits=16), "image/png"),
+    "WebP with alpha": (imagegen.webp(300, 200, alpha=True), "image/webp"),
+    "TIFF": (imagegen.tiff(300, 200), ""),
+    "animated GIF": (imagegen.animated_gif(3, 120, 80), "image/webp"),
+}
+
+
+@pytest.mark.parametrize("name", SOURCES)
+async def test_a_child_makes_the_bytes_the_worker_would(
+    one_child: IsolatedTransforms, name: str
+) -> None:
+    source, mime_type = SOURCES[name]
+    plan = plan_transform(
+        source,
+        width=64,
+        quality=75,
+        mime_type=mime_type,
+        config=ImagesConfig(),
+        animated=AnimatedOptions(mode="webp"),
+    )
+    assert isinstance(plan, Plan)
+    deadline = anyio.current_time() + HANG_SECONDS
+    in_child = await one_child.run(plan, deadline=deadline)
+    assert in_child == run_transform(plan, ImagesConfig(), deadline=deadline)
+    assert in_child.kind == "optimized"
 
 
 @pytest.fixture
