@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from aws_cdk import App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
@@ -56,6 +56,7 @@ def props_from_context(app: App) -> NextImageOptimizerProps:
         variant_expiry_days=int(get("variantExpiryDays", 30)),
         variants_prefix=get("variantsPrefix", ""),
         fast_first_view_seconds=float(fast) if (fast := get("fastFirstView")) else None,
+        animated=cast(Literal["passthrough", "webp"], get("animated", "passthrough")),
         layers_dir=Path(layers_dir) if layers_dir else None,
         origin_shield_region=get("originShieldRegion"),
         monitoring=str(get("monitoring", True)).lower() not in ("false", "0", "no", "off"),

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from handler.accept import negotiate
+from handler.config import load_images_config
 from handler.errors import ImageError
+from handler.validate import validate_params
 from next_image_cdk.bundled_config import (
     CLOUDFRONT_DIR,
     CLOUDFRONT_FUNCTION_MAX_BYTES,
@@ -59,8 +61,11 @@ def node() -> str:
     return path
 
 
-def run_function(formats: Sequence[str], headers: Sequence[str | None]) -> list[str]:
-    payload = json.dumps({"code": render_accept_function(tuple(formats)), "headers": headers})
+def run_function(
+    formats: Sequence[str], headers: Sequence[str | None], *, animated_webp: bool = False
+) -> list[str]:
+    code = render_accept_function(tuple(formats), animated_webp=animated_webp)
+    payload = json.dumps({"code": code, "headers": headers})
     done = subprocess.run(
         [node(), "-e", RUNNER], input=payload, capture_output=True, text=True, check=True
     )
@@ -122,6 +127,32 @@ def test_server_negotiates_the_same_for_forwarded_and_raw_accept(formats: list[s
         if not outcome.startswith("error"):
             # The point of normalising: "*/*" or the negotiated type, not the browser's header.
             assert sent == "*/*" or sent.split(";")[0] in formats, (raw, sent)
+
+
+def _params(header: str | None, formats: Sequence[str]) -> tuple[str, bool] | str:
+    """What the origin takes from Accept with animated WebP on: the type, and whether a browser
+    that gets AVIF takes WebP too (``ImageParams.also_webp``)."""
+    config = load_images_config(json.dumps({"formats": list(formats)}))
+    try:
+        params = validate_params("url=/a.gif&w=640&q=75", header, config)
+    except ImageError as exc:
+        return f"error {exc.status}"
+    return params.mime_type, params.also_webp
+
+
+@pytest.mark.parametrize("formats", FORMAT_SETS, ids=lambda f: "+".join(f))
+def test_with_animated_webp_the_origin_also_learns_whether_webp_is_taken(
+    formats: list[str],
+) -> None:
+    headers: list[str | None] = [c["accept"] for c in CASES]
+    headers += fuzz_headers(1500, seed=len(formats) * 11 + len(formats[0]))
+    forwarded = run_function(formats, headers, animated_webp=True)
+    for raw, sent in zip(headers, forwarded, strict=True):
+        assert _params(sent, formats) == _params(raw, formats), (raw, sent)
+    both = "image/avif,image/webp" in forwarded
+    assert both == ({"image/avif", "image/webp"} <= set(formats))  # only with both formats
+    chrome = "image/avif,image/webp,image/apng,*/*;q=0.8"
+    assert run_function(formats, [chrome])[0].split(",")[0] in formats  # off: one type
 
 
 def test_config_reader(tmp_path: Path) -> None:

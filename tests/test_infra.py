@@ -76,6 +76,7 @@ def full(layers: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "variantsPrefix": "site/",
         "assetsPrefix": "assets/",
         "fastFirstView": "0.5",
+        "animated": "webp",
         "originShieldRegion": "eu-west-1",
         "layersDir": str(layers),
         "stackName": "NextImageTest",
@@ -170,6 +171,35 @@ def test_image_cache_key_is_url_w_q_dpl_and_normalised_accept(full: Synth) -> No
     code = full.one("AWS::CloudFront::Function")
     assert code["FunctionConfig"]["Runtime"] == "cloudfront-js-2.0"
     assert 'var FORMATS = ["image/avif", "image/webp"];' in code["FunctionCode"]
+
+
+def test_animated_webp_is_opt_in(full: Synth, attached: Synth) -> None:
+    """``animated="webp"`` (context ``animated``) sets the function's NEXT_IMAGE_ANIMATED, and the
+    edge then forwards whether a browser that gets AVIF takes WebP too; by default neither: Next's
+    pass-through, and the templates of deployments that leave it off are unchanged."""
+
+    def function_env(synth: Synth) -> dict[str, str]:
+        env: dict[str, str] = next(
+            f["Properties"]["Environment"]["Variables"]
+            for f in synth.resources("AWS::Lambda::Function").values()
+            if f["Properties"].get("Handler") == "handler.lambda_handler.handler"
+        )
+        return env
+
+    def accept_code(synth: Synth) -> str:
+        code: str = next(
+            f["Properties"]["FunctionCode"]
+            for f in synth.resources("AWS::CloudFront::Function").values()
+            if "var FORMATS" in f["Properties"]["FunctionCode"]
+        )
+        return code
+
+    assert function_env(full)["NEXT_IMAGE_ANIMATED"] == "webp"
+    assert "var ALSO_WEBP = true;" in accept_code(full)  # AVIF and WebP configured
+    assert "NEXT_IMAGE_ANIMATED" not in function_env(attached)
+    assert "var ALSO_WEBP = false;" in accept_code(attached)
+    with pytest.raises(ValueError, match="animated"):
+        validate(NextImageOptimizerProps(app_origin_domain="a.ex", animated="gif"))  # type: ignore[arg-type]
 
 
 def test_variants_are_served_from_s3_by_path_under_the_prefix(full: Synth) -> None:

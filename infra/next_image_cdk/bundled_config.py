@@ -15,6 +15,7 @@ from typing import Any
 CLOUDFRONT_DIR = Path(__file__).parent / "cloudfront"
 ACCEPT_FUNCTION_SOURCE = CLOUDFRONT_DIR / "normalize_accept.js"
 FORMATS_PLACEHOLDER = "__NEXT_IMAGE_FORMATS__"
+ALSO_WEBP_OFF, ALSO_WEBP_ON = "var ALSO_WEBP = false;", "var ALSO_WEBP = true;"
 STATIC_SITE_FUNCTION_SOURCE = CLOUDFRONT_DIR / "static_site.js"
 SITE_PLACEHOLDERS = ("__NEXT_TRAILING_SLASH__", "__NEXT_BASE_PATH__")
 # CloudFront Functions reject code over 10 KB.
@@ -95,12 +96,22 @@ def load_images_config(
     return BundledConfig("images-config.json", images, images)
 
 
-def render_accept_function(formats: tuple[str, ...]) -> str:
-    """The viewer-request function with the configured formats templated in."""
+def render_accept_function(formats: tuple[str, ...], *, animated_webp: bool = False) -> str:
+    """The viewer-request function with the configured formats templated in.
+
+    ``animated_webp`` (``NEXT_IMAGE_ANIMATED=webp``): with AVIF and WebP both configured, a
+    browser that gets AVIF and names WebP too is forwarded as ``image/avif,image/webp``, so the
+    function knows an animation may be sent to it as WebP.
+    """
     source = ACCEPT_FUNCTION_SOURCE.read_text()
-    if source.count(FORMATS_PLACEHOLDER) != 1:
-        raise ValueError(f"{ACCEPT_FUNCTION_SOURCE.name} must contain {FORMATS_PLACEHOLDER} once")
+    if source.count(FORMATS_PLACEHOLDER) != 1 or source.count(ALSO_WEBP_OFF) != 1:
+        raise ValueError(
+            f"{ACCEPT_FUNCTION_SOURCE.name} must contain {FORMATS_PLACEHOLDER} and "
+            f"{ALSO_WEBP_OFF!r} once each"
+        )
     code = source.replace(FORMATS_PLACEHOLDER, json.dumps(list(formats)))
+    if animated_webp and set(NEXT_FORMATS) <= set(formats):
+        code = code.replace(ALSO_WEBP_OFF, ALSO_WEBP_ON)
     size = len(code.encode())
     if size > CLOUDFRONT_FUNCTION_MAX_BYTES:
         raise ValueError(f"CloudFront Function is {size} bytes, over the 10 KB limit")

@@ -143,6 +143,9 @@ class NextImageOptimizerProps:
     """``NEXT_IMAGE_FAST_FIRST_VIEW``: an AVIF miss planned to take longer is answered with WebP
     for 10 s, and the AVIF is produced by an asynchronous invocation of the function (granted
     here). None: Next's behaviour, every AVIF miss waits for its AVIF."""
+    animated: Literal["passthrough", "webp"] = "passthrough"
+    """``NEXT_IMAGE_ANIMATED``: ``webp`` resizes animated GIF and WebP frame by frame to animated
+    WebP for browsers that accept WebP; ``passthrough``: Next's behaviour, served as they are."""
     layer_arns: Sequence[str] = ()
     """Published layers holding pyvips and the function's dependencies (first choice)."""
     layer_zips: Sequence[Path] = ()
@@ -210,6 +213,8 @@ def validate(props: NextImageOptimizerProps) -> float:
         raise ValueError(f"origin_shield_region is a region code like 'eu-west-1', got {region!r}")
     if props.alarm_topic is not None and not props.monitoring:
         raise ValueError("alarm_topic is given but monitoring is off")
+    if props.animated not in ("passthrough", "webp"):
+        raise ValueError(f"animated is 'passthrough' or 'webp', got {props.animated!r}")
     return budget
 
 
@@ -465,6 +470,8 @@ class NextImageOptimizer(Construct):
             environment["NEXT_IMAGE_MAX_ATTEMPTS"] = str(props.max_attempts)
         if props.fast_first_view_seconds is not None:
             environment["NEXT_IMAGE_FAST_FIRST_VIEW"] = f"{props.fast_first_view_seconds:g}"
+        if props.animated != "passthrough":
+            environment["NEXT_IMAGE_ANIMATED"] = props.animated
         function = lambda_.Function(
             self,
             "Function",
@@ -689,7 +696,9 @@ class NextImageOptimizer(Construct):
         accept = cloudfront.Function(
             self,
             "NormalizeAccept",
-            code=cloudfront.FunctionCode.from_inline(render_accept_function(self.images.formats)),
+            code=cloudfront.FunctionCode.from_inline(
+                render_accept_function(self.images.formats, animated_webp=props.animated == "webp")
+            ),
             runtime=cloudfront.FunctionRuntime.JS_2_0,
             comment="Accept -> the one format Next would negotiate (cache key)",
         )

@@ -16,8 +16,14 @@
 // A malformed header is left untouched, so the origin answers 400 for it as it would without
 // CloudFront. FORMATS is filled in at synth time from the app's images config (concrete types
 // only: image/avif and/or image/webp).
+//
+// ALSO_WEBP is turned on at synth time with animated WebP (NEXT_IMAGE_ANIMATED=webp) and both
+// formats: the origin then also needs to know whether a browser that gets AVIF takes WebP too
+// (what an animation becomes), so such a browser's Accept is forwarded as "image/avif,image/webp",
+// which the origin negotiates to AVIF all the same.
 
 var FORMATS = __NEXT_IMAGE_FORMATS__;
+var ALSO_WEBP = false;
 var ANY = '*/*';
 
 // Deliberately the same loose pattern Next uses: the anchors bind only to the first and last
@@ -169,8 +175,13 @@ function rawAccept(headers) {
 function handler(event) {
     var request = event.request;
     var mime;
+    var raw = rawAccept(request.headers);
     try {
-        mime = negotiate(rawAccept(request.headers), FORMATS);
+        mime = negotiate(raw, FORMATS);
+        if (ALSO_WEBP && mime.split(';')[0] === 'image/avif'
+                && negotiate(raw, ['image/webp']).split(';')[0] === 'image/webp') {
+            mime += ',image/webp';
+        }
     } catch (e) {
         if (e instanceof MalformedAccept) {
             return request;
