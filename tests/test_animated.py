@@ -409,3 +409,15 @@ def test_in_an_isolated_child_too(make_app: MakeApp, public_dir: Path) -> None:
         assert not pool.failures
     finally:
         pool.close()
+
+
+def test_warm_asks_as_the_browsers_that_will_come() -> None:
+    """``next-image warm`` asks each format with the Accept a browser getting it sends, so with
+    animated WebP on, an AVIF browser's variants (keyed as taking WebP too) are the ones made."""
+    from devtools.warm.images import jobs
+
+    both = load_images_config('{"formats": ["image/avif", "image/webp"]}')
+    made = {validate_params(j.query, j.accept, both) for j in jobs(["/a.gif"], both, widths=[640])}
+    query = "url=%2Fa.gif&w=640&q=75"
+    assert validate_params(query, BOTH, both) in made  # Chrome, Firefox, Safari
+    assert validate_params(query, "image/webp,*/*", both) in made

@@ -62,7 +62,7 @@ def jobs(
     """
     sizes = sorted(set(widths or config.sizes))
     chosen_qualities = sorted(set(qualities or config.qualities or (DEFAULT_QUALITY,)))
-    accepts = list(config.formats) or [ANY_FORMAT]
+    accepts = [browser_accept(f, config.formats) for f in config.formats] or [ANY_FORMAT]
     return [
         Job(url, width, quality, accept)
         for url in urls
@@ -70,6 +70,15 @@ def jobs(
         for quality in chosen_qualities
         for width in sizes
     ]
+
+
+def browser_accept(fmt: str, formats: Sequence[str]) -> str:
+    """The Accept a browser that gets ``fmt`` sends: one that gets AVIF names WebP too when
+    both are configured (every such browser does; with ``NEXT_IMAGE_ANIMATED=webp`` its
+    animations are sent as WebP, under keys of their own), as the edge forwards it too."""
+    if fmt == "image/avif" and "image/webp" in formats:
+        return "image/avif,image/webp"
+    return fmt
 
 
 def disallowed(config: ImagesConfig, *, widths: Sequence[int], qualities: Sequence[int]) -> str:
