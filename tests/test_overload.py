@@ -100,7 +100,8 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldTransforms]:
 async def test_a_burst_beyond_the_queue_gets_fast_503s_and_the_rest_correct_images(
     heavy: Path, client_for: Any, held: HeldTransforms
 ) -> None:
-    optimizer = optimizer_for(heavy, max_transforms=1, max_queue=1)
+    # A budget only a hang reaches: the transforms run niced, and beside CPU hogs take long.
+    optimizer = optimizer_for(heavy, max_transforms=1, max_queue=1, timeout=2 * HANG_SECONDS)
     admission = optimizer.admission
     client = client_for(optimizer)
     answers: dict[int, httpx.Response] = {}
@@ -156,7 +157,7 @@ async def test_a_transform_whose_plan_alone_overruns_the_budget_is_refused_at_on
 async def test_the_memory_budget_runs_big_transforms_one_at_a_time(
     heavy: Path, client_for: Any
 ) -> None:
-    optimizer = optimizer_for(heavy, max_transforms=2, memory_budget=1)
+    optimizer = optimizer_for(heavy, max_transforms=2, memory_budget=1, timeout=2 * HANG_SECONDS)
     client = client_for(optimizer)
     most_running = 0
     statuses: list[int] = []
@@ -181,7 +182,7 @@ async def test_a_hit_never_waits_behind_running_transforms(
     """Before admission control a hit waited 15 s behind transforms. Here the transforms are held
     until the hits are answered, so a hit that waited for one would never be answered; how long a
     hit takes during a burst is bench/budgets.py's (and overload.py's)."""
-    optimizer = optimizer_for(heavy, max_transforms=1)
+    optimizer = optimizer_for(heavy, max_transforms=1, timeout=2 * HANG_SECONDS)
     client = client_for(optimizer)
     hit = query("small.png", 64)
     held.release.set()
