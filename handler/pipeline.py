@@ -150,7 +150,7 @@ class Plan:
         Read from the bytes, not stored: a process that rebuilds a plan from its figures (an
         isolated transform's child) finds the same answer.
         """
-        return is_animated(self.source, self.upstream)
+        return self.content_type == WEBP and is_animated(self.source, self.upstream)
 
 
 def transform_image(
