@@ -47,6 +47,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import select
 import signal
 import socket
 import threading
@@ -175,20 +176,29 @@ class _Child:
         self.sock = _raw(conn)
         self.transforms = 0
         self.healthy = True
+        self._poller = select.poll()  # one for its life: cheaper than Connection.poll's own
+        self._poller.register(conn.fileno(), select.POLLIN)
+        try:  # open for the child's life: read 100 times a second while it transforms
+            self._statm = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY)
+        except OSError:  # already gone: its pipe says so
+            self._statm = -1
 
     @property
     def pid(self) -> int:
         assert self.process.pid is not None
         return self.process.pid
 
+    def answered(self, seconds: float) -> bool:
+        """Whether it answered (or hung up) within ``seconds``."""
+        return bool(self._poller.poll(seconds * 1000))
+
     def anon_bytes(self) -> int:
         """Resident anonymous memory (heap, not the libraries' pages); 0 once gone."""
         try:
-            with open(f"/proc/{self.pid}/statm", "rb") as statm:
-                fields = statm.read().split()
-        except OSError:
+            fields = os.pread(self._statm, 128, 0).split()
+            return (int(fields[1]) - int(fields[2])) * _PAGE
+        except (OSError, ValueError, IndexError):
             return 0
-        return (int(fields[1]) - int(fields[2])) * _PAGE
 
     def kill(self) -> None:
         self.healthy = False
@@ -200,6 +210,9 @@ class _Child:
         self.healthy = False
         self.sock.close()
         self.conn.close()
+        if self._statm >= 0:
+            os.close(self._statm)
+            self._statm = -1
         self.process.join(START_SECONDS)
         if self.process.exitcode is None:
             self.kill()
@@ -289,15 +302,19 @@ class IsolatedTransforms:
         """Stop ``child`` (in the background) and start its successor at once."""
         if child.healthy:
             self.retired += 1
-        self._starter.submit(child.stop)
+        try:
+            self._starter.submit(child.stop)
+        except RuntimeError:  # closed meanwhile (a transform outlived the app): no more starts
+            child.kill()
         return self._start()
 
     def _start(self) -> Future[_Child]:
-        if self._closed:
-            failed: Future[_Child] = Future()
-            failed.set_exception(RuntimeError("the transform children are closed"))
-            return failed
-        return self._starter.submit(self._start_child)
+        with contextlib.suppress(RuntimeError):  # the starter shut down by ``close`` meanwhile
+            if not self._closed:
+                return self._starter.submit(self._start_child)
+        failed: Future[_Child] = Future()
+        failed.set_exception(RuntimeError("the transform children are closed"))
+        return failed
 
     def _start_child(self) -> _Child:
         ours, theirs = _CONTEXT.Pipe()
@@ -368,7 +385,7 @@ class IsolatedTransforms:
                 fault.pid = child.pid
                 fault.started.set()
             released = fault is None
-            while not child.conn.poll(POLL_SECONDS):
+            while not child.answered(POLL_SECONDS):
                 if fault is not None and not released and fault.release.is_set():
                     child.conn.send_bytes(b"go")
                     released = True

@@ -215,7 +215,7 @@ async def test_a_transform_over_its_memory_limit_fails_its_request_alone(
 async def test_a_transform_past_the_request_deadline_is_a_504_and_its_child_is_killed(
     isolated_for: Callable[..., Isolated],
 ) -> None:
-    app = isolated_for(timeout=1.0)  # the hung transform waits this long, nothing else does
+    app = isolated_for(timeout=3.0)  # the hung transform waits this long, nothing else does
     await app.ready_children(2)
     hang = Fault("hang")
     app.pool.inject(hang)
