@@ -1,5 +1,6 @@
 """The filesystem store's in-memory tier: hot hits without a file read or a thread, a byte bound,
-and pointers refreshed by another process seen within the pointer TTL.
+pointers refreshed or removed by another process seen at once (their file's identity), and
+files the page cache holds read on the event loop.
 
 (The store contract itself runs on the tiered store in ``test_stores.py``.)
 """
@@ -7,6 +8,7 @@ and pointers refreshed by another process seen within the pointer TTL.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,13 @@ import anyio
 import pytest
 from support import MakeApp
 
+from handler.keys import pointer_key
 from handler.settings import Settings
+from handler.stores import filesystem
 from handler.stores.base import Pointer, Variant
-from handler.stores.filesystem import FilesystemStore
+from handler.stores.filesystem import FilesystemStore, NotCached
 from handler.stores.guarded import GuardedStore
-from handler.stores.tiered import POINTER_TTL, VARIANT_TTL, TieredStore
+from handler.stores.tiered import RECENCY_SECONDS, TieredStore
 from handler.wiring import build_store
 
 POINTER = Pointer("ab" * 32, "etag", 'W/"1-2"', 14400, 1_800_000_000.0)
@@ -36,31 +40,62 @@ class Clock:
         return self.now
 
 
-def forget_files(root: Path) -> None:
+def forget_files(root: Path, folders: tuple[str, ...] = ("pointers", "variants")) -> None:
     """Remove every record behind the store's back (as another worker's eviction would)."""
-    for folder in ("pointers", "variants"):
+    for folder in folders:
         shutil.rmtree(root / folder, ignore_errors=True)
 
 
-def test_a_hit_after_a_write_reads_no_file(tmp_path: Path) -> None:
-    store = TieredStore(FilesystemStore(tmp_path))
+def not_cached(fd: int, size: int) -> bytes:
+    raise NotCached  # as if the page cache held none of the file
+
+
+def held(store: TieredStore, key: str) -> bool:
+    """Whether the tier holds this variant in memory (no file is read to tell)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(filesystem, "_read_cached", not_cached)
+        return store.cached_variant(key) is not None
+
+
+def test_a_hit_after_a_write_reads_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = FilesystemStore(tmp_path)
+    store = TieredStore(folder)
     store.put_pointer("p", POINTER)
     store.put_variant("src/640w", VARIANT)
     assert (tmp_path / "pointers" / "p").is_file()  # written through to the folder
-    forget_files(tmp_path)
+    assert (tmp_path / "variants" / "src" / "640w").is_file()
+    monkeypatch.setattr(folder, "read_pointer", None)
+    monkeypatch.setattr(folder, "read_variant", None)
     assert store.get_pointer("p") == POINTER
     assert store.get_variant("src/640w") == VARIANT
     assert store.cached_pointer("p") == POINTER
     assert store.cached_variant("src/640w") == VARIANT
 
 
-def test_a_record_read_from_the_folder_is_then_served_from_memory(tmp_path: Path) -> None:
+def test_a_record_read_from_the_folder_is_then_served_from_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     FilesystemStore(tmp_path).put_variant("src/640w", VARIANT)  # another process wrote it
     store = TieredStore(FilesystemStore(tmp_path))
-    assert store.cached_variant("src/640w") is None
+    with monkeypatch.context() as patch:
+        patch.setattr(filesystem, "_read_cached", not_cached)
+        assert store.cached_variant("src/640w") is None  # it would wait for the disk
     assert store.get_variant("src/640w") == VARIANT  # read from the folder once
     forget_files(tmp_path)
     assert store.get_variant("src/640w") == VARIANT
+
+
+def counting_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The calls ``anyio.to_thread.run_sync`` is given from now on."""
+    threads: list[Any] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        threads.append(args[0])
+        return await run_sync(*args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return threads
 
 
 def test_guarded_store_answers_tier_hits_on_the_event_loop(
@@ -70,43 +105,98 @@ def test_guarded_store_answers_tier_hits_on_the_event_loop(
     store.put_pointer("p", POINTER)
     store.put_variant("src/640w", VARIANT)
     FilesystemStore(tmp_path).put_pointer("cold", REFRESHED)
+    FilesystemStore(tmp_path).put_variant("src/750w", VARIANT)
     guarded = GuardedStore(store)
-    threads: list[Any] = []
-    run_sync = anyio.to_thread.run_sync
+    threads = counting_threads(monkeypatch)
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        threads.append(args[0])
-        return await run_sync(*args, **kwargs)
+    async def hits() -> list[object]:
+        return [
+            await guarded.get_pointer("p"),
+            await guarded.get_variant("src/640w"),
+            await guarded.get_pointer("cold"),  # not held, but its file is in the page cache
+            await guarded.get_variant("src/750w"),
+        ]
 
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-
-    async def hits() -> tuple[Pointer | None, Variant | None, Pointer | None]:
-        pointer = await guarded.get_pointer("p")
-        variant = await guarded.get_variant("src/640w")
-        assert threads == []  # both answered without a thread
-        return pointer, variant, await guarded.get_pointer("cold")
-
-    assert anyio.run(hits) == (POINTER, VARIANT, REFRESHED)
-    assert len(threads) == 1  # a miss of the tier goes to the folder, in a thread
+    assert anyio.run(hits) == [POINTER, VARIANT, REFRESHED, VARIANT]
+    assert threads == []  # all answered without a thread
 
 
-def test_a_pointer_refreshed_by_another_process_is_seen_after_the_pointer_ttl(
-    tmp_path: Path,
+def test_a_file_the_page_cache_lacks_is_read_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    FilesystemStore(tmp_path).put_pointer("cold", REFRESHED)
+    FilesystemStore(tmp_path).put_variant("src/640w", VARIANT)
+    guarded = GuardedStore(TieredStore(FilesystemStore(tmp_path)))
+    monkeypatch.setattr(filesystem, "_read_cached", not_cached)
+    threads = counting_threads(monkeypatch)
+
+    async def reads() -> list[object]:
+        return [await guarded.get_pointer("cold"), await guarded.get_variant("src/640w")]
+
+    assert anyio.run(reads) == [REFRESHED, VARIANT]
+    assert len(threads) == 2  # the event loop never waits for the disk
+    threads.clear()
+    assert anyio.run(reads) == [REFRESHED, VARIANT]
+    assert threads == []  # then held
+
+
+def test_a_held_pointer_costs_a_stat_and_no_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = FilesystemStore(tmp_path)
+    store = TieredStore(folder)
+    store.put_pointer("p", POINTER)
+    reads: list[str] = []
+    read = folder.read_pointer
+
+    def counted(key: str, **kwargs: Any) -> Any:
+        reads.append(key)
+        return read(key, **kwargs)
+
+    monkeypatch.setattr(folder, "read_pointer", counted)
+    assert [store.cached_pointer("p") for _ in range(3)] == [POINTER] * 3
+    assert reads == []
+
+
+def test_a_pointer_refreshed_by_another_process_is_seen_at_once(tmp_path: Path) -> None:
     clock = Clock()
     ours = TieredStore(FilesystemStore(tmp_path), clock=clock)
     theirs = TieredStore(FilesystemStore(tmp_path), clock=clock)  # another worker, same folder
     ours.put_pointer("p", POINTER)
+    assert ours.cached_pointer("p") == POINTER
     theirs.put_pointer("p", REFRESHED)
-    assert theirs.get_pointer("p") == REFRESHED
-    clock.now += POINTER_TTL * 0.9
-    assert ours.get_pointer("p") == POINTER  # stale here, for less than the TTL
-    clock.now += POINTER_TTL * 0.1
-    assert ours.cached_pointer("p") is None
+    assert ours.cached_pointer("p") == REFRESHED  # no clock moved: the file changed
     assert ours.get_pointer("p") == REFRESHED
+    ours.put_pointer("p", POINTER)
+    assert theirs.cached_pointer("p") == POINTER
 
 
-def test_a_hot_variant_is_read_from_the_folder_again_after_the_variant_ttl(
+def test_a_pointer_removed_by_another_process_is_a_miss_at_once(tmp_path: Path) -> None:
+    ours = TieredStore(FilesystemStore(tmp_path))
+    ours.put_pointer("p", POINTER)
+    ours.put_pointer("q", POINTER)
+    assert FilesystemStore(tmp_path).delete_pointers(["p"]) == 1  # next-image purge
+    assert ours.cached_pointer("p") is None
+    assert ours.get_pointer("p") is None
+    forget_files(tmp_path)  # evicted by another worker
+    assert ours.cached_pointer("q") is None
+
+
+def test_a_pointer_read_because_another_process_changed_it_is_not_touched(
+    tmp_path: Path,
+) -> None:
+    """So that workers serving the same pointer do not keep changing it for each other."""
+    ours = TieredStore(FilesystemStore(tmp_path))
+    ours.put_pointer("p", POINTER)
+    theirs = FilesystemStore(tmp_path)
+    assert theirs.get_pointer("p") == POINTER  # their read touches the file
+    touched = (tmp_path / "pointers" / "p").stat().st_mtime_ns
+    assert ours.cached_pointer("p") == POINTER  # read again, not touched
+    assert (tmp_path / "pointers" / "p").stat().st_mtime_ns == touched
+    assert ours.cached_pointer("p") == POINTER
+
+
+def test_a_held_record_is_read_from_the_folder_again_after_the_recency_interval(
     tmp_path: Path,
 ) -> None:
     """That read keeps it recently used in the folder's LRU, shared by every worker; and a
@@ -114,14 +204,21 @@ def test_a_hot_variant_is_read_from_the_folder_again_after_the_variant_ttl(
     clock = Clock()
     store = TieredStore(FilesystemStore(tmp_path), clock=clock)
     store.put_variant("src/640w", VARIANT)
-    path = tmp_path / "variants" / "src" / "640w"
-    written = path.stat().st_mtime_ns
-    clock.now += VARIANT_TTL
-    assert store.cached_variant("src/640w") is None
-    assert store.get_variant("src/640w") == VARIANT
-    assert path.stat().st_mtime_ns > written
+    store.put_pointer("p", POINTER)
+    variant = tmp_path / "variants" / "src" / "640w"
+    pointer = tmp_path / "pointers" / "p"
+    written = variant.stat().st_mtime_ns, pointer.stat().st_mtime_ns
+    clock.now += RECENCY_SECONDS * 0.9
+    assert store.cached_variant("src/640w") == VARIANT
+    assert store.cached_pointer("p") == POINTER
+    assert (variant.stat().st_mtime_ns, pointer.stat().st_mtime_ns) == written
+    clock.now += RECENCY_SECONDS * 0.1
+    assert store.cached_variant("src/640w") == VARIANT
+    assert store.cached_pointer("p") == POINTER
+    assert variant.stat().st_mtime_ns > written[0]
+    assert pointer.stat().st_mtime_ns > written[1]
     forget_files(tmp_path)
-    clock.now += VARIANT_TTL
+    clock.now += RECENCY_SECONDS
     assert store.get_variant("src/640w") is None
 
 
@@ -131,17 +228,17 @@ def test_the_tier_stays_within_its_byte_bound_least_recently_used_first(tmp_path
         store.put_variant(f"src/{n}w", VARIANT)
         assert store.get_variant("src/0w") == VARIANT  # read, so the most recently used
         assert 0 < store.tier_bytes <= 10_000
-    held = [n for n in range(30) if store.cached_variant(f"src/{n}w") is not None]
-    assert 0 in held
-    assert 2 < len(held) < 10
-    assert held[1:] == list(range(30 - len(held) + 1, 30))  # the newest, oldest evicted first
+    kept = [n for n in range(30) if held(store, f"src/{n}w")]
+    assert 0 in kept
+    assert 2 < len(kept) < 10
+    assert kept[1:] == list(range(30 - len(kept) + 1, 30))  # the newest, oldest evicted first
     assert store.get_variant("src/1w") == VARIANT  # still in the folder
 
 
 def test_a_record_larger_than_the_tier_is_only_in_the_folder(tmp_path: Path) -> None:
     store = TieredStore(FilesystemStore(tmp_path), max_bytes=500)
     store.put_variant("src/640w", VARIANT)
-    assert store.cached_variant("src/640w") is None
+    assert not held(store, "src/640w")
     assert store.tier_bytes == 0
     assert store.get_variant("src/640w") == VARIANT
 
@@ -156,11 +253,11 @@ def test_a_failed_write_drops_the_key_from_the_tier(
     def fails(key: str, pointer: Pointer) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(folder, "put_pointer", fails)
+    monkeypatch.setattr(folder, "write_pointer", fails)
     with pytest.raises(OSError):
         store.put_pointer("p", REFRESHED)
-    assert store.cached_pointer("p") is None  # the folder may hold either: ask it next time
-    assert store.get_pointer("p") == POINTER
+    assert store.tier_bytes == 0  # the folder may hold either: ask it next time
+    assert store.cached_pointer("p") == POINTER
 
 
 def test_a_slow_read_never_overwrites_a_write_made_meanwhile(
@@ -169,14 +266,14 @@ def test_a_slow_read_never_overwrites_a_write_made_meanwhile(
     folder = FilesystemStore(tmp_path)
     folder.put_pointer("p", POINTER)
     store = TieredStore(folder)
-    read = folder.get_pointer
+    read = folder.read_pointer
 
-    def read_then_overtaken(key: str) -> Pointer | None:
-        old = read(key)
+    def read_then_overtaken(key: str, **kwargs: Any) -> Any:
+        old = read(key, **kwargs)
         store.put_pointer(key, REFRESHED)  # another request's write lands during the read
         return old
 
-    monkeypatch.setattr(folder, "get_pointer", read_then_overtaken)
+    monkeypatch.setattr(folder, "read_pointer", read_then_overtaken)
     assert store.get_pointer("p") == POINTER  # that request sees what it read
     assert store.cached_pointer("p") == REFRESHED  # the tier keeps the newer write
     assert FilesystemStore(tmp_path).get_pointer("p") == REFRESHED
@@ -198,7 +295,25 @@ def test_the_app_serves_hits_from_the_tier(make_app: MakeApp, tmp_path: Path) ->
     app = make_app(store=TieredStore(FilesystemStore(root)))
     first = app.get("url=%2Ftest.jpg&w=640&q=75")
     assert first.headers["x-nextjs-cache"] == "MISS"
-    forget_files(root)
+    forget_files(root, ("variants",))  # the pointer is still there: its stat says unchanged
     again = app.get("url=%2Ftest.jpg&w=640&q=75")
     assert again.headers["x-nextjs-cache"] == "HIT"
     assert again.content == first.content
+
+
+def test_the_app_serves_a_pointer_another_worker_refreshed_at_once(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+    app = make_app(store=TieredStore(FilesystemStore(root)))
+    first = app.get("url=%2Ftest.jpg&w=640&q=75")
+    assert first.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+    assert app.get("url=%2Ftest.jpg&w=640&q=75").headers["x-nextjs-cache"] == "HIT"
+    theirs = FilesystemStore(root)  # another worker revalidated it: a longer max-age now
+    key = pointer_key("/test.jpg")
+    pointer = theirs.get_pointer(key)
+    assert pointer is not None
+    theirs.put_pointer(key, replace(pointer, max_age=86400, expire_at=pointer.expire_at + 72000))
+    again = app.get("url=%2Ftest.jpg&w=640&q=75")  # no clock moved
+    assert again.headers["x-nextjs-cache"] == "HIT"
+    assert again.headers["cache-control"] == "public, max-age=86400, must-revalidate"

@@ -146,9 +146,9 @@ def invalidation_path(image_path: str, url: str) -> str:
 def settle_seconds(store: StoreKind) -> float:
     """How long a process reading this store may still use a pointer it holds in memory."""
     from handler.stores.s3 import POINTER_MEMORY_SECONDS
-    from handler.stores.tiered import POINTER_TTL
 
-    held = {"s3": POINTER_MEMORY_SECONDS, "filesystem": POINTER_TTL}.get(store, 0.0)
+    # The filesystem store's hot tier holds none: it checks each pointer's file at every use.
+    held = {"s3": POINTER_MEMORY_SECONDS}.get(store, 0.0)
     return held + READY_SECONDS
 
 

@@ -29,6 +29,56 @@ _BOOKKEEPING = frozenset({_USAGE, _LOCKS})
 _TOTAL = struct.Struct("<q")
 _EVICTION_BATCH = 4096  # the least recently used records of a scan kept as eviction candidates
 
+# A record file's inode, size, mtime and ctime. Every write renames a new file into place (a new
+# inode, an mtime set to the nanosecond) and every touch sets the mtime and moves the ctime, so
+# the same identity means the same bytes. An inode number freed and reused would also need the
+# same size and the same nanosecond mtime to pass for the old file.
+Identity = tuple[int, int, int, int]
+
+
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)  # Linux 4.14+
+
+
+class NotCached(Exception):
+    """A read that would wait for the disk, refused (``wait=False``): read it in a thread."""
+
+
+def _identity(stat: os.stat_result) -> Identity:
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The whole file, in one ``read`` when its stat's size is right (one byte more is asked
+    for, so the end is seen without another call)."""
+    chunks = [os.read(fd, size + 1)]
+    while len(chunks) > 1 or len(chunks[0]) > size:  # larger than its stat said: read on
+        chunk = os.read(fd, 65_536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _read_cached(fd: int, size: int) -> bytes:
+    """The file's first ``size`` bytes from the page cache, or ``NotCached`` (also where
+    ``RWF_NOWAIT`` is not supported)."""
+    if _NOWAIT is None:
+        raise NotCached
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    done = 0
+    try:
+        while done < size:
+            got = os.preadv(fd, [view[done:]], done, _NOWAIT)
+            if got == 0:
+                break  # shorter than its stat said: what there is
+            done += got
+    except OSError as exc:  # EAGAIN: not all cached; EOPNOTSUPP: no RWF_NOWAIT here
+        raise NotCached from exc
+    finally:
+        view.release()
+    return bytes(buffer[:done]) if done < size else bytes(buffer)
+
 
 class FilesystemStore:
     """Records are files under ``root``; the least recently used are evicted past ``max_bytes``.
@@ -72,6 +122,7 @@ class FilesystemStore:
 
     def __init__(self, root: str | Path, max_bytes: int = 1_000_000_000) -> None:
         self._root = Path(root)
+        self._prefix = os.path.join(os.fspath(root), "")  # for the hit path: no Path objects
         self._max_bytes = max_bytes
         self._lock = threading.Lock()  # this process's threads; the flock orders the processes
         self._candidates: deque[tuple[int, str]] = deque()  # (mtime_ns, record), oldest first
@@ -88,21 +139,50 @@ class FilesystemStore:
             self._evict()
 
     def get_pointer(self, key: str) -> Pointer | None:
-        data = self._read(f"pointers/{key}")
-        return decode_pointer(data) if data is not None else None
+        read = self.read_pointer(key)
+        return read[0] if read is not None else None
 
     def put_pointer(self, key: str, pointer: Pointer) -> None:
-        self._write(f"pointers/{key}", encode_pointer(pointer))
+        self.write_pointer(key, pointer)
 
     def get_variant(self, key: str) -> Variant | None:
-        data = self._read(f"variants/{key}")
-        return decode_variant(data) if data is not None else None
+        read = self.read_variant(key)
+        return read[0] if read is not None else None
 
     def put_variant(self, key: str, variant: Variant) -> None:
         self._write(f"variants/{key}", encode_variant(variant))
 
     def get_source(self, key: str) -> bytes | None:
-        return self._read(f"sources/{key}")
+        read = self._read(f"sources/{key}")
+        return read[0] if read is not None else None
+
+    def pointer_identity(self, key: str) -> Identity | None:
+        """What any rewrite or read of the pointer's file changes (one ``stat``, no read): its
+        inode, size, mtime and ctime. None when there is no such file (or it cannot be read)."""
+        try:
+            return _identity(os.stat(f"{self._prefix}pointers/{key}"))
+        except OSError:
+            return None
+
+    def read_pointer(
+        self, key: str, *, touch: bool = True, wait: bool = True
+    ) -> tuple[Pointer | None, Identity] | None:
+        """The pointer (None if undecodable) and its file's identity after this read; None when
+        there is no file. ``touch``: mark it recently used; ``wait=False``: raise
+        ``NotCached`` rather than wait for the disk (``read``)."""
+        read = self._read(f"pointers/{key}", touch=touch, wait=wait)
+        return (decode_pointer(read[0]), read[1]) if read is not None else None
+
+    def write_pointer(self, key: str, pointer: Pointer) -> Identity | None:
+        """Write the pointer; the identity of the file written (None: not kept, too large)."""
+        return self._write(f"pointers/{key}", encode_pointer(pointer))
+
+    def read_variant(
+        self, key: str, *, touch: bool = True, wait: bool = True
+    ) -> tuple[Variant | None, Identity] | None:
+        """As ``read_pointer``, for a variant."""
+        read = self._read(f"variants/{key}", touch=touch, wait=wait)
+        return (decode_variant(read[0]), read[1]) if read is not None else None
 
     def put_source(self, key: str, body: bytes) -> None:
         self._write(f"sources/{key}", body)
@@ -253,20 +333,37 @@ class FilesystemStore:
             os.close(fd)  # closing before the unlink is safe: we hold the folder
         path.unlink(missing_ok=True)
 
-    def _read(self, rel: str) -> bytes | None:
-        path = self._root / rel
+    def _read(
+        self, rel: str, *, touch: bool = True, wait: bool = True
+    ) -> tuple[bytes, Identity] | None:
+        """The whole file and its identity after this read; None when it cannot be opened.
+
+        ``touch``: set its mtime to now, so it is the most recently used for every process.
+        ``wait=False``: read only what the page cache holds (``RWF_NOWAIT``), for the event
+        loop, and raise ``NotCached`` if that is not the whole file.
+        """
         try:
-            data = path.read_bytes()
+            fd = os.open(self._prefix + rel, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        now = time.time_ns()
-        with contextlib.suppress(OSError):
-            os.utime(path, ns=(now, now))  # most recently used, for every process
-        return data
+        try:
+            size = os.fstat(fd).st_size
+            data = _read_all(fd, size) if wait else _read_cached(fd, size)
+            if touch:
+                now = time.time_ns()
+                with contextlib.suppress(OSError):
+                    os.utime(fd, ns=(now, now))  # the file read, even if replaced since
+            return data, _identity(os.fstat(fd))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
-    def _write(self, rel: str, data: bytes) -> None:
+    def _write(self, rel: str, data: bytes) -> Identity | None:
+        """Write ``data`` at ``rel``; the identity of the file renamed into place (None when
+        it is larger than the bound, so not written)."""
         if self._whole_blocks(len(data)) > self._max_bytes:
-            return
+            return None
         path = self._root / rel
         folders = self._with_folders(posixpath.dirname(rel))
         temporary: BufferedWriter | None = None
@@ -288,6 +385,7 @@ class FilesystemStore:
                 with self._exclusive():
                     with self._accounting([rel, *folders]):
                         os.replace(tmp, path)
+                    written = _identity(os.fstat(fd))  # renamed: its ctime moved on
                     self._evict()
         except BaseException:
             if temporary is not None:
@@ -295,6 +393,7 @@ class FilesystemStore:
                 with self._exclusive(), self._accounting(folders):
                     Path(tmp).unlink(missing_ok=True)
             raise
+        return written
 
     def _evict(self) -> None:
         """Remove least recently used records until the folder is within the bound. Under

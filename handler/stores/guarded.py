@@ -35,7 +35,9 @@ STORE_THREADS = 32
 @runtime_checkable
 class MemoryTier(Protocol):
     """Optional: a store that keeps recent records in memory (``TieredStore``) answers those on
-    the event loop, without the thread hop that its other calls need."""
+    the event loop, without the thread hop that its other calls need. Its ``cached_*`` calls
+    never wait for a disk or a network (a ``stat``, or a read of what the page cache holds,
+    at most) and return None whenever only a blocking call could tell."""
 
     def cached_pointer(self, key: str) -> Pointer | None: ...
 
@@ -68,12 +70,35 @@ class GuardedStore:
         self.on_failure: Callable[[str], None] | None = None
 
     async def get_pointer(self, key: str) -> Pointer | None:
-        cached = self._tier.cached_pointer(key) if self._tier is not None else None
-        return cached or await self._call_or_miss(self.store.get_pointer, key)
+        return self.pointer_now(key) or await self._call_or_miss(self.store.get_pointer, key)
 
     async def get_variant(self, key: str) -> Variant | None:
-        cached = self._tier.cached_variant(key) if self._tier is not None else None
-        return cached or await self._call_or_miss(self.store.get_variant, key)
+        return self.variant_now(key) or await self._call_or_miss(self.store.get_variant, key)
+
+    def pointer_now(self, key: str) -> Pointer | None:
+        """The pointer if the store has it at hand (a ``MemoryTier``'s, or an ``in_process``
+        store's); None when only a call in a thread could tell."""
+        if self._tier is not None:
+            return self._at_hand(self._tier.cached_pointer, key)
+        if getattr(self.store, "in_process", False) and self.available:
+            return self._at_hand(self.store.get_pointer, key)
+        return None
+
+    def variant_now(self, key: str) -> Variant | None:
+        """As ``pointer_now``, for a variant."""
+        if self._tier is not None:
+            return self._at_hand(self._tier.cached_variant, key)
+        if getattr(self.store, "in_process", False) and self.available:
+            return self._at_hand(self.store.get_variant, key)
+        return None
+
+    def _at_hand(self, lookup: Callable[[str], T | None], key: str) -> T | None:
+        """A lookup that never waits (memory, or a file the page cache holds), on the event
+        loop; a failure is only a None here (the call in a thread counts it)."""
+        try:
+            return lookup(key)
+        except Exception:
+            return None
 
     async def put_pointer(self, key: str, pointer: Pointer) -> bool:
         """True once the store confirmed the write."""

@@ -1,67 +1,81 @@
-"""A small in-memory tier in front of the filesystem store, so a hot hit costs no thread hop and
-no file read.
+"""A small in-memory tier in front of the filesystem store, so a hit costs no thread hop and,
+when hot, no file read.
 
 A hit from the filesystem store alone is two file reads, each on a worker thread: the hop to the
 thread and back costs more than the rest of the request. The tier keeps the records this process
 read or wrote most recently, bounded in bytes (least recently used evicted first), and the
-``GuardedStore`` asks it on the event loop before going to the filesystem in a thread.
+``GuardedStore`` asks it on the event loop (``cached_pointer``, ``cached_variant``) before going
+to the filesystem in a thread. What the event loop may do here is bounded: look at memory,
+``stat`` a file, and read a small file only as far as the page cache holds it (``RWF_NOWAIT``);
+anything that would wait for the disk is left to the thread.
 
 What the tier holds is what the filesystem holds:
 
 - Writes go to the filesystem first, then to the tier; a write that fails drops the key from
   the tier, since the filesystem may hold either record now.
+- A pointer is not content-addressed: another process on the folder (a worker of
+  ``serve --workers N``, ``next-image purge``) can rewrite or remove it. So a pointer is kept
+  with its file's identity (inode, size, mtime, ctime: ``filesystem.Identity``) and used only
+  while a ``stat`` of the file still gives that identity: a pointer refreshed or purged by
+  another process is seen by the very next request here. A changed file is read again (on the
+  loop when cached), an absent one is a miss.
 - A variant is content-addressed (its key names the source bytes), so a copy of it is never
-  wrong. It is still read from the filesystem again after ``variant_ttl``: that read marks it
-  recently used there, so the folder's LRU does not evict what this process serves hot, and a
-  variant evicted from the folder stops being served here too.
-- A pointer is not: another process on the folder (a worker of ``serve --workers N``) can
-  refresh it. So a pointer is kept only ``pointer_ttl`` (1 s) after it was read or written here:
-  a pointer refreshed by another worker is seen by this one at most that long after. An expired
-  pointer already serves STALE and revalidates, so a second of lag only delays which of two
-  fresh records answers.
+  wrong and is used without a ``stat``.
+- Every record held is read from the folder again ``recency`` seconds (30) after it was last
+  read there: that read marks it recently used in the folder (its mtime), so the folder's LRU,
+  shared by every process, does not evict what this process serves hot, and a variant evicted
+  from the folder stops being served here too. Reads made because the file changed do not
+  touch it, so processes serving the same pointer do not keep changing it for each other.
 - A record read from the filesystem enters the tier only if the key is not there already: what
   is there was written (or read) after the tier missed, so a slow read never overwrites a
-  newer write.
+  newer write (and a pointer's identity would catch it anyway).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple, TypeVar
 
-from handler.stores.base import Locking, Pointer, Purging, Store, Variant
-from handler.stores.lru import Index, RecordLRU
+from handler.lru import ByteLRU
+from handler.stores.base import Pointer, Variant
+from handler.stores.filesystem import FilesystemStore, Identity, NotCached
+from handler.stores.lru import Index, record_bytes
 
-POINTER_TTL = 1.0  # seconds: how stale a pointer refreshed by another process may be here
-VARIANT_TTL = 30.0  # seconds between reads of a hot variant from the folder (its LRU recency)
+RECENCY_SECONDS = 30.0  # between reads of a held record from the folder (its LRU recency)
+IDENTITY_BYTES = 100  # what a pointer's identity adds to its charge
 
 R = TypeVar("R", Pointer, Variant)
 
 
-class LockingStore(Store, Locking, Purging, Protocol):
-    """A store shared by processes, leading misses among them (the filesystem store)."""
+class Held(NamedTuple):
+    record: Pointer | Variant
+    identity: Identity | None  # a pointer's file, as it was when read or written here
+
+
+def _charged(index: Index, held: Held) -> int:
+    return record_bytes(index[1], held.record) + (IDENTITY_BYTES if held.identity else 0)
 
 
 class TieredStore:
     """``backing`` behind a byte-bounded LRU of its recent records (see the module docstring).
 
     Its blocking calls (``get_*``, ``put_*``) run on a thread as any store's; ``cached_pointer``
-    and ``cached_variant`` only look at memory, for the event loop.
+    and ``cached_variant`` never wait for the disk, for the event loop.
     """
 
     def __init__(
         self,
-        backing: LockingStore,
+        backing: FilesystemStore,
         max_bytes: int = 64_000_000,
         *,
-        pointer_ttl: float = POINTER_TTL,
-        variant_ttl: float = VARIANT_TTL,
+        recency: float = RECENCY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backing = backing
-        self._ttl = {"pointer": pointer_ttl, "variant": variant_ttl}
-        self._records = RecordLRU(max_bytes, clock)
+        self._recency = recency
+        self._records: ByteLRU[Index, Held] = ByteLRU(max_bytes, _charged, clock)
 
     @property
     def tier_bytes(self) -> int:
@@ -69,26 +83,33 @@ class TieredStore:
         return self._records.size
 
     def cached_pointer(self, key: str) -> Pointer | None:
-        """The tier's copy, if fresh; never blocks (for the event loop)."""
-        record = self._records.get(("pointer", key))
-        return record if isinstance(record, Pointer) else None
+        """The pointer, if its file is unchanged since this process held it, or if the page
+        cache holds the file; None when it would take the disk, or there is none."""
+        return self._pointer(key, wait=False)
 
     def cached_variant(self, key: str) -> Variant | None:
-        """The tier's copy, if fresh; never blocks (for the event loop)."""
-        record = self._records.get(("variant", key))
-        return record if isinstance(record, Variant) else None
+        """The variant from memory, or from the page cache; None when it would take the disk,
+        or there is none."""
+        return self._variant(key, wait=False)
 
     def get_pointer(self, key: str) -> Pointer | None:
-        return self._get(("pointer", key), self.backing.get_pointer, Pointer)
+        return self._pointer(key, wait=True)
 
     def get_variant(self, key: str) -> Variant | None:
-        return self._get(("variant", key), self.backing.get_variant, Variant)
+        return self._variant(key, wait=True)
 
     def put_pointer(self, key: str, pointer: Pointer) -> None:
-        self._put(("pointer", key), pointer, self.backing.put_pointer)
+        index: Index = ("pointer", key)
+        with self._writing(index):
+            identity = self.backing.write_pointer(key, pointer)
+        if identity is not None:  # else too large for the folder: not written
+            self._records.put(index, Held(pointer, identity), self._recency)
 
     def put_variant(self, key: str, variant: Variant) -> None:
-        self._put(("variant", key), variant, self.backing.put_variant)
+        index: Index = ("variant", key)
+        with self._writing(index):
+            self.backing.put_variant(key, variant)
+        self._records.put(index, Held(variant, None), self._recency)
 
     def get_source(self, key: str) -> bytes | None:
         """From the folder only: sources are read on misses, never on hits."""
@@ -107,8 +128,8 @@ class TieredStore:
         self.backing.ping()
 
     def delete_pointers(self, keys: Sequence[str]) -> int | None:
-        """From the folder, then from this process's tier (other processes' tiers hold a pointer
-        at most ``pointer_ttl`` more)."""
+        """From the folder, then from this process's tier (other processes' tiers see the file
+        gone at their next ``stat``)."""
         try:
             return self.backing.delete_pointers(keys)
         finally:
@@ -123,20 +144,52 @@ class TieredStore:
                 if kind == "pointer":
                     self._records.drop((kind, key))
 
-    def _get(self, index: Index, read: Callable[[str], R | None], kind: type[R]) -> R | None:
-        cached = self._records.get(index)
-        if isinstance(cached, kind):
-            return cached
-        record = read(index[1])
-        if record is not None:  # unless a write (or a read) since is as new
-            self._records.put(index, record, self._ttl[index[0]], replace=False)
+    def _pointer(self, key: str, *, wait: bool) -> Pointer | None:
+        index: Index = ("pointer", key)
+        held = self._records.get(index)
+        if held is not None:
+            identity = self.backing.pointer_identity(key)
+            if identity is not None and identity == held.identity:
+                assert isinstance(held.record, Pointer)
+                return held.record
+            self._records.drop(index)
+            if identity is None:
+                return None  # gone: evicted or purged (or unreadable: a miss either way)
+        try:  # touched unless only reread because another process changed it
+            read = self.backing.read_pointer(key, touch=held is None, wait=wait)
+        except NotCached:
+            return None
+        return self._hold(index, read)
+
+    def _variant(self, key: str, *, wait: bool) -> Variant | None:
+        index: Index = ("variant", key)
+        held = self._records.get(index)
+        if held is not None:
+            assert isinstance(held.record, Variant)
+            return held.record
+        try:
+            read = self.backing.read_variant(key, wait=wait)
+        except NotCached:
+            return None
+        return self._hold(index, read)
+
+    def _hold(self, index: Index, read: tuple[R | None, Identity] | None) -> R | None:
+        """Keep a record read from the folder, unless a write (or a read) since is held."""
+        if read is None:
+            return None
+        record, identity = read
+        if record is None:
+            return None
+        held = Held(record, identity if index[0] == "pointer" else None)
+        self._records.put(index, held, self._recency, replace=False)
         return record
 
-    def _put(self, index: Index, record: R, write: Callable[[str, R], None]) -> None:
+    @contextlib.contextmanager
+    def _writing(self, index: Index) -> Iterator[None]:
+        """The write, then the key dropped from the tier, whether or not it failed: the folder
+        may hold the old record or the new one after a failure, and a record too large for the
+        tier must not leave an old one."""
         try:
-            write(index[1], record)
-        except BaseException:
-            self._records.drop(index)  # the folder may hold the old record or this one
-            raise
-        self._records.drop(index)  # a record too large for the tier must not leave an old one
-        self._records.put(index, record, self._ttl[index[0]])
+            yield
+        finally:
+            self._records.drop(index)
