@@ -176,6 +176,11 @@ class Optimizer:
         deferred AVIF itself), so a slow AVIF miss may be answered with WebP for now.
         """
         stats = stats or Stats()
+        started = time.perf_counter()
+        hit = self.hit_now(params)
+        if hit is not None:
+            stats.timed("store", started)
+            return hit
         deadline = anyio.current_time() + self._timeout
         first_view = allow_fast_first_view and self._first_view_seconds > 0
         try:
@@ -183,6 +188,19 @@ class Optimizer:
                 return await self._serve(params, stats, deadline, first_view)
         except TimeoutError:
             raise ImageError(504, errors.TIME_BUDGET_EXCEEDED, category="timeout") from None
+
+    def hit_now(self, params: ImageParams) -> Served | None:
+        """The HIT, when the store can tell without waiting (its records in memory, or in
+        files the page cache holds: ``GuardedStore.pointer_now``); None otherwise, whatever the
+        answer would be. No thread, no timer: a hot hit costs a lookup or two."""
+        pointer = self.store.pointer_now(pointer_key(params.href))
+        if pointer is None or not self._trusted(pointer):
+            return None
+        vkey = self._variant_key(pointer.source_hash, params)
+        variant = self.store.variant_now(vkey)
+        if variant is None:
+            return None
+        return self._served(variant, vkey, pointer, "HIT")
 
     async def ensure_stored(self, served: Served) -> bool:
         """Make sure the served variant is in the store now (a redirect will point at it).
