@@ -21,16 +21,18 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from handler import __version__
 from handler.config import ImagesConfig
 from handler.errors import ImageError
 from handler.headers import cache_control, content_disposition, is_fresh
 from handler.health import add_health_routes
+from handler.lru import ByteLRU
 from handler.openapi import image_route_docs
 from handler.optimizer import Optimizer, Served, Stats
 from handler.params import ImageParams
-from handler.ready import ReadyAnswer, ReadyAnswers, ReadyHits
+from handler.ready import ReadyAnswer, ReadyAnswers
 from handler.types import RequestRecord
 from handler.validate import validate_params
 
@@ -53,6 +55,43 @@ NO_STORE = "private, no-store"  # a timeout's fallback: right for this request o
 # Next's bare headers: they do not change when retried.
 TRANSIENT_ERRORS = frozenset({500, 502, 503, 504})
 TRANSIENT_ERROR_CACHE_CONTROL = "no-store"
+
+
+# The raw query and Accept: all that the validated parameters, and the query Starlette reads
+# (``request.url.query``: since Starlette 1.x an invalid Host no longer changes it), depend on.
+KnownKey = tuple[bytes, bytes | None]
+KNOWN_MAX_BYTES = 8_000_000  # of remembered requests, per process
+KNOWN_OVERHEAD = 600  # the key, the params and the index entry, charged per request
+
+
+def known_key(scope: Scope) -> KnownKey:
+    for name, value in scope["headers"]:
+        if name == b"accept":
+            return scope.get("query_string", b""), value  # the first, as Starlette reads it
+    return scope.get("query_string", b""), None
+
+
+def _known_charge(key: KnownKey, known: tuple[str, ImageParams]) -> int:
+    raw = len(key[0]) + len(key[1] or b"")
+    return KNOWN_OVERHEAD + raw + len(known[0]) + len(known[1].href)
+
+
+class KnownParams:
+    """Requests validated before, remembered: ``validate_params`` depends only on the query,
+    Accept and the config (fixed for the app), so a request seen before (the same raw query
+    and Accept) skips Next's checks and the URL parsing. Only valid ones are kept (an
+    invalid request is checked again, to be answered its error), at most ``max_bytes`` of them,
+    least recently used first out."""
+
+    def __init__(self, max_bytes: int = KNOWN_MAX_BYTES) -> None:
+        self._known: ByteLRU[KnownKey, tuple[str, ImageParams]] = ByteLRU(max_bytes, _known_charge)
+
+    def get(self, key: KnownKey) -> tuple[str, ImageParams] | None:
+        """The query as Starlette reads it, and its validated parameters."""
+        return self._known.get(key)
+
+    def keep(self, key: KnownKey, query: str, params: ImageParams) -> None:
+        self._known.put(key, (query, params))
 
 
 @dataclass(frozen=True)
@@ -80,7 +119,7 @@ def create_app(
     error, FastAPI's own included, is a bare text body, never JSON.
     """
     path = f"{optimizer.config.base_path}/_next/image"
-    app = FastAPI(
+    app = NextImageApp(
         title="next-image",
         summary="A drop-in /_next/image optimizer",
         version=__version__,
@@ -96,9 +135,10 @@ def create_app(
     app.state.optimizer = optimizer
     app.state.observer = observer
     app.state.oversize = oversize
+    app.state.known = KnownParams()
     app.state.ready = ReadyAnswers() if service else None
     if app.state.ready is not None:
-        app.add_middleware(ReadyHits, answers=app.state.ready, observer=observer)
+        app.front = ImageFront(path, app.state.ready, observer)
     app.add_api_route(path, next_image, methods=ROUTE_METHODS, include_in_schema=False)
     app.add_api_route(path + "/", trailing_slash, methods=ROUTE_METHODS, include_in_schema=False)
     if service:
@@ -126,11 +166,66 @@ def create_app(
     return app
 
 
+class NextImageApp(FastAPI):
+    """FastAPI, with ``next-image serve``'s image route answered in front of it (``front``):
+    a GET or HEAD of ``/_next/image`` skips FastAPI's middleware, routing and dependency
+    solving, about half the CPU of a hit once the hit itself is a lookup. FastAPI still
+    documents the route and answers every other request (other methods and paths, the trailing
+    slash's redirect, the probes, the docs)."""
+
+    front: ImageFront | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if (
+            front is not None
+            and scope["type"] == "http"
+            and scope["path"] == front.path
+            and scope["method"] in ("GET", "HEAD")
+        ):
+            scope["app"] = self
+            await front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+class ImageFront:
+    """The image route as plain ASGI: a ready-made repeat (``handler.ready``) when one is kept,
+    else ``next_image`` itself. An exception it raises is answered as FastAPI's outermost
+    middleware answers one (``internal_error``'s plain 500), then raised for the server to log.
+    """
+
+    def __init__(self, path: str, answers: ReadyAnswers, observer: Observer | None) -> None:
+        self.path = path
+        self._answers = answers
+        self._observer = observer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        ready = self._answers.find(scope)
+        if ready is None:
+            request = Request(scope, receive)
+            try:
+                response = await next_image(request)
+            except Exception as exc:
+                await (await internal_error(request, exc))(scope, receive, send)
+                raise
+            await response(scope, receive, send)
+            return
+        body = b"" if scope["method"] == "HEAD" else ready.body
+        await send({"type": "http.response.start", "status": 200, "headers": ready.headers})
+        await send({"type": "http.response.body", "body": body})
+        if self._observer is not None:
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            record = ready.record | {"stages_ms": {}, "total_ms": elapsed}
+            self._observer(Request(scope, receive), record)
+
+
 async def next_image(request: Request) -> Response:
     """``/_next/image``: answer, then hand the request's record to the observer."""
     started = time.perf_counter()
     stats = Stats()
-    record: RequestRecord = {"query": request.url.query}
+    record: RequestRecord = {}
     response = await answer(request, stats, record)
     observer: Observer | None = request.app.state.observer
     if observer is not None:
@@ -148,17 +243,26 @@ async def answer(request: Request, stats: Stats, record: RequestRecord) -> Respo
     """Validate in Next's order, serve, then send the image, a 304, a redirect or the error."""
     optimizer: Optimizer = request.app.state.optimizer
     config = optimizer.config
+    known_params: KnownParams = request.app.state.known
+    key = known_key(request.scope)
+    known = known_params.get(key)
+    query = known[0] if known is not None else request.url.query
+    record["query"] = query
     if not config.serves_images:  # Next's 404 for another loader; ours, or an export's, served
         return text_response("This page could not be found.", 404)
     try:
-        params = validate_params(request.url.query, request.headers.get("accept"), config)
+        if known is not None:
+            params = known[1]
+        else:
+            params = validate_params(query, request.headers.get("accept"), config)
+            known_params.keep(key, query, params)
         record |= {"url": params.href, "w": params.width, "q": params.quality}
         served = await optimizer.serve(params, stats, allow_fast_first_view=True)
     except ImageError as exc:
         record |= {"error": exc.message, "error_category": exc.category}
         return text_response(exc.message, exc.status, exc.headers)
     except Exception as exc:
-        log.exception("unexpected failure for %s", request.url.query)
+        log.exception("unexpected failure for %s", query)
         record |= {"error": type(exc).__name__, "error_category": "internal"}
         return text_response("Internal Server Error", 500)
     record |= {

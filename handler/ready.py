@@ -25,16 +25,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from handler.lru import ByteLRU
 from handler.types import RequestRecord
-
-if TYPE_CHECKING:
-    from handler.app import Observer
 
 READY_SECONDS = 1.0  # how long a kept answer is sent without asking the store again
 READY_MAX_BYTES = 32_000_000  # of bodies, per process
@@ -90,26 +85,3 @@ def request_key(scope: Scope) -> Key | None:
         elif name == b"if-none-match":
             return None
     return scope["path"], scope["query_string"], accept
-
-
-class ReadyHits:
-    """ASGI middleware: sends a kept answer, or passes the request on to the app."""
-
-    def __init__(self, app: ASGIApp, answers: ReadyAnswers, observer: Observer | None) -> None:
-        self.app = app
-        self._answers = answers
-        self._observer = observer
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        answer = self._answers.find(scope)
-        if answer is None:
-            await self.app(scope, receive, send)
-            return
-        body = b"" if scope["method"] == "HEAD" else answer.body
-        await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
-        await send({"type": "http.response.body", "body": body})
-        if self._observer is not None:
-            elapsed = round((time.perf_counter() - started) * 1000, 2)
-            record = answer.record | {"stages_ms": {}, "total_ms": elapsed}
-            self._observer(Request(scope, receive), record)
