@@ -59,7 +59,7 @@ class EmfView:
         return round(sample * self.scale, 3)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # each is one object: hashed by identity, cheaply
 class MetricSpec:
     """One Prometheus metric (``name`` as exposed) and the EMF metrics derived from it."""
 
@@ -150,6 +150,9 @@ METRICS = (
 )
 
 
+ChildKey = tuple[MetricSpec, tuple[tuple[str, str], ...]]  # a metric and its label values
+
+
 class Measurement(NamedTuple):
     spec: MetricSpec
     value: float
@@ -221,6 +224,8 @@ class PrometheusMetrics:
         self._counters: dict[MetricSpec, Counter] = {}
         self._histograms: dict[MetricSpec, Histogram] = {}
         self._gauges: dict[MetricSpec, Gauge] = {}
+        # Each labelled child's observe or inc, found once rather than per request.
+        self._children: dict[ChildKey, Callable[[float], None]] = {}
         for spec in METRICS:
             if spec.kind == "counter":
                 self._counters[spec] = Counter(spec.name, spec.help, spec.labels, registry=registry)
@@ -250,10 +255,15 @@ class PrometheusMetrics:
 
     def __call__(self, request: Request, record: RequestRecord) -> None:
         for sample in measure(record):
-            if sample.spec.kind == "histogram":
-                _child(self._histograms[sample.spec], sample.labels).observe(sample.value)
-            else:
-                _child(self._counters[sample.spec], sample.labels).inc(sample.value)
+            key = (sample.spec, tuple(sample.labels.items()))
+            child = self._children.get(key)
+            if child is None:  # a few per metric: statuses, cache results, categories
+                if sample.spec.kind == "histogram":
+                    child = _child(self._histograms[sample.spec], sample.labels).observe
+                else:
+                    child = _child(self._counters[sample.spec], sample.labels).inc
+                self._children[key] = child
+            child(sample.value)
         if self._also is not None:
             self._also(request, record)
 
