@@ -317,3 +317,24 @@ def test_the_app_serves_a_pointer_another_worker_refreshed_at_once(
     again = app.get("url=%2Ftest.jpg&w=640&q=75")  # no clock moved
     assert again.headers["x-nextjs-cache"] == "HIT"
     assert again.headers["cache-control"] == "public, max-age=86400, must-revalidate"
+
+
+def test_a_hit_at_hand_takes_no_thread_and_no_timer(
+    make_app: MakeApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Optimizer.hit_now``: the records in memory or the page cache, nothing is awaited."""
+    app = make_app(store=TieredStore(FilesystemStore(tmp_path / "cache")))
+    assert app.get("url=%2Ftest.jpg&w=640&q=75").headers["x-nextjs-cache"] == "MISS"
+    timers: list[float] = []
+    fail_after = anyio.fail_after
+
+    def counted(delay: float | None, *args: Any, **kwargs: Any) -> Any:
+        timers.append(delay or 0.0)
+        return fail_after(delay, *args, **kwargs)
+
+    monkeypatch.setattr(anyio, "fail_after", counted)
+    threads = counting_threads(monkeypatch)
+    assert app.get("url=%2Ftest.jpg&w=640&q=75").headers["x-nextjs-cache"] == "HIT"
+    assert (timers, threads) == ([], [])
+    assert app.get("url=%2Ftest.jpg&w=750&q=75").headers["x-nextjs-cache"] == "MISS"
+    assert timers  # a miss runs under the request's deadline, as before
