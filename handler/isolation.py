@@ -440,6 +440,12 @@ def _raw(conn: Connection) -> socket.socket:
     return socket.socket(fileno=os.dup(conn.fileno()))
 
 
+def can_have_children() -> bool:
+    """Whether this process may start children: not a daemonic one (``multiprocessing.Pool``'s
+    workers, as ``next-image warm`` runs)."""
+    return not multiprocessing.current_process().daemon
+
+
 def _stop_started(started: Future[_Child]) -> None:
     if not started.cancelled() and started.exception() is None:
         started.result().stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,8 @@ from handler.sources.retry import RetryingSource
 from handler.stores.base import Store
 from handler.stores.guarded import GuardedStore
 from handler.stores.s3 import VARIANTS
+
+log = logging.getLogger(__name__)
 
 # Running transforms may reserve this share of the memory limit; the rest is the process itself,
 # stored and queued bodies, and headroom for the estimate's error.
@@ -135,13 +138,16 @@ def build_optimizer(
     admission = build_admission(settings)
     isolation = None
     if isolate if settings.isolate_transforms is None else settings.isolate_transforms:
-        from handler.isolation import IsolatedTransforms
+        from handler.isolation import IsolatedTransforms, can_have_children
 
-        isolation = IsolatedTransforms(
-            config,
-            children=admission.max_running,  # one child per transform slot
-            transforms_per_child=settings.transforms_per_child,
-        )
+        if not can_have_children():  # a pool's worker (warm): its transforms stay in it
+            log.warning("transforms run in this process: a daemonic process has no children")
+        else:
+            isolation = IsolatedTransforms(
+                config,
+                children=admission.max_running,  # one child per transform slot
+                transforms_per_child=settings.transforms_per_child,
+            )
     return Optimizer(
         config,
         GuardedStore(store or build_store(settings), call_timeout=settings.store_timeout),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import multiprocessing
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,3 +340,7 @@ def test_isolation_is_a_setting_and_off_on_lambda_unless_asked(
     asked = build_app(dataclasses.replace(settings, isolate_transforms=True))
     assert isinstance(asked.state.optimizer.isolation, IsolatedTransforms)
     asked.state.optimizer.isolation.close()
+    # A daemonic process (a multiprocessing.Pool worker, as warm runs) may have no children.
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
+    daemonic = build_app(dataclasses.replace(settings, isolate_transforms=True))
+    assert daemonic.state.optimizer.isolation is None
