@@ -254,15 +254,22 @@ class IsolatedTransforms:
 
     async def run(self, plan: Plan, *, deadline: float) -> Transformed:
         slot = await self._checkout()
-        try:  # shielded: a cancelled caller must not cancel the child's start
-            child = await asyncio.shield(asyncio.wrap_future(slot))
-        except asyncio.CancelledError:
-            self._checkin(slot)  # still starting: the next transform takes it
-            raise
-        except Exception as exc:
-            log.error("a transform child could not start: %r", exc)
-            self._checkin(self._start())
-            raise self._failed() from exc
+        while True:
+            try:  # shielded: a cancelled caller must not cancel the child's start
+                child = await asyncio.shield(asyncio.wrap_future(slot))
+            except asyncio.CancelledError:
+                self._checkin(slot)  # still starting: the next transform takes it
+                raise
+            except Exception as exc:
+                log.error("a transform child could not start: %r", exc)
+                self._checkin(self._start())
+                raise self._failed() from exc
+            if not child.answered(0):  # an idle child says nothing, unless it is gone
+                break
+            exit_text = _exit_text(child.process.exitcode)
+            log.warning("transform child %d died while idle (%s): replaced", child.pid, exit_text)
+            child.healthy = False
+            slot = self._replace(child)
         fault, self._fault = self._fault, None
         try:
             outcome = await self._exchange_in_thread(child, plan, deadline, fault)
@@ -452,7 +459,9 @@ def _stop_started(started: Future[_Child]) -> None:
 
 
 def _exit_text(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
+    if exitcode is None:
+        return "gone"
+    if exitcode < 0:
         return f"killed by {signal.Signals(-exitcode).name}"
     return f"exit code {exitcode}"
 

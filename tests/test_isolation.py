@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import multiprocessing
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,6 +260,27 @@ async def test_a_child_is_replaced_after_its_transforms_per_child(
     wait_for(lambda: not Path(f"/proc/{first}").exists(), "the retired child to exit")
     assert_webp(await app.get("after.jpg", 128), width=128)
     assert app.pool.pids() == [second] and app.pool.failures == {}
+
+
+async def test_a_child_that_died_idle_is_replaced_before_the_next_miss_uses_it(
+    isolated_for: Callable[..., Isolated],
+) -> None:
+    """Killed between transforms (the kernel's OOM killer, an operator): the next miss finds it
+    gone before sending it anything, and gets a fresh child instead of a 503."""
+    app = isolated_for(max_transforms=1)
+    (pid,) = await app.ready_children(1)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}/status").exists() or zombie(pid), "the child dead")
+    assert_webp(await app.get("after.jpg"))
+    assert app.pool.failures == {} and app.pool.started == 2
+    assert pid not in app.pool.pids()
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
 
 
 @pytest.fixture(scope="module")
