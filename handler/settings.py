@@ -132,7 +132,8 @@ class Settings:
     )
     hot_cache_bytes: int = _declare(
         64_000_000,
-        "filesystem store: bytes of recent records each process keeps in memory, 0 for none",
+        "filesystem and redis stores: bytes of recent records (redis: variants) each process"
+        " keeps in memory, 0 for none",
         parse=int,
         flag="--hot-cache-bytes",
     )

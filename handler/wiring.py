@@ -56,10 +56,14 @@ def build_store(settings: Settings) -> Store:
         return S3Store(settings.bucket, settings.prefix)
     if settings.store == "redis":
         from handler.stores.redis import RedisStore
+        from handler.stores.tiered import HeldVariants
 
         if not settings.redis_url:
             raise ValueError("the redis store needs NEXT_IMAGE_REDIS_URL")
-        return RedisStore(settings.redis_url, settings.prefix, variant_ttl=settings.variant_ttl)
+        redis = RedisStore(settings.redis_url, settings.prefix, variant_ttl=settings.variant_ttl)
+        if settings.hot_cache_bytes <= 0:
+            return redis
+        return HeldVariants(redis, settings.hot_cache_bytes)
     from handler.stores.memory import MemoryStore
 
     return MemoryStore(settings.cache_max_bytes)

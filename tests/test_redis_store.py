@@ -11,7 +11,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -28,6 +30,7 @@ from handler.stores.guarded import GuardedStore
 from handler.stores.memory import MemoryStore
 from handler.stores.records import encode_pointer, encode_variant
 from handler.stores.redis import POINTER_GRACE, RedisStore
+from handler.stores.tiered import HeldVariants
 from handler.wiring import build_optimizer, build_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -340,7 +343,8 @@ def make_redis_app(public_dir: Path, redis_url: str) -> Iterator[Callable[[str],
 def test_a_second_host_hits_what_the_first_stored(make_redis_app: Callable[[str], App]) -> None:
     prefix = unique_prefix()
     first, second = make_redis_app(prefix), make_redis_app(prefix)
-    assert isinstance(first.store, RedisStore) and first.store is not second.store
+    assert isinstance(first.store, HeldVariants) and first.store is not second.store
+    assert isinstance(first.store.backing, RedisStore)
 
     miss = first.get("url=%2Ftest.png&w=640&q=75")
     assert miss.status_code == 200
@@ -349,7 +353,7 @@ def test_a_second_host_hits_what_the_first_stored(make_redis_app: Callable[[str]
     assert hit.headers["x-nextjs-cache"] == "HIT"
     assert hit.content == miss.content
     assert hit.headers["etag"] == miss.headers["etag"]
-    assert len(second.store.client.keys(f"{prefix}_next/image-variants/*")) == 1
+    assert len(second.store.backing.client.keys(f"{prefix}_next/image-variants/*")) == 1
 
 
 def test_serve_flags_select_the_redis_store(redis_url: str) -> None:
@@ -364,3 +368,39 @@ def test_serve_flags_select_the_redis_store(redis_url: str) -> None:
     (variant_key,) = reader.keys(f"{prefix}_next/image-variants/*")
     assert 0 < reader.ttl(variant_key) <= 600
     assert len(reader.keys(f"{prefix}_next/image-pointers/*")) == 1
+
+
+def test_variants_are_held_in_memory_and_pointers_always_read_from_redis(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = unique_prefix()
+    settings = Settings(store="redis", redis_url=redis_url, prefix=prefix)
+    store = build_store(settings)
+    assert isinstance(store, HeldVariants)
+    assert isinstance(build_store(replace(settings, hot_cache_bytes=0)), RedisStore)
+    other_host = RedisStore(redis_url, prefix)
+    store.put_variant("src/640w", VARIANT)
+    store.put_pointer("p", pointer(time.time() + 3600))
+    other_host.client.delete(other_host.variant_redis_key("src/640w"))  # expired or evicted
+    assert store.get_variant("src/640w") == VARIANT  # the same bytes, whatever Redis holds
+    refreshed = pointer(time.time() + 7200)
+    other_host.put_pointer("p", refreshed)
+    assert store.cached_pointer("p") is None
+    assert store.get_pointer("p") == refreshed  # another host's refresh, seen at once
+
+    other_host.put_variant("src/750w", VARIANT)
+    guarded = GuardedStore(build_store(settings))
+    threads: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        threads.append(args[0])
+        return await run_sync(*args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+
+    async def reads() -> list[object]:
+        return [await guarded.get_variant("src/750w") for _ in range(3)]
+
+    assert anyio.run(reads) == [VARIANT] * 3
+    assert len(threads) == 1  # read from Redis once, then answered on the event loop

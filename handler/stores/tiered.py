@@ -36,10 +36,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from handler.lru import ByteLRU
-from handler.stores.base import Pointer, Variant
+from handler.stores.base import Locking, Pointer, Purging, Store, Variant
 from handler.stores.filesystem import FilesystemStore, Identity, NotCached
 from handler.stores.lru import Index, record_bytes
 
@@ -193,3 +193,70 @@ class TieredStore:
             yield
         finally:
             self._records.drop(index)
+
+
+class SharedStore(Store, Locking, Purging, Protocol):
+    """A store shared by processes and hosts (Redis): locks for misses, purgeable pointers."""
+
+
+class HeldVariants:
+    """``backing`` (the Redis store) with this process's recent variants in memory, least
+    recently used first out past ``max_bytes``, answered on the event loop.
+
+    Only variants: a variant is content-addressed (its key names the source bytes), so a copy
+    of it is right whatever another host writes, and outlives its key's expiry or eviction in
+    Redis harmlessly. Pointers, which another host can refresh or purge, are always read from
+    Redis, so what each host serves stays what Redis says. A hit thus costs one round trip (the
+    pointer's) instead of two.
+    """
+
+    def __init__(self, backing: SharedStore, max_bytes: int = 64_000_000) -> None:
+        self.backing = backing
+        self._variants: ByteLRU[str, Variant] = ByteLRU(max_bytes, record_bytes)
+
+    @property
+    def tier_bytes(self) -> int:
+        return self._variants.size
+
+    def cached_pointer(self, key: str) -> Pointer | None:
+        return None  # always Redis's
+
+    def cached_variant(self, key: str) -> Variant | None:
+        return self._variants.get(key)
+
+    def get_pointer(self, key: str) -> Pointer | None:
+        return self.backing.get_pointer(key)
+
+    def put_pointer(self, key: str, pointer: Pointer) -> None:
+        self.backing.put_pointer(key, pointer)
+
+    def get_variant(self, key: str) -> Variant | None:
+        variant = self._variants.get(key) or self.backing.get_variant(key)
+        if variant is not None:
+            self._variants.put(key, variant)
+        return variant
+
+    def put_variant(self, key: str, variant: Variant) -> None:
+        self.backing.put_variant(key, variant)  # held once Redis has it
+        self._variants.put(key, variant)
+
+    def get_source(self, key: str) -> bytes | None:
+        return self.backing.get_source(key)
+
+    def put_source(self, key: str, body: bytes) -> None:
+        self.backing.put_source(key, body)
+
+    def try_lock(self, key: str, ttl_ms: int) -> str | None:
+        return self.backing.try_lock(key, ttl_ms)
+
+    def unlock(self, key: str, token: str) -> None:
+        self.backing.unlock(key, token)
+
+    def ping(self) -> None:
+        self.backing.ping()
+
+    def delete_pointers(self, keys: Sequence[str]) -> int | None:
+        return self.backing.delete_pointers(keys)
+
+    def delete_all_pointers(self) -> int | None:
+        return self.backing.delete_all_pointers()
