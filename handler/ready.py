@@ -1,10 +1,11 @@
-"""Ready-made answers to repeated cache hits, sent before FastAPI routes the request.
+"""Ready-made answers to repeated cache hits, sent before the route runs.
 
-A hot hit through FastAPI costs about 0.4 ms of Python on one core: its middleware stack and
-routing, Next's validation, the store lookups and the response headers. While a variant is
-fresh, a repeat of the same request (same path, query and ``Accept``) gets the same answer, so
-the route keeps each HIT it sends, headers and body ready, and ``ReadyHits`` sends it again
-without any of that work (``next-image serve`` only: on Lambda, CloudFront answers repeats).
+A hit through the route costs tens of microseconds of Python once its store lookups are in
+memory (``handler.app.ImageFront``): the request's remembered validation, the lookups, the
+response headers, the metrics. While a variant is fresh, a repeat of the same request (same
+path, query and ``Accept``) gets the same answer, so the route keeps each HIT it sends, headers
+and body ready, and the front sends it again without any of that work (``next-image serve``
+only: on Lambda, CloudFront answers repeats).
 
 What is kept, and for how long:
 
@@ -12,13 +13,12 @@ What is kept, and for how long:
   view's WebP, a 304 or an error. A request with ``If-None-Match`` goes the whole way, where the
   304 is decided;
 - ``READY_SECONDS`` at most, and never past the variant's freshness: a pointer refreshed by
-  another worker or host is seen that soon, as the filesystem store's hot tier sees it, and a
-  stale one is revalidated by the route as before;
+  another worker or host is seen that soon (the filesystem store's hot tier sees it at the next
+  request that is not a ready repeat), and a stale one is revalidated by the route as before;
 - ``max_bytes`` of bodies at most, least recently used first out (the bodies are mostly the
   hot tier's own objects, not copies).
 
-The observer gets a record for every ready answer too, so ``/metrics`` counts these hits.
-"""
+The observer gets a record for every ready answer too, so ``/metrics`` counts these hits."""
 
 from __future__ import annotations
 
