@@ -3,10 +3,12 @@
 It reads each request (path-style S3: ``/bucket/key``), logs it, and then, by its ``mode``:
 ``pass`` forwards it; ``hang`` reads everything the client sends and answers nothing (a hung
 S3: the client's only way out is its own timeout); ``slow`` forwards it and holds the answer
-for ``delay`` seconds (S3 alive, just late). With ``bucket`` set, only that bucket's requests
-get the fault and the others pass, so the variants bucket can hang while the assets bucket
-answers. ``requests`` is the log, in arrival order; ``hung_connections`` counts the hung
-connections a client still holds open, i.e. requests it is still waiting for.
+for ``delay`` seconds (S3 alive, just late); ``refuse`` answers S3's ``503 SlowDown`` at once,
+asking the server nothing, and closes the connection (S3 throttling everything). With
+``bucket`` set, only that bucket's requests get the fault and the others pass, so the variants
+bucket can hang while the assets bucket answers. ``requests`` is the log, in arrival order;
+``hung_connections`` counts the hung connections a client still holds open, i.e. requests it
+is still waiting for.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from dataclasses import dataclass
 from io import BufferedReader
 from typing import Literal
 
-Mode = Literal["pass", "hang", "slow"]
+Mode = Literal["pass", "hang", "slow", "refuse"]
 _NO_BODY = frozenset({204, 304})
+_SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message>"
+    b"<RequestId>FAULTPROXY</RequestId></Error>"
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,9 @@ class FaultProxy:
                     self._hang(client, reader)
                     return
                 headers = _headers(head)
+                if fault == "refuse":
+                    self._refuse(client, reader, method, headers)
+                    return
                 if "expect" in headers:  # say 100 Continue ourselves; the upstream is not asked
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                     head = _without(head, b"expect")
@@ -155,6 +165,20 @@ class FaultProxy:
                 if conn is not None:
                     with suppress(OSError):
                         conn.close()
+
+    def _refuse(
+        self, client: socket.socket, reader: BufferedReader, method: str, headers: dict[str, str]
+    ) -> None:
+        """S3's throttling answer; a body is read first unless the client waits for 100
+        Continue (then it is never sent), and the connection is closed after."""
+        if "expect" not in headers:
+            _read_body(reader, headers)
+        body = b"" if method == "HEAD" else _SLOW_DOWN
+        head = (
+            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        client.sendall(head.encode("latin-1") + body)
 
     def _hang(self, client: socket.socket, reader: BufferedReader) -> None:
         with self._lock:
