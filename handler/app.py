@@ -353,15 +353,21 @@ def image_response(
         # Next sends no Content-Type on a 304; Function URLs would then label it JSON, and a
         # cache that refreshes stored headers from the 304 would relabel the image.
         return Response(status_code=304, headers=headers | {"Content-Type": variant.content_type})
-    headers |= {
-        "Content-Type": variant.content_type,
-        "Content-Disposition": content_disposition(
-            params.href, variant.content_type, config.content_disposition_type
-        ),
-        "Content-Security-Policy": config.content_security_policy,
-        "X-Content-Type-Options": "nosniff",
-        "X-Nextjs-Cache": served.cache,
-        "Content-Length": str(len(variant.body)),
-    }
-    body = b"" if request.method == "HEAD" else variant.body
-    return Response(body, status_code=200, headers=headers)
+    disposition = content_disposition(
+        params.href, variant.content_type, config.content_disposition_type
+    )
+    response = Response(b"" if request.method == "HEAD" else variant.body, status_code=200)
+    # What Starlette makes of these headers (names lower-cased, values in Latin-1), in this
+    # order, built at once: this is every hit's answer.
+    response.raw_headers = [
+        (b"vary", b"Accept"),
+        (b"cache-control", cache.encode("latin-1")),
+        (b"etag", served.etag.encode("latin-1")),
+        (b"content-type", variant.content_type.encode("latin-1")),
+        (b"content-disposition", disposition.encode("latin-1")),
+        (b"content-security-policy", config.content_security_policy.encode("latin-1")),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-nextjs-cache", served.cache.encode("latin-1")),
+        (b"content-length", str(len(variant.body)).encode("latin-1")),
+    ]
+    return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from urllib.parse import quote
@@ -63,6 +64,7 @@ def file_name(href: str, content_type: str) -> str:
     return f"{name.split('.', 1)[0]}.{extension(content_type)}"
 
 
+@functools.lru_cache(maxsize=4096)  # every hit asks again; at most ~13 MB (3 KB urls)
 def content_disposition(href: str, content_type: str, disposition_type: str) -> str:
     """The ``content-disposition`` package's formatting: ISO-8859-1 fallback plus RFC 5987."""
     name = file_name(href, content_type)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
+from starlette.responses import Response
 from starlette.testclient import TestClient
 from test_ready import AVIF, IMAGE, WEBP, Service
 
@@ -171,3 +172,30 @@ def test_the_known_key_is_the_raw_query_and_the_first_accept() -> None:
     }
     assert known_key(scope) == (b"url=%2Fa.jpg&w=640&q=75", b"image/avif")
     assert known_key({"headers": []}) == (b"", None)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_an_images_headers_are_starlettes_encoding_of_nexts(service: Service, method: str) -> None:
+    """``image_response`` builds the raw headers itself: they are what Starlette's ``Response``
+    makes of Next's headers, in Next's order."""
+    service.client.get(IMAGE, headers=WEBP)
+    response = service.client.request(method, IMAGE, headers=WEBP)
+    expected = Response(
+        b"",
+        headers={
+            "Vary": "Accept",
+            "Cache-Control": "public, max-age=14400, must-revalidate",
+            "ETag": response.headers["etag"],
+            "Content-Type": "image/webp",
+            "Content-Disposition": 'attachment; filename="test.webp"',
+            "Content-Security-Policy": "script-src 'none'; frame-src 'none'; sandbox;",
+            "X-Content-Type-Options": "nosniff",
+            "X-Nextjs-Cache": "HIT",
+            "Content-Length": response.headers["content-length"],
+        },
+    )
+    assert response.headers.raw == expected.raw_headers
+    assert int(response.headers["content-length"]) > 0
+    assert len(response.content) == (
+        0 if method == "HEAD" else int(response.headers["content-length"])
+    )
