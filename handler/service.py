@@ -7,6 +7,8 @@ from its environment alone, the way the Lambda function does.
 
 from __future__ import annotations
 
+import copy
+import http
 import importlib.util
 import logging
 import math
@@ -16,7 +18,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from uvicorn.config import STARTUP_FAILURE
+from uvicorn import logging as logging_
+from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from handler import machine
@@ -41,6 +44,7 @@ def run(settings: Settings) -> int:
         "timeout_graceful_shutdown": math.ceil(settings.timeout),
         "server_header": False,
         "date_header": True,
+        "log_config": log_config(),
         **fast_stack(),
     }
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -54,6 +58,40 @@ def run(settings: Settings) -> int:
     supervisor = Supervisor(config, sockets=[config.bind_socket()])
     supervisor.run()
     return STARTUP_FAILURE if supervisor.failed_to_start else 0
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the access log's lines formatted by ``AccessFormatter``."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["access"]["()"] = f"{__name__}.AccessFormatter"
+    return config
+
+
+class AccessFormatter(logging_.AccessFormatter):
+    """uvicorn's access log line, the same text, made in one f-string: uvicorn's copies the
+    record and formats it twice over, about 9 of the 17 microseconds each request spends on its
+    line. Colours (a terminal), another format or an exception go uvicorn's way."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if (
+            self.use_colors
+            or self._fmt != LOGGING_CONFIG["formatters"]["access"]["fmt"]
+            or record.exc_info
+            or record.stack_info
+            or not isinstance(record.args, tuple)
+            or len(record.args) != 5
+        ):
+            return super().format(record)
+        client_addr, method, full_path, http_version, code = record.args
+        status = _STATUS_LINES.get(code) if isinstance(code, int) else None
+        if status is None:
+            return super().format(record)
+        level = record.levelname
+        prefix = level + ":" + " " * (8 - len(level))
+        return f'{prefix} {client_addr} - "{method} {full_path} HTTP/{http_version}" {status}'
+
+
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in http.HTTPStatus}
 
 
 def fast_stack() -> dict[str, str]:

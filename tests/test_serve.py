@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,11 @@ from pathlib import Path
 
 import httpx
 import imagegen
+import pytest
+import uvicorn.logging
 from support import HANG_SECONDS, free_port
+
+from handler import service
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -117,3 +122,30 @@ def test_config_command_prints_resolved_defaults(tmp_path: Path) -> None:
         cwd=REPO,
     )
     assert json.loads(out.stdout)["formats"] == ["image/avif", "image/webp"]
+
+
+def access_record(status: int, level: int = logging.INFO) -> logging.LogRecord:
+    """A record as uvicorn's protocol logs a request on ``uvicorn.access``."""
+    path = "/_next/image?url=%2Fa.jpg&w=640&q=75"
+    args = ("127.0.0.1:50000", "GET", path, "1.1", status)
+    return logging.LogRecord("uvicorn.access", level, "", 0, '%s - "%s %s HTTP/%s" %d', args, None)
+
+
+@pytest.mark.parametrize("colours", [False, True])
+def test_the_access_log_lines_are_uvicorns(colours: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve formats its access log with ``service.AccessFormatter``: the text uvicorn's own
+    formatter writes, made without copying the record (about half the line's cost)."""
+    config = service.log_config()["formatters"]["access"]
+    assert config["()"] == "handler.service.AccessFormatter"
+    ours = service.AccessFormatter(config["fmt"], use_colors=colours)
+    theirs = uvicorn.logging.AccessFormatter(config["fmt"], use_colors=colours)
+    known = [access_record(code) for code in (200, 304, 404, 500, 503)]
+    known.append(access_record(200, logging.WARNING))
+    unknown = access_record(599)  # no phrase: uvicorn's way
+    expected = [theirs.format(record) for record in [*known, unknown]]
+    plain = 'INFO:     127.0.0.1:50000 - "GET /_next/image?url=%2Fa.jpg&w=640&q=75 HTTP/1.1" 200 OK'
+    assert (expected[0] == plain) is not colours
+    assert [ours.format(record) for record in [*known, unknown]] == expected
+    if not colours:
+        monkeypatch.setattr(uvicorn.logging, "copy", None)  # its lines never copy a record
+        assert [ours.format(record) for record in known] == expected[:-1]
