@@ -171,7 +171,11 @@ class NextImageApp(FastAPI):
     a GET or HEAD of ``/_next/image`` skips FastAPI's middleware, routing and dependency
     solving, about half the CPU of a hit once the hit itself is a lookup. FastAPI still
     documents the route and answers every other request (other methods and paths, the trailing
-    slash's redirect, the probes, the docs)."""
+    slash's redirect, the probes, the docs).
+
+    Where OpenTelemetry is configured (FastAPI's native telemetry is on when the first request
+    comes: providers are set once, at start-up), every request goes through FastAPI, so each
+    image request keeps its span and metrics."""
 
     front: ImageFront | None = None
 
@@ -183,10 +187,14 @@ class NextImageApp(FastAPI):
             and scope["path"] == front.path
             and scope["method"] in ("GET", "HEAD")
         ):
-            scope["app"] = self
-            await front(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+            if front.telemetry is None:
+                telemetry = getattr(self, "_native_telemetry", None)
+                front.telemetry = telemetry is not None and bool(telemetry.enabled())
+            if not front.telemetry:
+                scope["app"] = self
+                await front(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 class ImageFront:
@@ -197,6 +205,7 @@ class ImageFront:
 
     def __init__(self, path: str, answers: ReadyAnswers, observer: Observer | None) -> None:
         self.path = path
+        self.telemetry: bool | None = None  # FastAPI's native telemetry on: not known yet
         self._answers = answers
         self._observer = observer
 

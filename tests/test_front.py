@@ -199,3 +199,24 @@ def test_an_images_headers_are_starlettes_encoding_of_nexts(service: Service, me
     assert len(response.content) == (
         0 if method == "HEAD" else int(response.headers["content-length"])
     )
+
+
+def test_with_opentelemetry_configured_every_request_goes_through_fastapi(
+    public_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI's native telemetry (on once a provider is set) then gives each its span."""
+    made = Service(public_dir)
+    monkeypatch.setattr(made.app._native_telemetry, "enabled", lambda: True)  # type: ignore[attr-defined]
+    calls: list[str] = []
+    through = Starlette.__call__
+
+    async def counted(self: Starlette, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            calls.append(scope["path"])
+        await through(self, scope, receive, send)
+
+    monkeypatch.setattr(Starlette, "__call__", counted)
+    with made.client as client:
+        assert client.get(IMAGE, headers=WEBP).status_code == 200
+        assert client.get(IMAGE, headers=WEBP).headers["x-nextjs-cache"] == "HIT"
+    assert calls == ["/_next/image", "/_next/image"]
