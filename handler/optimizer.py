@@ -206,13 +206,14 @@ class Optimizer:
         """Make sure the served variant is in the store now (a redirect will point at it).
 
         A variant read from the store, or whose write the store confirmed, is there; otherwise
-        the write is tried once more. A transient fallback is never stored.
+        the write is tried once more, even while the store is being skipped after failures (the
+        alternative is an error). A transient fallback is never stored.
         """
         if served.stored:
             return True
         if served.transient:
             return False
-        return await self.store.put_variant(served.variant_key, served.variant)
+        return await self.store.put_variant(served.variant_key, served.variant, required=True)
 
     async def drain(self) -> None:
         """Wait for background revalidations (tests, shutdown)."""

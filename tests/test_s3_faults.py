@@ -8,6 +8,7 @@ Counts come from the proxy's log of requests, not from clocks: only a hang reach
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import imagegen
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from fault_proxy import FaultProxy, Logged, fault_proxy
+from fault_proxy import FaultProxy, Logged, Mode, fault_proxy
 from moto.server import ThreadedMotoServer
 from support import HANG_SECONDS, free_port, s3_at, wait_for
 from test_lambda_e2e import ASSETS_PREFIX, event, lambda_instance, objects
@@ -224,3 +225,34 @@ def test_an_oversize_redirect_always_points_at_an_object_that_exists(
     response, _ = invoke(lambda_instance(oversize))
     assert response["statusCode"] == 503
     assert response_headers(response)["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("fault", ["hang", "refuse"])
+def test_an_oversize_variant_is_redirected_as_soon_as_s3_answers_again(
+    proxy: FaultProxy,
+    env: dict[str, str],
+    fault: Mode,
+    patient_store_client: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The outage opened the breaker, but its cooldown does not keep the 503 going: the
+    write an oversize answer needs is tried anyway, and once S3 confirms it the redirect is
+    back and the store is used again."""
+    caplog.set_level(logging.INFO, logger="handler.stores.guarded")
+    bucket = env["NEXT_IMAGE_BUCKET"]
+    instance = lambda_instance(facing_a_bad_store(env) | {"NEXT_IMAGE_MAX_INLINE_BYTES": "100"})
+    proxy.bucket, proxy.mode = bucket, fault
+    response, _ = invoke(instance)
+    assert response["statusCode"] == 503  # nowhere to send it from
+    assert "store unavailable" in caplog.text  # skipped for the next 10 s
+
+    proxy.mode = "pass"
+    proxy.release()
+    response, _ = invoke(instance)  # well within the cooldown
+    assert response["statusCode"] == 302
+    key = response_headers(response)["location"].removeprefix("/")
+    s3_client().head_object(Bucket=bucket, Key=key)  # the redirect points at a stored object
+    assert "store available again: put_variant confirmed" in caplog.text
+    before = len(proxy.requests_to(bucket))
+    assert invoke(instance)[0]["statusCode"] == 302
+    assert proxy.requests_to(bucket)[before:]  # no longer skipped

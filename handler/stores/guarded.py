@@ -8,7 +8,9 @@ and counts as a miss (reads) or an unconfirmed write. After ``failure_threshold`
 row, or at once when a call got no answer within its timeout (a hung store: every other call
 would wait as long), the store is skipped for ``cooldown`` seconds (a circuit breaker), so
 requests go straight to transform-and-answer instead of each paying the timeout; the outage is
-logged once per cooldown. A request thus pays at most one store timeout.
+logged once per cooldown. A request thus pays at most one store timeout, and one more for a
+write its answer cannot do without (``put_variant(required=True)``: an oversize variant's
+redirect), which is tried even while the breaker is open and, confirmed, closes it.
 """
 
 from __future__ import annotations
@@ -106,11 +108,22 @@ class GuardedStore:
             await self._call_or_miss(_confirmed(self.store.put_pointer), key, pointer) is not None
         )
 
-    async def put_variant(self, key: str, variant: Variant) -> bool:
-        """True once the store confirmed the write."""
-        return (
-            await self._call_or_miss(_confirmed(self.store.put_variant), key, variant) is not None
-        )
+    async def put_variant(self, key: str, variant: Variant, *, required: bool = False) -> bool:
+        """True once the store confirmed the write.
+
+        ``required``: the answer cannot be given without it (an oversize variant's redirect),
+        so it is tried even while the breaker is open, bounded as any call; the alternative is
+        an error anyway. Confirmed, it closes the breaker: the store is back, and the requests
+        after it use it again instead of waiting out the cooldown.
+        """
+        put = _confirmed(self.store.put_variant)
+        if not required or self.available:
+            return await self._call_or_miss(put, key, variant) is not None
+        confirmed = await self._call(put, key, variant) is not None
+        if confirmed and not self.available:
+            self._open_until = 0.0
+            log.info("store available again: %s confirmed; no longer skipped", put.__name__)
+        return confirmed
 
     async def get_source(self, key: str) -> bytes | None:
         return await self._call_or_miss(self.store.get_source, key)
@@ -166,9 +179,13 @@ class GuardedStore:
         self, fn: Callable[P, T | None], *args: P.args, **kwargs: P.kwargs
     ) -> T | None:
         """The store call, bounded in time; a failure or a timeout is a miss (None), counted
-        by the breaker."""
+        by the breaker. None at once while the breaker is open."""
         if not self.available:
             return None
+        return await self._call(fn, *args, **kwargs)
+
+    async def _call(self, fn: Callable[P, T | None], *args: P.args, **kwargs: P.kwargs) -> T | None:
+        """``_call_or_miss`` whether or not the breaker is open."""
         name = getattr(fn, "__name__", "call")
         call = functools.partial(self._tracked, name, functools.partial(fn, *args, **kwargs))
         result: T | None = None
