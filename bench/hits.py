@@ -284,10 +284,11 @@ def warm(target: Target, urls: list[str], every_worker: bool) -> None:
             with httpx.Client(base_url=target.url, timeout=60) as fresh:
                 check(fresh.get(path, headers={"Accept": ACCEPT}), path)
 
+    pool = ThreadPoolExecutor(4)
     try:
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(one, urls))
-    finally:
+        list(pool.map(one, urls))
+    finally:  # interrupted: the URLs not started are dropped
+        pool.shutdown(cancel_futures=True)
         for made in clients:
             made.close()
 
@@ -372,6 +373,7 @@ def main() -> None:
         "then finds most variants stored; Redis starts empty)",
     )
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on the way out
     sets = [name for name in args.sets.split(",") if name]
     names = [name for name in args.targets.split(",") if name]
     if args.baseline is not None:
