@@ -7,6 +7,7 @@ files the page cache holds read on the event loop.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -207,6 +208,10 @@ def test_a_held_record_is_read_from_the_folder_again_after_the_recency_interval(
     store.put_pointer("p", POINTER)
     variant = tmp_path / "variants" / "src" / "640w"
     pointer = tmp_path / "pointers" / "p"
+    for path in (variant, pointer):  # written a minute ago, as far as the folder can tell
+        aged = path.stat().st_mtime_ns - 60 * 10**9
+        os.utime(path, ns=(aged, aged))
+    assert store.cached_pointer("p") == POINTER  # read again (changed), not touched
     written = variant.stat().st_mtime_ns, pointer.stat().st_mtime_ns
     clock.now += RECENCY_SECONDS * 0.9
     assert store.cached_variant("src/640w") == VARIANT
@@ -338,3 +343,21 @@ def test_a_hit_at_hand_takes_no_thread_and_no_timer(
     assert (timers, threads) == ([], [])
     assert app.get("url=%2Ftest.jpg&w=750&q=75").headers["x-nextjs-cache"] == "MISS"
     assert timers  # a miss runs under the request's deadline, as before
+
+
+def test_the_tier_touches_a_file_no_more_than_once_per_recency_interval(tmp_path: Path) -> None:
+    """Each touch is a write of the file's inode: a tier that cycles through more variants
+    than it holds would otherwise write one per hit."""
+    store = TieredStore(FilesystemStore(tmp_path), max_bytes=3_000)  # about one variant
+    store.put_variant("src/640w", VARIANT)
+    store.put_variant("src/750w", VARIANT)  # the first is no longer held
+    path = tmp_path / "variants" / "src" / "640w"
+    written = path.stat().st_mtime_ns
+    assert not held(store, "src/640w")
+    assert store.cached_variant("src/640w") == VARIANT  # read from the folder again
+    assert path.stat().st_mtime_ns == written  # touched less than RECENCY_SECONDS ago
+    aged = written - int(RECENCY_SECONDS * 10**9)
+    os.utime(path, ns=(aged, aged))
+    store.put_variant("src/750w", VARIANT)
+    assert store.cached_variant("src/640w") == VARIANT
+    assert path.stat().st_mtime_ns > written  # now it is

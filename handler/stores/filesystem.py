@@ -165,11 +165,12 @@ class FilesystemStore:
             return None
 
     def read_pointer(
-        self, key: str, *, touch: bool = True, wait: bool = True
+        self, key: str, *, touch: float | None = 0.0, wait: bool = True
     ) -> tuple[Pointer | None, Identity] | None:
         """The pointer (None if undecodable) and its file's identity after this read; None when
-        there is no file. ``touch``: mark it recently used; ``wait=False``: raise
-        ``NotCached`` rather than wait for the disk (``read``)."""
+        there is no file. ``touch``: mark it recently used unless it was less than that many
+        seconds ago (None: leave it); ``wait=False``: raise ``NotCached`` rather than wait for
+        the disk (``_read``)."""
         read = self._read(f"pointers/{key}", touch=touch, wait=wait)
         return (decode_pointer(read[0]), read[1]) if read is not None else None
 
@@ -178,7 +179,7 @@ class FilesystemStore:
         return self._write(f"pointers/{key}", encode_pointer(pointer))
 
     def read_variant(
-        self, key: str, *, touch: bool = True, wait: bool = True
+        self, key: str, *, touch: float | None = 0.0, wait: bool = True
     ) -> tuple[Variant | None, Identity] | None:
         """As ``read_pointer``, for a variant."""
         read = self._read(f"variants/{key}", touch=touch, wait=wait)
@@ -334,26 +335,28 @@ class FilesystemStore:
         path.unlink(missing_ok=True)
 
     def _read(
-        self, rel: str, *, touch: bool = True, wait: bool = True
+        self, rel: str, *, touch: float | None = 0.0, wait: bool = True
     ) -> tuple[bytes, Identity] | None:
         """The whole file and its identity after this read; None when it cannot be opened.
 
-        ``touch``: set its mtime to now, so it is the most recently used for every process.
-        ``wait=False``: read only what the page cache holds (``RWF_NOWAIT``), for the event
-        loop, and raise ``NotCached`` if that is not the whole file.
+        ``touch``: set its mtime to now, so it is the most recently used for every process,
+        unless it was set less than ``touch`` seconds ago (None: leave it). ``wait=False``:
+        read only what the page cache holds (``RWF_NOWAIT``), for the event loop, and raise
+        ``NotCached`` if that is not the whole file.
         """
         try:
             fd = os.open(self._prefix + rel, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
-            size = os.fstat(fd).st_size
-            data = _read_all(fd, size) if wait else _read_cached(fd, size)
-            if touch:
-                now = time.time_ns()
+            stat = os.fstat(fd)
+            data = _read_all(fd, stat.st_size) if wait else _read_cached(fd, stat.st_size)
+            now = time.time_ns()
+            if touch is not None and now - stat.st_mtime_ns >= touch * 1e9:
                 with contextlib.suppress(OSError):
                     os.utime(fd, ns=(now, now))  # the file read, even if replaced since
-            return data, _identity(os.fstat(fd))
+                stat = os.fstat(fd)
+            return data, _identity(stat)
         except OSError:
             return None
         finally:

@@ -155,8 +155,9 @@ class TieredStore:
             self._records.drop(index)
             if identity is None:
                 return None  # gone: evicted or purged (or unreadable: a miss either way)
-        try:  # touched unless only reread because another process changed it
-            read = self.backing.read_pointer(key, touch=held is None, wait=wait)
+        try:  # not touched when only reread because another process changed it
+            touch = self._recency if held is None else None
+            read = self.backing.read_pointer(key, touch=touch, wait=wait)
         except NotCached:
             return None
         return self._hold(index, read)
@@ -168,7 +169,7 @@ class TieredStore:
             assert isinstance(held.record, Variant)
             return held.record
         try:
-            read = self.backing.read_variant(key, wait=wait)
+            read = self.backing.read_variant(key, touch=self._recency, wait=wait)
         except NotCached:
             return None
         return self._hold(index, read)
