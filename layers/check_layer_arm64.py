@@ -484,9 +484,11 @@ def guest_environment(endpoint: str, config: Path, home: Path) -> dict[str, str]
         "NEXT_IMAGE_ASSETS_BUCKET": ASSETS_BUCKET,
         "NEXT_IMAGE_ASSETS_PREFIX": ASSETS_PREFIX,
         "NEXT_IMAGE_CONFIG": str(config),
-        # Emulation is slower than Lambda by an order of magnitude; the budget must not be what
-        # decides the answer.
+        # Emulation is slower than Lambda by an order of magnitude; neither the budget nor the
+        # store's timeout (a store call past it is abandoned, and not waited for at the end of
+        # the invocation) may decide the answer.
         "NEXT_IMAGE_TIMEOUT": "300",
+        "NEXT_IMAGE_STORE_TIMEOUT": "120",
     }
 
 
