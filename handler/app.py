@@ -60,7 +60,7 @@ TRANSIENT_ERROR_CACHE_CONTROL = "no-store"
 # The raw query and Accept: all that the validated parameters, and the query Starlette reads
 # (``request.url.query``: since Starlette 1.x an invalid Host no longer changes it), depend on.
 KnownKey = tuple[bytes, bytes | None]
-KNOWN_MAX_BYTES = 8_000_000  # of remembered requests, per process
+KNOWN_MAX_BYTES = 16_000_000  # of remembered requests, per process: about 22,000 of them
 KNOWN_OVERHEAD = 600  # the key, the params and the index entry, charged per request
 
 

@@ -220,3 +220,17 @@ def test_with_opentelemetry_configured_every_request_goes_through_fastapi(
         assert client.get(IMAGE, headers=WEBP).status_code == 200
         assert client.get(IMAGE, headers=WEBP).headers["x-nextjs-cache"] == "HIT"
     assert calls == ["/_next/image", "/_next/image"]
+
+
+def test_known_params_hold_a_catalogue_of_15000_requests() -> None:
+    """A working set cycled in order larger than the bound would miss every time (each request
+    evicting the next one asked): the default holds 15,000 typical ones with room to spare."""
+    known = KnownParams()
+    keys = [
+        (f"url=%2Fbench%2Flarge%2Fp{n:05d}.jpg&w=1080&q=75".encode(), b"image/webp,*/*")
+        for n in range(15_000)
+    ]
+    params = ImageParams("/bench/large/p00000.jpg", False, False, 1080, 75, "image/webp")
+    for key in keys:
+        known.keep(key, key[0].decode(), params)
+    assert all(known.get(key) is not None for key in keys)
