@@ -265,6 +265,7 @@ def test_a_stopped_redis_fails_fast_and_the_optimizer_sees_misses(
     async def through_the_guard() -> None:
         started = time.monotonic()
         assert await guarded.get_variant("k") is None
+        assert await guarded.get_pointer("p") is None  # awaited on the event loop
         assert await guarded.put_variant("k", VARIANT) is False
         # The store's own failures, long before the guard would have given up on it.
         assert time.monotonic() - started < HANG_SECONDS / 2
@@ -389,7 +390,29 @@ def test_variants_are_held_in_memory_and_pointers_always_read_from_redis(
     assert store.get_pointer("p") == refreshed  # another host's refresh, seen at once
 
     other_host.put_variant("src/750w", VARIANT)
-    guarded = GuardedStore(build_store(settings))
+    held = build_store(settings)
+    assert isinstance(held, HeldVariants)
+    guarded = GuardedStore(held)
+    threads = counting_threads(monkeypatch)
+    asked: list[str] = []
+    awaited = held.backing.await_variant
+
+    async def counted(key: str) -> Variant | None:
+        asked.append(key)
+        return await awaited(key)
+
+    monkeypatch.setattr(held.backing, "await_variant", counted)
+
+    async def reads() -> list[object]:
+        return [await guarded.get_variant("src/750w") for _ in range(3)]
+
+    assert anyio.run(reads) == [VARIANT] * 3
+    assert asked == ["src/750w"]  # read from Redis once, then held
+    assert threads == []  # awaited on the event loop, never in a thread
+
+
+def counting_threads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The calls ``anyio.to_thread.run_sync`` is given from now on."""
     threads: list[object] = []
     run_sync = anyio.to_thread.run_sync
 
@@ -398,9 +421,31 @@ def test_variants_are_held_in_memory_and_pointers_always_read_from_redis(
         return await run_sync(*args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return threads
 
-    async def reads() -> list[object]:
-        return [await guarded.get_variant("src/750w") for _ in range(3)]
 
-    assert anyio.run(reads) == [VARIANT] * 3
-    assert len(threads) == 1  # read from Redis once, then answered on the event loop
+def test_a_hit_reads_its_pointer_on_the_event_loop(
+    make_redis_app: Callable[[str], App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_redis_app(unique_prefix())
+    assert app.get("url=%2Ftest.png&w=640&q=75").headers["x-nextjs-cache"] == "MISS"
+    threads = counting_threads(monkeypatch)
+    assert app.get("url=%2Ftest.png&w=640&q=75").headers["x-nextjs-cache"] == "HIT"
+    assert threads == []  # the pointer awaited, the variant held
+
+
+def test_an_awaited_read_of_a_hung_redis_times_out_within_the_read_timeout() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        store = RedisStore(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+
+        async def read() -> BaseException:
+            with pytest.raises(redis.TimeoutError) as caught:
+                await store.await_pointer("p")
+            return caught.value
+
+        started = time.monotonic()
+        anyio.run(read)
+        assert time.monotonic() - started >= 0.9  # it waited for the read timeout
+        assert accepted(silent) == 1  # on one connection: not retried

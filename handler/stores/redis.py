@@ -24,6 +24,7 @@ or hung costs a transform, never the request.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
@@ -34,6 +35,8 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -103,6 +106,8 @@ class RedisStore:
         self.variant_ttl = variant_ttl
         self._clock = clock
         self._owned: tuple[int, redis.Redis] | None = None  # (pid, client)
+        # The asyncio client of hits, with the event loop it belongs to (and the pid).
+        self._awaited: tuple[int, asyncio.AbstractEventLoop, redis.asyncio.Redis] | None = None
 
     @property
     def client(self) -> redis.Redis:
@@ -116,6 +121,32 @@ class RedisStore:
                     owned = (pid, self._connect())
                     self._owned = owned
         return owned[1]
+
+    def awaited_client(self) -> redis.asyncio.Redis:
+        """This process's and this event loop's asyncio client; a new one after a fork or on
+        another loop (each test client runs its own)."""
+        pid, loop = os.getpid(), asyncio.get_running_loop()
+        owned = self._awaited
+        if owned is None or owned[0] != pid or owned[1] is not loop:
+            client = redis.asyncio.Redis.from_url(
+                self.url,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=READ_TIMEOUT,
+                health_check_interval=HEALTH_CHECK_INTERVAL,
+                retry_on_timeout=False,
+                retry=AsyncRetry(NoBackoff(), 0),
+            )
+            owned = self._awaited = (pid, loop, client)
+        return owned[2]
+
+    async def await_pointer(self, key: str) -> Pointer | None:
+        """``get_pointer`` on the event loop: a hit's one round trip, with no thread hop."""
+        data = await self.awaited_client().get(self.pointer_redis_key(key))
+        return decode_pointer(data) if isinstance(data, bytes) else None
+
+    async def await_variant(self, key: str) -> Variant | None:
+        data = await self.awaited_client().get(self.variant_redis_key(key))
+        return decode_variant(data) if isinstance(data, bytes) else None
 
     def _connect(self) -> redis.Redis:
         """No connection yet (the pool connects on first command); failures are not retried."""

@@ -41,6 +41,7 @@ from typing import NamedTuple, Protocol, TypeVar
 from handler.lru import ByteLRU
 from handler.stores.base import Locking, Pointer, Purging, Store, Variant
 from handler.stores.filesystem import FilesystemStore, Identity, NotCached
+from handler.stores.guarded import AwaitedReads
 from handler.stores.lru import Index, record_bytes
 
 RECENCY_SECONDS = 30.0  # between reads of a held record from the folder (its LRU recency)
@@ -196,8 +197,9 @@ class TieredStore:
             self._records.drop(index)
 
 
-class SharedStore(Store, Locking, Purging, Protocol):
-    """A store shared by processes and hosts (Redis): locks for misses, purgeable pointers."""
+class SharedStore(Store, Locking, Purging, AwaitedReads, Protocol):
+    """A store shared by processes and hosts (Redis): locks for misses, purgeable pointers,
+    reads awaited on the event loop."""
 
 
 class HeldVariants:
@@ -208,7 +210,7 @@ class HeldVariants:
     of it is right whatever another host writes, and outlives its key's expiry or eviction in
     Redis harmlessly. Pointers, which another host can refresh or purge, are always read from
     Redis, so what each host serves stays what Redis says. A hit thus costs one round trip (the
-    pointer's) instead of two.
+    pointer's) instead of two, awaited on the event loop (``await_pointer``), not in a thread.
     """
 
     def __init__(self, backing: SharedStore, max_bytes: int = 64_000_000) -> None:
@@ -240,6 +242,15 @@ class HeldVariants:
     def put_variant(self, key: str, variant: Variant) -> None:
         self.backing.put_variant(key, variant)  # held once Redis has it
         self._variants.put(key, variant)
+
+    async def await_pointer(self, key: str) -> Pointer | None:
+        return await self.backing.await_pointer(key)
+
+    async def await_variant(self, key: str) -> Variant | None:
+        variant = self._variants.get(key) or await self.backing.await_variant(key)
+        if variant is not None:
+            self._variants.put(key, variant)
+        return variant
 
     def get_source(self, key: str) -> bytes | None:
         return self.backing.get_source(key)
