@@ -361,3 +361,19 @@ def test_the_tier_touches_a_file_no_more_than_once_per_recency_interval(tmp_path
     store.put_variant("src/750w", VARIANT)
     assert store.cached_variant("src/640w") == VARIANT
     assert path.stat().st_mtime_ns > written  # now it is
+
+
+def test_variants_cycling_through_the_tier_leave_its_pointers_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More variants asked for than the tier holds: each is read from the folder, but their
+    pointers stay held, so a hit costs one file read, not two."""
+    folder = FilesystemStore(tmp_path)
+    store = TieredStore(folder, max_bytes=40_000)  # 30 variants are about 51 KB
+    for n in range(8):
+        store.put_pointer(f"p{n}", POINTER)
+    for n in range(30):
+        store.put_variant(f"src/{n}w", VARIANT)
+    monkeypatch.setattr(folder, "read_pointer", None)  # a pointer read would fail
+    assert [store.cached_pointer(f"p{n}") for n in range(8)] == [POINTER] * 8
+    assert 0 < store.tier_bytes <= 40_000
