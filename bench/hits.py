@@ -58,6 +58,11 @@ wrk shares the 2 cores with the server under test: compare runs made under simil
     .venv/bin/python bench/hits.py --sets hot,catalogue --rounds 3
     git worktree add /tmp/before <commit>
     .venv/bin/python bench/hits.py --baseline /tmp/before --targets next,ours-1
+
+With ``--profile DIR``, after the rounds each of our targets is run once more per set with
+py-spy sampling its process tree (``--subprocesses``, 250 Hz, not counted in the figures): the
+collapsed stacks go to ``DIR/<target>-<set>.txt`` and the top frames, self and inclusive
+(``bench/stacks.py``), are printed.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ import pyvips
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: the repo
 from bench.bench_miss import PHOTOS, PICKS, download_ukui  # noqa: E402
+from bench.stacks import summary  # noqa: E402
 from devtools.redis_server import RedisServer, start_redis, stop_redis  # noqa: E402
 from tests.e2e.pictures import draw, scene  # noqa: E402
 
@@ -324,6 +330,22 @@ def run_wrk(url: str, script: Path, args: argparse.Namespace) -> dict[str, float
     return result
 
 
+def profile(target: Target, name: str, script: Path, args: argparse.Namespace) -> None:
+    """One more wrk run of ``target`` on set ``name``, sampled by py-spy (not counted)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    args.profile.mkdir(parents=True, exist_ok=True)
+    out = args.profile / f"{target.name}-{name}.txt"
+    command = [spy, "record", "--pid", str(target.pid), "--subprocesses", "--rate", "250"]
+    command += ["--duration", str(args.duration), "--format", "raw", "--nonblocking"]
+    sampler = subprocess.Popen([*command, "-o", str(out)], stdout=subprocess.DEVNULL)
+    try:
+        result = run_wrk(target.url, script, args)
+    finally:
+        sampler.wait()
+    print(f"\nprofile {target.name} {name}: {result['rps']:,.0f} rps while sampled; {out}")
+    print(summary(out.read_text().splitlines(), top=15))
+
+
 def tree_rss(pid: int) -> int:
     """VmRSS of ``pid`` and all its descendants, in bytes."""
     total, todo = 0, [pid]
@@ -366,6 +388,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--json-out", type=Path, help="also write every figure here")
+    parser.add_argument("--profile", type=Path, help="py-spy our targets into this folder")
     parser.add_argument(
         "--keep-caches",
         action="store_true",
@@ -452,6 +475,10 @@ def main() -> None:
                         f"RSS {row['rss_mb']:6.1f} MB  (load {load:.2f})",
                         flush=True,
                     )
+        if args.profile is not None:
+            for target in targets:
+                for name in sets_of[target.name] if target.name != "next" else ():
+                    profile(target, name, scripts[name], args)
     report(results, sets, [t.name for t in targets], urls)
     document = {"variants": {name: len(urls[name]) for name in sets}, "runs": results}
     if args.json_out is not None:
