@@ -60,7 +60,8 @@ wrk shares the 2 cores with the server under test: compare runs made under simil
     .venv/bin/python bench/hits.py --baseline /tmp/before --targets next,ours-1
 
 With ``--profile DIR``, after the rounds each of our targets is run once more per set with
-py-spy sampling its process tree (``--subprocesses``, 250 Hz, not counted in the figures): the
+py-spy sampling its process tree (``--subprocesses``, 250 Hz, ``--gil``: only the thread that
+runs Python, so waiting threads do not count; not counted in the figures): the
 collapsed stacks go to ``DIR/<target>-<set>.txt`` and the top frames, self and inclusive
 (``bench/stacks.py``), are printed.
 """
@@ -336,7 +337,7 @@ def profile(target: Target, name: str, script: Path, args: argparse.Namespace) -
     args.profile.mkdir(parents=True, exist_ok=True)
     out = args.profile / f"{target.name}-{name}.txt"
     command = [spy, "record", "--pid", str(target.pid), "--subprocesses", "--rate", "250"]
-    command += ["--duration", str(args.duration), "--format", "raw", "--nonblocking"]
+    command += ["--duration", str(args.duration), "--format", "raw", "--nonblocking", "--gil"]
     sampler = subprocess.Popen([*command, "-o", str(out)], stdout=subprocess.DEVNULL)
     try:
         result = run_wrk(target.url, script, args)

@@ -5,6 +5,8 @@ Each line of that format is ``frame;frame;...;frame count``, outermost first, a 
 
   self       the innermost frame: where the CPU was
   inclusive  every function on the stack, once per sample: what a stage costs with its callees
+             (without the frames every request runs under: the process, ``runpy``, the CLI, the
+             server's and the event loop's entry points, a thread's bootstrap)
 
 Frames are grouped by function and file (their line numbers dropped), and files are shown from
 their last ``site-packages/`` or repository folder, so a stage reads as ``handler/front.py``.
@@ -25,6 +27,22 @@ ROOTS = (  # a file is shown from after the last of these it holds
     re.compile(r".*/lib/python3\.\d+/"),
     re.compile(r".*/(?=(handler|devtools|bench)/)"),
 )
+
+
+ENTRY_FILES = {  # the frames every request runs under: no stage of its own
+    "<frozen runpy>",
+    "handler/cli.py",
+    "handler/service.py",
+    "uvicorn/main.py",
+    "uvicorn/server.py",
+    "uvicorn/_compat.py",
+    "asyncio/runners.py",
+    "threading.py",
+}
+
+
+def is_entry(name: str) -> bool:
+    return name.startswith("process ") or name.rpartition(" (")[2].rstrip(")") in ENTRY_FILES
 
 
 def frame_name(frame: str) -> str:
@@ -56,7 +74,8 @@ def tally(lines: list[str]) -> tuple[Counter[str], Counter[str], int]:
         total += count
         own[frames[-1]] += count
         for name in set(frames):
-            inclusive[name] += count
+            if not is_entry(name):
+                inclusive[name] += count
     return own, inclusive, total
 
 
