@@ -1,7 +1,7 @@
 """Next's /_next/image behaviour at the HTTP level, through the real app.
 
 Next's code: ``imageOptimizer`` and ``sendResponse`` in
-``packages/next/src/server/image-optimizer.ts``; the README lists where we deviate.
+``packages/next/src/server/image-optimizer.ts``; docs/compatibility.md lists where we deviate.
 """
 
 from __future__ import annotations

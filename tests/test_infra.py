@@ -525,7 +525,7 @@ def test_dashboard_shows_the_alarms_and_only_metrics_the_function_emits(full: Sy
 
 
 def test_readme_alarm_table_lists_every_alarm(full: Synth) -> None:
-    lines = (ROOT / "README.md").read_text().splitlines()
+    lines = (ROOT / "docs" / "observability.md").read_text().splitlines()
     start = lines.index("| alarm | reads | threshold | why |") + 2
     rows = []
     for line in lines[start:]:

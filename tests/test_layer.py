@@ -25,7 +25,7 @@ from layers.check_layer import LOCAL_ARCH, probe, unpack
 LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 LAMBDA_DIST = ROOT / "layers" / "build" / "test-dist"
 ELF_MACHINE = {"arm64": 183, "x86_64": 62}
-README = ROOT / "README.md"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 README_LAYERS = re.compile(
     r"Together about (?P<mb>\d+(?:\.\d+)?) MB unzipped \(arm64, Python 3\.13\), "
     r"(?P<share>\d+)% of Lambda's 250 MiB limit"
@@ -99,18 +99,18 @@ def test_lambda_target_layers_hold_linux_binaries_for_the_runtime() -> None:
 
 
 def readme_text() -> str:
-    """The README with its lines joined, so a sentence reads the same however it wraps."""
-    return " ".join(README.read_text().split())
+    """docs/deploy.md with its lines joined, so a sentence reads the same however it wraps."""
+    return " ".join(DEPLOY_DOC.read_text().split())
 
 
 def test_readme_states_the_size_of_the_layers_the_stack_deploys() -> None:
-    """The README's figure is the arm64/python3.13 layers' unzipped size, as built."""
+    """docs/deploy.md's figure is the arm64/python3.13 layers' unzipped size, as built."""
     ensure_layers("arm64", "3.13", LAMBDA_DIST)
     manifest = json.loads(manifest_path(LAMBDA_DIST, "arm64").read_text())
     assert manifest["python_version"] == "3.13"
     total = sum(layer["unzipped_bytes"] for layer in manifest["layers"].values())
     found = README_LAYERS.search(readme_text())
-    assert found, f"README states the layers' size as {README_LAYERS.pattern!r}"
+    assert found, f"docs/deploy.md states the layers' size as {README_LAYERS.pattern!r}"
     assert float(found["mb"]) * 1e6 == pytest.approx(total, rel=0.04), f"{total / 1e6:.1f} MB"
     assert abs(int(found["share"]) - 100 * total / LAMBDA_UNZIPPED_LIMIT) <= 1
 
@@ -123,5 +123,5 @@ def test_readme_states_the_size_of_the_function_code() -> None:
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     )
     found = README_CODE.search(readme_text())
-    assert found, f"README states the function code's size as {README_CODE.pattern!r}"
+    assert found, f"docs/deploy.md states the code's size as {README_CODE.pattern!r}"
     assert int(found["kb"]) * 1000 == pytest.approx(shipped, rel=0.25), f"{shipped / 1e3:.0f} KB"

@@ -398,7 +398,7 @@ def test_workers_share_one_scrape(public_dir: Path, tmp_path: Path) -> None:
 
 
 def markdown_table(specs: tuple[MetricSpec, ...]) -> str:
-    """The README's metrics table, as ``handler.metrics`` defines it."""
+    """docs/observability.md's metrics table, as ``handler.metrics`` defines it."""
 
     def emf(spec: MetricSpec) -> str:
         views = []
@@ -420,4 +420,5 @@ def markdown_table(specs: tuple[MetricSpec, ...]) -> str:
 
 def test_readme_table_matches_the_definitions() -> None:
     table = markdown_table(METRICS)
-    assert table in (ROOT / "README.md").read_text(), f"README's metrics table should be:\n{table}"
+    page = ROOT / "docs" / "observability.md"
+    assert table in page.read_text(), f"{page.name}'s metrics table should be:\n{table}"

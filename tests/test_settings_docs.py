@@ -1,4 +1,4 @@
-"""The README's settings tables hold exactly the settings declared in handler/settings.py."""
+"""docs/configuration.md's settings tables hold exactly the settings of handler/settings.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from handler import service
 from handler.cli import main
 from handler.settings import SETTINGS, Context, Settings
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+CONFIGURATION = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 # The header row that starts each table, by the context its settings are declared with.
 TABLES: dict[Context, str] = {
     "serve": "| flag | environment variable | default | meaning |",
@@ -24,8 +24,8 @@ Documented = tuple[Context, str | None, str]  # context, flag, default
 
 def readme_table(header: str) -> list[list[str]]:
     """The rows under ``header``, as cells; the table ends at the first line not a row."""
-    lines = README.read_text().splitlines()
-    assert lines.count(header) == 1, f"README needs exactly one table headed {header!r}"
+    lines = CONFIGURATION.read_text().splitlines()
+    assert lines.count(header) == 1, f"{CONFIGURATION.name} needs one table headed {header!r}"
     rows = []
     for line in lines[lines.index(header) + 2 :]:
         if not line.startswith("|"):
@@ -35,12 +35,12 @@ def readme_table(header: str) -> list[list[str]]:
 
 
 def default_cell(text: str) -> str:
-    """A README default as declared: no code quotes, no trailing gloss such as "(30 days)"."""
+    """A documented default as declared: no code quotes, no trailing gloss such as "(30 days)"."""
     return re.sub(r" \([^)]*\)$", "", text.replace("`", ""))
 
 
 def documented() -> dict[str, Documented]:
-    """Every variable in the README's tables; a cell may list several: "`A` / `B`"."""
+    """Every variable in the configuration page's tables; a cell may list several: "`A` / `B`"."""
     found: dict[str, Documented] = {}
     for context, header in TABLES.items():
         for row in readme_table(header):

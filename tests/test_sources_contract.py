@@ -9,7 +9,8 @@ errors for empty and oversize files, and nothing ever looked up outside the root
 The origin source forwards the href, as validated, to the app, which owns its own lookup and
 headers. Its stand-in here answers like Next's static server and routes on the raw path, so an
 encoded separator is never decoded into a boundary; what a real app does with one is its own
-business (the README's deviations table). For the origin, then, the contract shows what it asks.
+business (docs/compatibility.md's deviations table). For the origin, then, the contract shows
+what it asks.
 """
 
 from __future__ import annotations
