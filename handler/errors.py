@@ -39,7 +39,7 @@ UPSTREAM_TIMEOUT = '"url" parameter is valid but upstream response timed out'
 INTERNAL_INVALID = '"url" parameter is valid but internal response is invalid'
 NOT_AN_IMAGE = "The requested resource isn't a valid image."
 TYPE_NOT_ALLOWED = '"url" parameter is valid but image type is not allowed'
-# Our own messages, for inputs where Next.js answers a bare 500 (documented in the README).
+# Our own messages, for inputs where Next.js answers a bare 500 (docs/compatibility.md).
 ACCEPT_INVALID = "Invalid Accept header"
 URL_MALFORMED_ESCAPE = '"url" parameter has a malformed percent-encoding'
 TIME_BUDGET_EXCEEDED = '"url" parameter is valid but the request exceeded its time budget'

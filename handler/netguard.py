@@ -3,7 +3,7 @@
 ``is_private_ip`` reproduces ``server/is-private-ip.ts``: an address is private unless its
 ``ipaddr.js`` range is ``unicast``. Python's ``ipaddress.is_global`` uses a different table, so
 the ranges are listed explicitly (``server/is-private-ip.ts``), plus two that embed an IPv4
-address (the README's deviations table).
+address (docs/compatibility.md's deviations table).
 """
 
 from __future__ import annotations

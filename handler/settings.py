@@ -2,8 +2,9 @@
 
 Every setting has one environment variable, so ``next-image serve`` and the Lambda function are
 configured the same way. Each is declared once, on its ``Settings`` field: variable, parser,
-default, ``serve`` flag and help. The flags, the environment reading and the README's tables all
-follow from that declaration (tests/test_settings_docs.py holds the README to it).
+default, ``serve`` flag and help. The flags, the environment reading and the tables of
+docs/configuration.md all follow from that declaration (tests/test_settings_docs.py holds them
+to it).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Setting:
 
     @property
     def shown_default(self) -> str:
-        """The default as ``--help`` and the README show it."""
+        """The default as ``--help`` and docs/configuration.md show it."""
         if self.default_text is not None:
             return self.default_text
         if self.default is None:
