@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlencode
@@ -198,9 +200,10 @@ def started_and_held(command: list[str], cache: Path, upstream: Upstream) -> sub
     """The run, once it has stored a pointer and a variant in full (a write in progress is a
     hidden temporary file) and its worker waits for the held image."""
     env = os.environ | {"NEXT_IMAGE_FETCH_TIMEOUT": str(HANG_SECONDS)}  # held as long as needed
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    with sigint_not_ignored():
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
 
     def stored(kind: str) -> list[Path]:
         files = (cache / kind).rglob("*")
@@ -212,6 +215,18 @@ def started_and_held(command: list[str], cache: Path, upstream: Upstream) -> sub
 
     wait_for(waiting, "the run storing, then waiting for the held image")
     return process
+
+
+@contextmanager
+def sigint_not_ignored() -> Iterator[None]:
+    """SIGINT handled in this process while a child starts, so that the child gets Python's
+    Ctrl-C. A suite run from a background job of a script (``make test &``) has SIGINT ignored,
+    a child inherits that, and Python then keeps it ignored: the run would never see Ctrl-C."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def process_stderr(process: subprocess.Popen[str]) -> IO[str]:
