@@ -93,9 +93,9 @@ def image_event(path: str, width: int, accept: str) -> dict[str, Any]:
 
 
 def make_events(names: list[str], accept: str) -> list[dict[str, Any]]:
-    from bench.hits import WIDTHS
+    from bench.hits import HOT_WIDTHS
 
-    return [image_event(f"/photos/{name}", w, accept) for name in names for w in WIDTHS]
+    return [image_event(f"/photos/{name}", w, accept) for name in names for w in HOT_WIDTHS]
 
 
 def asked_width(event: dict[str, Any]) -> int:
