@@ -45,6 +45,7 @@ def run(settings: Settings) -> int:
         "server_header": False,
         "date_header": True,
         "log_config": log_config(),
+        "access_log": settings.access_log,
         **fast_stack(),
     }
     signal.signal(signal.SIGTERM, _exit_cleanly)

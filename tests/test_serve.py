@@ -25,14 +25,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def answering(
-    command: list[str], port: int, probe: str, env: dict[str, str] | None = None
+    command: list[str],
+    port: int,
+    probe: str,
+    env: dict[str, str] | None = None,
+    stdout: int = subprocess.DEVNULL,
 ) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
     """Start ``command`` (a server on ``port``), wait until ``probe`` answers, stop it after."""
     process = subprocess.Popen(
         command,
         env={**os.environ, **(env or {})},
         cwd=REPO,
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.PIPE,
     )
     try:
@@ -78,6 +82,19 @@ def test_readme_curl_example_and_restart(tmp_path: Path) -> None:
         again = client.get(url, headers={"accept": "image/webp"})
         assert again.headers["x-nextjs-cache"] == "HIT"
         assert again.content == response.content
+
+
+@pytest.mark.parametrize("access_log", ["true", "false"])
+def test_the_access_log_is_a_line_per_request_unless_turned_off(access_log: str) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "handler.cli", "serve", "--port", str(port)]
+    env = {"NEXT_IMAGE_ACCESS_LOG": access_log}
+    with answering(command, port, "/_next/image", env, subprocess.PIPE) as (client, process):
+        assert client.get("/_next/image?url=/nowhere.png&w=640&q=75").status_code == 404
+    assert process.stdout is not None  # uvicorn's access log goes to stdout
+    lines = process.stdout.read().decode().splitlines()
+    logged = [line for line in lines if '"GET /_next/image?url=/nowhere.png' in line]
+    assert len(logged) == (1 if access_log == "true" else 0), lines
 
 
 def test_settings_from_environment(tmp_path: Path) -> None:
