@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -33,7 +33,7 @@ from handler.openapi import image_route_docs
 from handler.optimizer import Optimizer, Served, Stats
 from handler.params import ImageParams
 from handler.ready import ReadyAnswer, ReadyAnswers
-from handler.types import RequestRecord
+from handler.types import Observer, RequestRecord
 from handler.validate import validate_params
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 ROUTE_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]  # Next does not check the method
 
 OVERSIZE_UNSTORED = "The optimized image is too large to send and could not be stored"
-
-Observer = Callable[[Request, RequestRecord], None]
-
 
 NO_STORE = "private, no-store"  # a timeout's fallback: right for this request only
 # Errors that say "try again": a bug of ours (500), a failing or slow upstream (502, 504), too

@@ -28,9 +28,8 @@ if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
     from starlette.requests import Request
 
-    from handler.app import Observer
     from handler.optimizer import Optimizer
-    from handler.types import RequestRecord
+    from handler.types import Observer, RequestRecord
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How often each worker writes its gauges for the others' scrapes (multiprocess mode only).

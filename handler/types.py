@@ -6,7 +6,11 @@ HTTP layer can all name them without importing one another.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 CacheStatus = Literal["HIT", "MISS", "STALE"]  # the X-Nextjs-Cache header
 # optimized: transformed; original: passed through as Next does (animated, SVG, ICO...);
@@ -30,3 +34,7 @@ class RequestRecord(TypedDict, total=False):
     total_ms: float
     error: str
     error_category: str
+
+
+# Told of every /_next/image request once it is answered: the metrics, the Lambda log line.
+Observer = Callable[["Request", RequestRecord], None]

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from handler import allocator, machine
 from handler.admission import Admission
 from handler.animated import AnimatedOptions
-from handler.app import Observer, Oversize, create_app
+from handler.app import Oversize, create_app
 from handler.config import ImagesConfig, load_images_config
 from handler.first_view import Report, report
 from handler.optimizer import Deferral, Optimizer, Revalidation
@@ -29,6 +29,7 @@ from handler.sources.retry import RetryingSource
 from handler.stores.base import Store
 from handler.stores.guarded import GuardedStore
 from handler.stores.s3 import VARIANTS
+from handler.types import Observer
 
 log = logging.getLogger(__name__)
 
