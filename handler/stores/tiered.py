@@ -65,12 +65,40 @@ def _charged(index: Index, held: Held) -> int:
     return record_bytes(index[1], held.record) + (IDENTITY_BYTES if held.identity else 0)
 
 
-class TieredStore:
+class LockingStore(Store, Locking, Protocol):
+    """The store behind a tier: it leads misses across processes (a folder's locks, Redis's)."""
+
+
+class PassedThrough:
+    """What a tier hands straight to the store behind it: the sources (read on misses, never on
+    hits, so not held), the locks for misses and the health check."""
+
+    backing: LockingStore
+
+    def get_source(self, key: str) -> bytes | None:
+        return self.backing.get_source(key)
+
+    def put_source(self, key: str, body: bytes) -> None:
+        self.backing.put_source(key, body)
+
+    def try_lock(self, key: str, ttl_ms: int) -> str | None:
+        return self.backing.try_lock(key, ttl_ms)
+
+    def unlock(self, key: str, token: str) -> None:
+        self.backing.unlock(key, token)
+
+    def ping(self) -> None:
+        self.backing.ping()
+
+
+class TieredStore(PassedThrough):
     """``backing`` behind a byte-bounded LRU of its recent records (see the module docstring).
 
     Its blocking calls (``get_*``, ``put_*``) run on a thread as any store's; ``cached_pointer``
     and ``cached_variant`` never wait for the disk, for the event loop.
     """
+
+    backing: FilesystemStore
 
     def __init__(
         self,
@@ -119,22 +147,6 @@ class TieredStore:
         with self._writing(index):
             self.backing.put_variant(key, variant)
         self._variants.put(index, Held(variant, None), self._recency)
-
-    def get_source(self, key: str) -> bytes | None:
-        """From the folder only: sources are read on misses, never on hits."""
-        return self.backing.get_source(key)
-
-    def put_source(self, key: str, body: bytes) -> None:
-        self.backing.put_source(key, body)
-
-    def try_lock(self, key: str, ttl_ms: int) -> str | None:
-        return self.backing.try_lock(key, ttl_ms)
-
-    def unlock(self, key: str, token: str) -> None:
-        self.backing.unlock(key, token)
-
-    def ping(self) -> None:
-        self.backing.ping()
 
     def delete_pointers(self, keys: Sequence[str]) -> int | None:
         """From the folder, then from this process's tier (other processes' tiers see the file
@@ -207,12 +219,12 @@ class TieredStore:
             self._lru(index).drop(index)
 
 
-class SharedStore(Store, Locking, Purging, AwaitedReads, Protocol):
+class SharedStore(LockingStore, Purging, AwaitedReads, Protocol):
     """A store shared by processes and hosts (Redis): locks for misses, purgeable pointers,
     reads awaited on the event loop."""
 
 
-class HeldVariants:
+class HeldVariants(PassedThrough):
     """``backing`` (the Redis store) with this process's recent variants in memory, least
     recently used first out past ``max_bytes``, answered on the event loop.
 
@@ -222,6 +234,8 @@ class HeldVariants:
     Redis, so what each host serves stays what Redis says. A hit thus costs one round trip (the
     pointer's) instead of two, awaited on the event loop (``await_pointer``), not in a thread.
     """
+
+    backing: SharedStore
 
     def __init__(self, backing: SharedStore, max_bytes: int = 64_000_000) -> None:
         self.backing = backing
@@ -261,21 +275,6 @@ class HeldVariants:
         if variant is not None:
             self._variants.put(key, variant)
         return variant
-
-    def get_source(self, key: str) -> bytes | None:
-        return self.backing.get_source(key)
-
-    def put_source(self, key: str, body: bytes) -> None:
-        self.backing.put_source(key, body)
-
-    def try_lock(self, key: str, ttl_ms: int) -> str | None:
-        return self.backing.try_lock(key, ttl_ms)
-
-    def unlock(self, key: str, token: str) -> None:
-        self.backing.unlock(key, token)
-
-    def ping(self) -> None:
-        self.backing.ping()
 
     def delete_pointers(self, keys: Sequence[str]) -> int | None:
         return self.backing.delete_pointers(keys)
