@@ -32,6 +32,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -52,6 +53,14 @@ DELETE_BATCH = 1000  # keys per DEL when purging
 CONNECT_TIMEOUT = 1.0  # seconds; a Redis next to the optimizer connects in milliseconds
 READ_TIMEOUT = 1.0  # seconds waiting on the socket; a few-MB value streams well within it
 HEALTH_CHECK_INTERVAL = 30  # seconds idle before a pooled connection is PINGed before use
+# Both clients' (the blocking one, and the event loop's): failures are not retried (the
+# GuardedStore counts them and the request goes on without the store).
+CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": CONNECT_TIMEOUT,
+    "socket_timeout": READ_TIMEOUT,
+    "health_check_interval": HEALTH_CHECK_INTERVAL,
+    "retry_on_timeout": False,
+}
 
 # Deletes the lock only if it still holds our token: one that expired and was taken by another
 # process is never released by its old holder (the pattern redis-py's Lock uses).
@@ -129,12 +138,7 @@ class RedisStore:
         owned = self._awaited
         if owned is None or owned[0] != pid or owned[1] is not loop:
             client = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=READ_TIMEOUT,
-                health_check_interval=HEALTH_CHECK_INTERVAL,
-                retry_on_timeout=False,
-                retry=AsyncRetry(NoBackoff(), 0),
+                self.url, retry=AsyncRetry(NoBackoff(), 0), **CLIENT_OPTIONS
             )
             owned = self._awaited = (pid, loop, client)
         return owned[2]
@@ -150,14 +154,7 @@ class RedisStore:
 
     def _connect(self) -> redis.Redis:
         """No connection yet (the pool connects on first command); failures are not retried."""
-        return redis.Redis.from_url(
-            self.url,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=READ_TIMEOUT,
-            health_check_interval=HEALTH_CHECK_INTERVAL,
-            retry_on_timeout=False,
-            retry=Retry(NoBackoff(), 0),
-        )
+        return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), **CLIENT_OPTIONS)
 
     def variant_redis_key(self, key: str) -> str:
         return f"{self.prefix}{VARIANTS}{key}"
