@@ -39,6 +39,19 @@ async def wait_until(condition: Callable[[], object], seconds: float = HANG_SECO
             await anyio.sleep(0.005)
 
 
+def counting_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The calls ``anyio.to_thread.run_sync`` is given from now on."""
+    threads: list[Any] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        threads.append(args[0])
+        return await run_sync(*args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return threads
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as sock:

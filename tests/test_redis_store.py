@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 import redis
 from starlette.testclient import TestClient
-from support import HANG_SECONDS, App, Clock, free_port, wait_for
+from support import HANG_SECONDS, App, Clock, counting_threads, free_port, wait_for
 from test_serve import serving
 
 from handler.app import create_app
@@ -409,19 +408,6 @@ def test_variants_are_held_in_memory_and_pointers_always_read_from_redis(
     assert anyio.run(reads) == [VARIANT] * 3
     assert asked == ["src/750w"]  # read from Redis once, then held
     assert threads == []  # awaited on the event loop, never in a thread
-
-
-def counting_threads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The calls ``anyio.to_thread.run_sync`` is given from now on."""
-    threads: list[object] = []
-    run_sync = anyio.to_thread.run_sync
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        threads.append(args[0])
-        return await run_sync(*args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-    return threads
 
 
 def test_a_hit_reads_its_pointer_on_the_event_loop(

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from support import MakeApp
+from support import MakeApp, counting_threads
 
 from handler.keys import pointer_key
 from handler.settings import Settings
@@ -84,19 +84,6 @@ def test_a_record_read_from_the_folder_is_then_served_from_memory(
     assert store.get_variant("src/640w") == VARIANT  # read from the folder once
     forget_files(tmp_path)
     assert store.get_variant("src/640w") == VARIANT
-
-
-def counting_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The calls ``anyio.to_thread.run_sync`` is given from now on."""
-    threads: list[Any] = []
-    run_sync = anyio.to_thread.run_sync
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        threads.append(args[0])
-        return await run_sync(*args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-    return threads
 
 
 def test_guarded_store_answers_tier_hits_on_the_event_loop(
