@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"local-cdn: serving .* on (http://\S+)")
@@ -38,6 +40,30 @@ class LocalCdn:
     output: list[str] = field(default_factory=list)
     pid: int = 0
     returncode: int | None = None
+
+    def image_records(self, start: int = 0) -> list[dict[str, Any]]:
+        """The function's request log records among the output lines from ``start`` on."""
+        lines = (line for line in self.output[start:] if line.startswith("{"))
+        records = (json.loads(line) for line in lines)
+        return [record for record in records if record.get("message") == "image request"]
+
+    def wait_for_line(self, text: str, start: int, timeout: float) -> str:
+        """The first output line from ``start`` on that holds ``text``; waiting ``timeout``
+        seconds for it fails the test (only a hang gets there)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.output[start:]:
+                if text in line:
+                    return line
+            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "".join(self.output[start:])
+            time.sleep(0.05)
+
+    def redeploy(self, timeout: float) -> str:
+        """A redeploy in place (SIGHUP to this child process of the test's); the line that
+        says it is done."""
+        start = len(self.output)
+        os.kill(self.pid, signal.SIGHUP)
+        return self.wait_for_line("local-cdn: redeployed ", start, timeout)
 
 
 @contextmanager

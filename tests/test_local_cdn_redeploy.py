@@ -11,14 +11,11 @@ CloudFront API takes ``CreateInvalidation`` from a real boto3 client.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import imagegen
 import pytest
@@ -66,34 +63,6 @@ def get(cdn: LocalCdn, name: str) -> tuple[str, str, bytes]:
         return answer.headers["x-cache"], answer.headers["x-nextjs-cache"], answer.read()
 
 
-def wait_for_line(cdn: LocalCdn, text: str, start: int) -> str:
-    """The first line of output after ``start`` containing ``text`` (a hang fails the wait)."""
-    deadline = time.monotonic() + HANG_SECONDS
-    while True:
-        for line in cdn.output[start:]:
-            if text in line:
-                return line
-        assert time.monotonic() < deadline, f"no {text!r} in:\n" + "".join(cdn.output[start:])
-        time.sleep(0.05)
-
-
-def redeploy(cdn: LocalCdn) -> str:
-    start = len(cdn.output)
-    os.kill(cdn.pid, signal.SIGHUP)  # our own child process
-    return wait_for_line(cdn, "local-cdn: redeployed ", start)
-
-
-def records(cdn: LocalCdn, start: int) -> list[dict[str, Any]]:
-    """The function's request log lines since output line ``start``."""
-    found = []
-    for line in cdn.output[start:]:
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("message") == "image request":
-                found.append(record)
-    return found
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, LocalCdn]]:
     """local-cdn serving the stack synthesized from a ``public/`` of two images; its output is
@@ -127,7 +96,7 @@ def test_the_cloudfront_api_invalidates_the_edge_cache(site: tuple[Path, Path, L
     from botocore.exceptions import ClientError
 
     _, _, cdn = site
-    line = wait_for_line(cdn, "local-cdn: CloudFront API for distribution ", 0)
+    line = cdn.wait_for_line("local-cdn: CloudFront API for distribution ", 0, HANG_SECONDS)
     distribution, url = line.split()[5], line.split()[7]
     for name in ("a.png", "b.png"):
         assert get(cdn, name)[:2] == (MISS, "MISS")
@@ -164,7 +133,7 @@ def test_a_sighup_with_nothing_changed_keeps_the_edge_cache(
 ) -> None:
     _, _, cdn = site
     get(cdn, "a.png")
-    line = redeploy(cdn)
+    line = cdn.redeploy(HANG_SECONDS)
     assert "0 files uploaded, 0 environment variables changed" in line
     assert "0 invalidation paths" in line
     assert get(cdn, "a.png")[0] == HIT
@@ -177,7 +146,7 @@ def test_a_refused_template_leaves_the_running_deploy(site: tuple[Path, Path, Lo
     try:
         start = len(cdn.output)
         os.kill(cdn.pid, signal.SIGHUP)
-        line = wait_for_line(cdn, "redeploy of ", start)
+        line = cdn.wait_for_line("redeploy of ", start, HANG_SECONDS)
         assert "refused; still serving the previous deploy" in line
     finally:
         template.write_text(good)
@@ -192,7 +161,7 @@ def test_a_redeploy_shows_a_changed_public_image_and_revalidates_the_others(
     (root / "public" / "a.png").write_bytes(imagegen.png(128, 64, colour=(30, 200, 30)))
     synthesize(root)
     start = len(cdn.output)
-    line = redeploy(cdn)
+    line = cdn.redeploy(HANG_SECONDS)
     assert "NEXT_IMAGE_DEPLOY_GENERATION" in line.split("environment variables changed")[1]
     assert "2 files uploaded" in line  # the changed DeployPublic, run again: public/'s two
     assert "1 invalidation paths removed" in line
@@ -204,8 +173,8 @@ def test_a_redeploy_shows_a_changed_public_image_and_revalidates_the_others(
     assert decoded[:3] == ("webp", 64, 32) and body != old_a
     edge, function, body = get(cdn, "b.png")
     assert (edge, function, body) == (MISS, "STALE", old_b)  # unchanged, not transformed
-    wait_for(lambda: len(records(cdn, start)) == 2, "the function's two log lines")
-    served = records(cdn, start)
+    wait_for(lambda: len(cdn.image_records(start)) == 2, "the function's two log lines")
+    served = cdn.image_records(start)
     assert [r["cache"] for r in served] == ["STALE", "STALE"]
     assert "transform" in served[0]["stages_ms"]
     assert "transform" not in served[1]["stages_ms"]

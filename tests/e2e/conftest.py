@@ -25,7 +25,7 @@ import pytest
 from harness import APP, ARTIFACTS, NEXT, REPORT, TIMINGS, timed
 from local_cdn_process import stand_in_layers
 from pictures import MOUNTAIN, Picture, draw, remote
-from processes import LocalCdn, Proxy, local_cdn, logging_proxy, next_start
+from processes import LocalCdn, Proxy, free_port, local_cdn, logging_proxy, next_start
 from upstream_server import Handler, Server, serve
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -166,3 +166,18 @@ def cdn(
                 local_cdn(synthesized, app_proxy.url, seed_folder, artifacts / "local-cdn.log")
             )
         yield running
+
+
+@pytest.fixture(scope="module")
+def moto_s3() -> Iterator[str]:
+    """moto's S3 server on a free loopback port, for a module whose local-cdn reaches S3 over
+    real HTTP (through a fault proxy, or to watch its requests)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

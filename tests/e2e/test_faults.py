@@ -42,14 +42,11 @@ to its key. Page-load times per state go to the e2e report.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
-import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +60,7 @@ from harness import APP, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPORT, timed
 from local_cdn_process import LocalCdn, local_cdn
 from pictures import CARDS, HUGE, LOGO, MOUNTAIN, PHOTO, STREET, remote
 from processes import Proxy, free_port
+from support import wait_for
 from upstream_server import Handler, Server
 
 from handler.keys import pointer_key
@@ -220,12 +218,7 @@ class Stack:
 
     def fresh_start(self) -> None:
         """New function instances (SIGHUP) and an edge that forgets every ``/_next/image``."""
-        start = len(self.cdn.output)
-        os.kill(self.cdn.pid, signal.SIGHUP)  # local-cdn is this module's own child process
-        wait_until(
-            lambda: any("local-cdn: redeployed " in line for line in self.cdn.output[start:]),
-            "local-cdn's redeploy",
-        )
+        self.cdn.redeploy(HANG_SECONDS)
         self.invalidations += 1
         self.cloudfront.create_invalidation(
             DistributionId=self.distribution,
@@ -250,26 +243,6 @@ class Stack:
         self.proxy.release()
         if fault == "origin-down":
             self.origin.up()
-
-
-def wait_until(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + HANG_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting: {what}"
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def moto_s3() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def _clients(moto_s3: str, api: str) -> tuple[Any, Any]:
@@ -502,16 +475,6 @@ def assert_correct(answer: Answer) -> None:
     assert decoded.width == min(answer.w, source_width(answer.src)), (answer.src, answer.w, decoded)
 
 
-def function_records(cdn: LocalCdn, start: int) -> list[dict[str, Any]]:
-    found = []
-    for line in cdn.output[start:]:
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("message") == "image request":
-                found.append(record)
-    return found
-
-
 def counts(values: list[str]) -> str:
     tally: dict[str, int] = {}
     for value in values:
@@ -545,10 +508,10 @@ def function_seconds(stack: Stack, start: int, answer: Answer) -> float:
     """How long the function took over the request that answered ``answer``'s 5xx."""
 
     def found() -> list[dict[str, Any]]:
-        records = function_records(stack.cdn, start)
+        records = stack.cdn.image_records(start)
         return [r for r in records if r.get("query") == answer.query and r["status"] >= 500]
 
-    wait_until(found, f"the function's log line for {answer.query}")
+    wait_for(found, f"the function's log line for {answer.query}", HANG_SECONDS)
     return float(found()[-1]["total_ms"]) / 1000
 
 
@@ -644,7 +607,7 @@ def test_every_image_is_correct_or_a_prompt_error_the_edge_forgets(
             tab.close()
 
     faulted = [r for r in stack.proxy.requests[proxy_start:] if r.fault != "pass"]
-    records = function_records(stack.cdn, output_start)
+    records = stack.cdn.image_records(output_start)
     gallery = loads["/"]
     widths = sorted((short(src), answer.w) for src, answer in gallery.answers.items())
     line = (

@@ -16,15 +16,12 @@ copy of ``public/`` and serves it with its own ``local-cdn`` (S3 on a moto serve
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,8 @@ import pyvips
 from harness import APP, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPORT, ROOT, timed
 from local_cdn_process import LocalCdn, local_cdn, stand_in_layers
 from pictures import MOUNTAIN, STREET, Picture, scene
-from processes import Proxy, free_port
+from processes import Proxy
+from support import wait_for
 from upstream_server import Handler, Server
 
 STACK = "NextImageRedeployE2E"
@@ -73,13 +71,6 @@ class Stack:
     bucket: str
 
 
-def wait_until(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + HANG_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting: {what}"
-        time.sleep(0.05)
-
-
 def synthesize(root: Path, public: Path) -> Path:
     """``cdk synth`` against the app's build and this module's ``public/`` (a new process each
     time, as the CLI is: the asset hashes are computed again)."""
@@ -115,19 +106,6 @@ def distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 def jpeg(picture: Picture, colours: tuple[Any, ...]) -> bytes:
     return bytes(scene(picture.width, picture.height, *colours).jpegsave_buffer(Q=88))
-
-
-@pytest.fixture(scope="module")
-def moto_s3() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -233,26 +211,6 @@ class Tab:
         self.context.close()
 
 
-def function_records(cdn: LocalCdn, start: int) -> list[dict[str, Any]]:
-    found = []
-    for line in cdn.output[start:]:
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("message") == "image request":
-                found.append(record)
-    return found
-
-
-def redeploy(cdn: LocalCdn) -> str:
-    start = len(cdn.output)
-    os.kill(cdn.pid, signal.SIGHUP)  # local-cdn is this module's own child process
-    wait_until(
-        lambda: any("local-cdn: redeployed " in line for line in cdn.output[start:]),
-        "local-cdn's redeploy",
-    )
-    return next(line for line in cdn.output[start:] if "local-cdn: redeployed " in line)
-
-
 def test_a_redeploy_shows_the_new_image_on_the_next_page_load(
     stack: Stack, browser: Any, built_app: dict[str, Picture]
 ) -> None:
@@ -271,7 +229,7 @@ def test_a_redeploy_shows_the_new_image_on_the_next_page_load(
             synthesize(stack.root, stack.public)
         start = len(stack.cdn.output)
         with timed("redeploy: local-cdn redeploy (SIGHUP)"):
-            line = redeploy(stack.cdn)
+            line = stack.cdn.redeploy(HANG_SECONDS)
         assert "NEXT_IMAGE_DEPLOY_GENERATION" in line
         assert "1 invalidation paths removed" in line
 
@@ -293,8 +251,10 @@ def test_a_redeploy_shows_the_new_image_on_the_next_page_load(
     for src, seen in unchanged.items():
         assert (seen.x_cache, seen.nextjs_cache) == (MISS, "STALE"), src
         assert seen.body == before[src].body, src
-    wait_until(lambda: len(function_records(stack.cdn, start)) >= 7, "the function's log lines")
-    records = {r["url"]: r for r in function_records(stack.cdn, start)}
+    wait_for(
+        lambda: len(stack.cdn.image_records(start)) >= 7, "the function's log lines", HANG_SECONDS
+    )
+    records = {r["url"]: r for r in stack.cdn.image_records(start)}
     assert "transform" in records[street]["stages_ms"]
     transformed = [src for src in unchanged if "transform" in records[src]["stages_ms"]]
     assert transformed == []
