@@ -69,6 +69,7 @@ class GuardedStore:
         self.store = store
         self._tier = store if isinstance(store, MemoryTier) else None
         self._awaited = store if isinstance(store, AwaitedReads) else None
+        self._in_process = bool(getattr(store, "in_process", False))
         self._call_timeout = call_timeout
         self._failure_threshold = max(1, failure_threshold)
         self._cooldown = cooldown
@@ -99,23 +100,19 @@ class GuardedStore:
     def pointer_now(self, key: str) -> Pointer | None:
         """The pointer if the store has it at hand (a ``MemoryTier``'s, or an ``in_process``
         store's); None when only a call in a thread could tell."""
-        if self._tier is not None:
-            return self._at_hand(self._tier.cached_pointer, key)
-        if getattr(self.store, "in_process", False) and self.available:
-            return self._at_hand(self.store.get_pointer, key)
-        return None
+        tier = self._tier
+        return self._at_hand(tier.cached_pointer if tier else self.store.get_pointer, key)
 
     def variant_now(self, key: str) -> Variant | None:
         """As ``pointer_now``, for a variant."""
-        if self._tier is not None:
-            return self._at_hand(self._tier.cached_variant, key)
-        if getattr(self.store, "in_process", False) and self.available:
-            return self._at_hand(self.store.get_variant, key)
-        return None
+        tier = self._tier
+        return self._at_hand(tier.cached_variant if tier else self.store.get_variant, key)
 
     def _at_hand(self, lookup: Callable[[str], T | None], key: str) -> T | None:
         """A lookup that never waits (memory, or a file the page cache holds), on the event
         loop; a failure is only a None here (the call in a thread counts it)."""
+        if self._tier is None and not (self._in_process and self.available):
+            return None  # only a call in a thread could tell
         try:
             return lookup(key)
         except Exception:
@@ -209,7 +206,7 @@ class GuardedStore:
         call = functools.partial(self._tracked, name, functools.partial(fn, *args, **kwargs))
         result: T | None = None
         try:
-            if getattr(self.store, "in_process", False):
+            if self._in_process:
                 result = call()  # a dict lookup: a thread hop would cost more than the call
             else:
                 with anyio.fail_after(self._call_timeout):
