@@ -258,10 +258,7 @@ class HeldVariants(PassedThrough):
         self.backing.put_pointer(key, pointer)
 
     def get_variant(self, key: str) -> Variant | None:
-        variant = self._variants.get(key) or self.backing.get_variant(key)
-        if variant is not None:
-            self._variants.put(key, variant)
-        return variant
+        return self._variants.get(key) or self._held(key, self.backing.get_variant(key))
 
     def put_variant(self, key: str, variant: Variant) -> None:
         self.backing.put_variant(key, variant)  # held once Redis has it
@@ -271,7 +268,10 @@ class HeldVariants(PassedThrough):
         return await self.backing.await_pointer(key)
 
     async def await_variant(self, key: str) -> Variant | None:
-        variant = self._variants.get(key) or await self.backing.await_variant(key)
+        return self._variants.get(key) or self._held(key, await self.backing.await_variant(key))
+
+    def _held(self, key: str, variant: Variant | None) -> Variant | None:
+        """A variant read from Redis, now held here too."""
         if variant is not None:
             self._variants.put(key, variant)
         return variant
