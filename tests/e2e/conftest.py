@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import APP, ARTIFACTS, NEXT, REPORT, TIMINGS, timed
+from harness import APP, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, NEXT, REPORT, TIMINGS, timed
 from local_cdn_process import stand_in_layers
 from pictures import MOUNTAIN, Picture, draw, remote
 from processes import LocalCdn, Proxy, free_port, local_cdn, logging_proxy, next_start
@@ -181,3 +181,17 @@ def moto_s3() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, for a module's pages (Playwright drives it; its own
+    browsers are never installed)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

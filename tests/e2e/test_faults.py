@@ -56,7 +56,7 @@ from urllib.parse import parse_qs, urlsplit
 import imagegen
 import pytest
 from fault_proxy import FaultProxy, Mode, fault_proxy
-from harness import APP, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPORT, timed
+from harness import APP, ARTIFACTS, REPORT, timed
 from local_cdn_process import LocalCdn, local_cdn
 from pictures import CARDS, HUGE, LOGO, MOUNTAIN, PHOTO, STREET, remote
 from processes import Proxy, free_port
@@ -321,18 +321,6 @@ def stack(
             error_ttl=distribution.error_caching_min_ttl.get(502, 10),
             store_timeout=Settings.from_env(environment).store_timeout,
         )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @dataclass

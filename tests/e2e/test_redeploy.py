@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import pyvips
-from harness import APP, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPORT, ROOT, timed
+from harness import APP, ARTIFACTS, REPORT, ROOT, timed
 from local_cdn_process import LocalCdn, local_cdn, stand_in_layers
 from pictures import MOUNTAIN, STREET, Picture, scene
 from processes import Proxy
@@ -144,18 +144,6 @@ def stack(
             )
         finally:
             (artifacts / "local-cdn-redeploy.log").write_text("".join(cdn.output))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 class Tab:
