@@ -48,10 +48,10 @@ import pyvips
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: this checkout's handler, not the installed one
 
-from handler import animated  # noqa: E402
-from handler.animated import PASSTHROUGH, AnimatedOptions  # noqa: E402
-from handler.config import ImagesConfig  # noqa: E402
-from handler.pipeline import (  # noqa: E402
+from handler.contract.config import ImagesConfig  # noqa: E402
+from handler.pipeline import animated  # noqa: E402
+from handler.pipeline.animated import PASSTHROUGH, AnimatedOptions  # noqa: E402
+from handler.pipeline.transform import (  # noqa: E402
     Plan,
     encode,
     plan_transform,
@@ -69,9 +69,9 @@ UNCAPPED = AnimatedOptions("webp", max_frames=10**9, max_pixels=10**15)
 PEAK = """
 import sys
 sys.path.insert(0, sys.argv[3])
-from handler.pipeline import plan_transform, run_transform, setup_libvips
-from handler.animated import AnimatedOptions
-from handler.config import ImagesConfig
+from handler.pipeline.transform import plan_transform, run_transform, setup_libvips
+from handler.pipeline.animated import AnimatedOptions
+from handler.contract.config import ImagesConfig
 setup_libvips()
 source = open(sys.argv[1], "rb").read()
 def status(name):

@@ -1,4 +1,4 @@
-"""Lambda init cost: import ``handler.lambda_handler`` in fresh processes, median of N.
+"""Lambda init cost: import ``handler.entry.lambda_handler`` in fresh processes, median of N.
 
 Each run is a new interpreter with a Lambda-like environment (S3 store and assets bucket named),
 timing the import itself; ``-X importtime`` is run once more to show where the time goes.
@@ -25,7 +25,7 @@ LAMBDA_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 _TIMED = (
-    "import time; t = time.perf_counter(); import handler.lambda_handler; "
+    "import time; t = time.perf_counter(); import handler.entry.lambda_handler; "
     "print((time.perf_counter() - t) * 1000)"
 )
 
@@ -49,7 +49,7 @@ def import_ms(runs: int) -> list[float]:
 def heaviest_imports(top: int) -> list[tuple[int, str]]:
     """``-X importtime`` cumulative microseconds of the slowest top-level imports."""
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import handler.lambda_handler"],
+        [sys.executable, "-X", "importtime", "-c", "import handler.entry.lambda_handler"],
         cwd=ROOT,
         env=_env(),
         check=True,
@@ -80,7 +80,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"import handler.lambda_handler, {args.runs} fresh processes: {result}")
+    print(f"import handler.entry.lambda_handler, {args.runs} fresh processes: {result}")
     print("heaviest imports (-X importtime, cumulative ms):")
     for micros, name in heaviest_imports(args.top):
         print(f"  {micros / 1000:8.1f}  {name}")

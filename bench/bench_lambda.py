@@ -95,7 +95,7 @@ class Recorder:
             client.meta.events.register("before-call.s3", self._before)
             for event in ("after-call.s3", "after-call-error.s3"):
                 client.meta.events.register(event, self._after)
-        from handler.observability import RequestObserver
+        from handler.http.observability import RequestObserver
 
         observe = RequestObserver.__call__
 
@@ -139,7 +139,7 @@ def summary(requests: list[tuple[list[tuple[str, float]], dict[str, float]]]) ->
 
 
 def timed_pass(handle: Any, batch: list[dict[str, Any]], recorder: Recorder) -> dict[str, Any]:
-    from devtools.invoke import FakeContext, response_headers
+    from handler.commands.invoke import FakeContext, response_headers
 
     recorder.take()
     caches: dict[str, int] = {}
@@ -180,8 +180,8 @@ def main() -> int:
     server.start()
     os.environ.update(ENV, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
     try:
-        from handler.lambda_handler import build_handler, lambda_settings
-        from handler.s3_client import s3_client, s3_source_client
+        from handler.entry.lambda_handler import build_handler, lambda_settings
+        from handler.stores.s3_client import s3_client, s3_source_client
 
         client = s3_client()
         for bucket in (ENV["NEXT_IMAGE_BUCKET"], ENV["NEXT_IMAGE_ASSETS_BUCKET"]):

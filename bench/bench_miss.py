@@ -32,8 +32,8 @@ import pyvips
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: this checkout's handler, not the installed one
-from handler.config import ImagesConfig  # noqa: E402
-from handler.pipeline import encode  # noqa: E402
+from handler.contract.config import ImagesConfig  # noqa: E402
+from handler.pipeline.transform import encode  # noqa: E402
 
 PHOTOS = Path(__file__).parent / "photos"
 PICKS = ("rhythm.jpg", "string.jpg", "calla.png", "goldfish.png")
@@ -117,7 +117,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "handler.cli",
+                "handler.commands.cli",
                 "serve",
                 "--port",
                 str(port),

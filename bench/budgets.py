@@ -5,7 +5,7 @@ the transform still runs, a hit is answered while transforms are held), never ho
 wall-clock budget fails on a loaded machine for no fault of the code. How fast is measured here,
 on this machine, each figure beside the budget the tests once held, best of ``--runs``:
 
-  import          fastest import of ``handler.lambda_handler`` in a fresh process (the Lambda
+  import          fastest import of ``handler.entry.lambda_handler`` in a fresh process (the Lambda
                   init; ``bench_import.py`` has the breakdown)               budget 400 ms
   refused 503     a request refused with the queue full, while a transform runs   500 ms
   hit in a burst  slowest of 5 HITs while three ~1 s AVIF transforms run         1000 ms
@@ -52,13 +52,13 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_import import BUDGET_MS as IMPORT_BUDGET_MS  # noqa: E402
 from bench_import import import_ms  # noqa: E402
 
-from handler import optimizer as optimizer_module  # noqa: E402
-from handler.app import create_app  # noqa: E402
-from handler.config import load_images_config  # noqa: E402
-from handler.pipeline import transform_image  # noqa: E402
-from handler.settings import Settings  # noqa: E402
+from handler.contract.config import load_images_config  # noqa: E402
+from handler.entry.settings import Settings  # noqa: E402
+from handler.entry.wiring import build_optimizer  # noqa: E402
+from handler.http.app import create_app  # noqa: E402
+from handler.pipeline.transform import transform_image  # noqa: E402
+from handler.request import coordinator as optimizer_module  # noqa: E402
 from handler.stores.memory import MemoryStore  # noqa: E402
-from handler.wiring import build_optimizer  # noqa: E402
 
 
 @dataclass
@@ -243,7 +243,7 @@ def dripping() -> Iterator[str]:
 
 
 async def fetch_drip(url: str) -> float:
-    from handler.errors import ImageError
+    from handler.contract.errors import ImageError
     from handler.sources.remote import RemoteSource
 
     host, port = url.split("/")[2].split(":")

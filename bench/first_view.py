@@ -31,7 +31,8 @@ the Python SSIMULACRA2 takes ~30 s for a 3840 px image) are scored with SSIMULAC
 ``ssimulacra2`` package) against the same thumbnail uncompressed; bytes are compared at every w.
 
 Photos: ``bench.overload``'s set (ukui-wallpapers, every other one upscaled to 5120 px; cached
-in bench/photos/overload) or ``--photos DIR``. The server is ``python -m handler.cli serve`` from
+in bench/photos/overload) or ``--photos DIR``. The server is
+``python -m handler.commands.cli serve`` from
 ``--repo`` (default: this checkout; a ``git worktree`` of a commit keeps a run away from files
 being edited). Prints a row per server, a row per w with off and on side by side, and one JSON
 line with every figure and the load average.
@@ -169,7 +170,7 @@ async def run_server(
 ) -> dict[str, Any]:
     """One fresh server: the first views in order, then the second views."""
     flags = ("--fast-first-view", str(args.fast_first_view)) if mode == "on" else ()
-    target = Target(mode, args.repo, (sys.executable, "-m", "handler.cli"), (), flags)
+    target = Target(mode, args.repo, (sys.executable, "-m", "handler.commands.cli"), (), flags)
     with tempfile.TemporaryDirectory(prefix="first-view-") as tmp_name:
         tmp = Path(tmp_name)
         public = tmp / "public"

@@ -43,7 +43,7 @@ Then, interleaved (round 1 in the order above, round 2 reversed, ...), for each 
 
 With 1,200 or 10,000 URLs, a URL comes round again only after 1,200 (10,000) other requests:
 at the catalogue's rates a repeat may still fall within a ready-made answer's life
-(``handler/ready.py``), at the large set's never, so every hit there takes the whole way
+(``handler/http/ready.py``), at the large set's never, so every hit there takes the whole way
 (validation, the store's pointer and variant, headers, metrics, the access log); the large set
 is larger than the 64 MB hot tier, so its variants are read from the folder too.
 
@@ -366,7 +366,7 @@ def tree_rss(pid: int) -> int:
 
 
 def serve_command(repo: Path, app: Path, port: int, *flags: str) -> list[str]:
-    command = [sys.executable, "-m", "handler.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "handler.commands.cli", "serve", "--port", str(port)]
     command += ["--public-dir", str(app / "public"), "--config", str(app / ".next")]
     return [*command, *flags]
 

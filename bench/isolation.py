@@ -1,4 +1,4 @@
-"""What isolated transforms (handler/isolation.py) cost a miss: the same misses through two
+"""What isolated transforms (handler/pipeline/isolation.py) cost a miss: the same misses through two
 ``next-image serve`` processes, one transforming in its worker
 (``NEXT_IMAGE_ISOLATE_TRANSFORMS=false``), one in child processes (the default), one request at
 a time, interleaved (the order alternates each round), repeated.
@@ -36,8 +36,8 @@ import pyvips
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: this checkout's handler, not the installed one
 from bench.bench_miss import download_ukui, free_port, unique  # noqa: E402
-from handler.config import ImagesConfig  # noqa: E402
-from handler.pipeline import Plan, plan_transform  # noqa: E402
+from handler.contract.config import ImagesConfig  # noqa: E402
+from handler.pipeline.transform import Plan, plan_transform  # noqa: E402
 
 PHOTOS = Path(__file__).parent / "photos"
 ORIGINALS = ("rhythm.jpg", "string.jpg", "calla.png", "goldfish.png")
@@ -83,7 +83,7 @@ def photos() -> dict[str, bytes]:
 
 def start(target: str, port: int, public: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NEXT_IMAGE_ISOLATE_TRANSFORMS": TARGETS[target]}
-    command = [sys.executable, "-m", "handler.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "handler.commands.cli", "serve", "--port", str(port)]
     command += ["--public-dir", str(public), "--store", "memory", "--max-transforms", "1"]
     command += ["--config", '{"formats": ["image/avif", "image/webp"]}']
     return subprocess.Popen(
@@ -225,9 +225,9 @@ def pool_alone(sources: dict[str, bytes]) -> dict[str, float]:
 
     Run by ``main`` in a process of its own started with ``-c``: a child imports its parent's
     main module (Python 3.11's forkserver does not preload it), and this script's imports
-    (httpx) are not what ``serve``'s (``handler.cli``) are.
+    (httpx) are not what ``serve``'s (``handler.commands.cli``) are.
     """
-    from handler.isolation import IsolatedTransforms
+    from handler.pipeline.isolation import IsolatedTransforms
 
     config = ImagesConfig()
     started = time.perf_counter()

@@ -4,7 +4,7 @@ OpenNext (``@opennextjs/aws``, pinned in ``bench/opennext/package.json``) builds
 16.4.6 app (``bench/opennext/``) into ``.open-next/image-optimization-function``: Next's own
 image optimizer (sharp) behind an API Gateway v2 / Function URL adapter, reading sources from an
 S3 bucket (``BUCKET_NAME``, ``BUCKET_KEY_PREFIX``). It keeps no variants: every request that
-reaches it is transformed. Ours (``handler.lambda_handler``) keeps variants in an S3 bucket.
+reaches it is transformed. Ours (``handler.entry.lambda_handler``) keeps variants in an S3 bucket.
 
 Both run as one Lambda instance would, each in its own process (``node bench/opennext/driver.mjs``
 and this script's ``ours`` mode), against one moto S3 server in this process, on the same events:
@@ -66,7 +66,8 @@ PASSES = ("cold", "warm")
 PRODUCTS = ("opennext", "ours")
 FAST_FIRST_VIEW = "ours-ffv"
 REGION = "us-east-1"
-# Our transforms run on threads at nice 10 (handler/low_priority.py), so that hits are answered
+# Our transforms run on threads at nice 10 (handler/request/low_priority.py), so that hits are
+# answered
 # first. On Lambda nothing else competes; on this shared machine other work would take their
 # CPU. Both functions run at nice 10, so that neither gets a larger share of the machine.
 LOW_PRIORITY = 10
@@ -86,7 +87,7 @@ class Answer:
 
 def image_event(path: str, width: int, accept: str) -> dict[str, Any]:
     """A Function URL GET of ``/_next/image`` for ``path`` at ``width``, q=75."""
-    from devtools.invoke import function_url_event
+    from handler.commands.invoke import function_url_event
 
     query = f"url={path.replace('/', '%2F')}&w={width}&q=75"
     return function_url_event(query, accept, host="bench.lambda-url.us-east-1.on.aws")
@@ -211,14 +212,14 @@ def ours(events_path: Path, out: Path) -> int:
     """This process is one instance of our Lambda function: the init (import) is timed, then a
     cold pass on it and a warm pass on a new instance; prints JSON like driver.mjs's."""
     started = time.perf_counter()
-    from handler.lambda_handler import build_handler, lambda_settings
+    from handler.entry.lambda_handler import build_handler, lambda_settings
 
     init_ms = (time.perf_counter() - started) * 1000
     import resource
 
     from bench.bench_lambda import Recorder, summary
-    from devtools.invoke import FakeContext, response_body, response_headers
-    from handler.s3_client import s3_client, s3_source_client
+    from handler.commands.invoke import FakeContext, response_body, response_headers
+    from handler.stores.s3_client import s3_client, s3_source_client
 
     events = json.loads(events_path.read_text())
     recorder = Recorder()
@@ -285,8 +286,8 @@ def self_invocations() -> Iterator[list[Invocation]]:
 
 def produce(calls: list[Invocation]) -> dict[str, Any]:
     """Run the recorded invocations on a new instance, as Lambda would; their time and CPU."""
-    from devtools.invoke import FakeContext
-    from handler.lambda_handler import build_handler, lambda_settings
+    from handler.commands.invoke import FakeContext
+    from handler.entry.lambda_handler import build_handler, lambda_settings
 
     handle = build_handler(lambda_settings())
     begun, cpu = time.perf_counter(), time.process_time()

@@ -24,7 +24,8 @@ into the cache folder (bench/photos/overload), or any folder given with ``--phot
 other photo is upscaled once with pyvips (lanczos3) to 5120 px wide in the cache folder, so the
 set spans 3.6K-5K px; the output says which.
 
-The server is ``python -m handler.cli serve`` run from ``--repo`` (default: this checkout, put
+The server is ``python -m handler.commands.cli serve`` run from ``--repo`` (default: this checkout,
+put
 first on PYTHONPATH), or ``--server-cmd``; extra serve flags and environment pass through.
 Several configurations in one run, interleaved: ``--target 'LABEL [repo=DIR] [cmd=CMD]
 [env=K=V]... [arg=--flag=V]...'``. Prints a compact table and one JSON line with every figure.
@@ -191,7 +192,7 @@ def server_env(target: Target) -> dict[str, str]:
 
 def code_path(target: Target) -> str:
     """Which ``handler`` package the default command imports (checks --repo took effect)."""
-    if target.cmd != (sys.executable, "-m", "handler.cli"):
+    if target.cmd != (sys.executable, "-m", "handler.commands.cli"):
         return "?"
     done = subprocess.run(
         [sys.executable, "-c", "import handler, os; print(os.path.dirname(handler.__file__))"],
@@ -669,7 +670,9 @@ def main() -> None:
     )
     parser.add_argument("--reps", type=int, default=2, help="repetitions [%(default)s]")
     parser.add_argument("--repo", type=Path, default=REPO, help="checkout to serve [this one]")
-    parser.add_argument("--server-cmd", help="instead of 'python -m handler.cli' (shell words)")
+    parser.add_argument(
+        "--server-cmd", help="instead of 'python -m handler.commands.cli' (shell words)"
+    )
     parser.add_argument("--serve-arg", action="append", default=[], help="extra serve flag")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     parser.add_argument("--label", default="current", help="name of the configuration")
@@ -688,7 +691,11 @@ def main() -> None:
     args = parser.parse_args()
 
     env = tuple((k, v) for k, _, v in (e.partition("=") for e in args.env) if k)
-    cmd = shlex.split(args.server_cmd) if args.server_cmd else [sys.executable, "-m", "handler.cli"]
+    cmd = (
+        shlex.split(args.server_cmd)
+        if args.server_cmd
+        else [sys.executable, "-m", "handler.commands.cli"]
+    )
     base = Target(args.label, args.repo.resolve(), tuple(cmd), env, tuple(args.serve_arg))
     targets = [parse_target(spec, base) for spec in args.target] or [base]
     sizes = args.concurrency or [64, 8]

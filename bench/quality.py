@@ -51,9 +51,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: the repo
 from bench.bench_miss import PHOTOS, download_ukui  # noqa: E402
 from bench.overload import UKUI_PICKS  # noqa: E402
-from handler import pipeline  # noqa: E402
-from handler.config import ImagesConfig  # noqa: E402
-from handler.sniff import AVIF, WEBP  # noqa: E402
+from handler.contract.config import ImagesConfig  # noqa: E402
+from handler.pipeline import transform as pipeline  # noqa: E402
+from handler.pipeline.sniff import AVIF, WEBP  # noqa: E402
 
 # overload's pictures (the package's richest) and its dark gradient, where banding shows first.
 PICKS = (*UKUI_PICKS, "focal-ubuntukylin.png")

@@ -62,9 +62,9 @@ def main() -> int:
     from moto.server import ThreadedMotoServer
 
     import handler
-    from devtools.invoke import FakeContext, function_url_event
-    from handler.lambda_handler import build_handler, lambda_settings
-    from handler.s3_client import reset_s3_client, s3_client
+    from handler.commands.invoke import FakeContext, function_url_event
+    from handler.entry.lambda_handler import build_handler, lambda_settings
+    from handler.stores.s3_client import reset_s3_client, s3_client
 
     assert Path(handler.__file__).resolve().parent.parent == args.checkout.resolve()
 

@@ -127,7 +127,7 @@ def start_server(
     store_args = (
         ["--redis-url", redis_url] if store == "redis" else ["--cache-dir", str(tmp / "cache")]
     )
-    cmd = [sys.executable, "-m", "handler.cli", "serve", "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "handler.commands.cli", "serve", "--workers", str(workers)]
     cmd += ["--store", store, *store_args, "--public-dir", str(public), "--port", str(port)]
     cmd += ["--config", FORMATS]
     target = Target(label, repo, tuple(cmd[:3]), (), ())

@@ -31,8 +31,8 @@ ROOTS = (  # a file is shown from after the last of these it holds
 
 ENTRY_FILES = {  # the frames every request runs under: no stage of its own
     "<frozen runpy>",
-    "handler/cli.py",
-    "handler/service.py",
+    "handler/commands/cli.py",
+    "handler/entry/service.py",
     "uvicorn/main.py",
     "uvicorn/server.py",
     "uvicorn/_compat.py",

@@ -1,5 +1,5 @@
-"""Tools for developing against the optimizer; never part of the Lambda function's code.
+"""Tools the tests and the benches share: a Redis server, a loopback Lambda API, a fault proxy.
 
-The function ships ``handler/`` only (``next_image_cdk.construct.stage_function_code``), so
-nothing here may be imported by ``handler``: these modules may pull in moto, Node.js and servers.
+Not part of the product: neither the wheel nor the function's code holds them, and ``handler``
+never imports them.
 """

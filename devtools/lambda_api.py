@@ -1,5 +1,5 @@
 """Lambda's Invoke API on loopback, recording each call: fast first view's asynchronous
-invocations (``handler/self_invoke.py``) made here, by a real boto3 client over a real socket,
+invocations (``handler/entry/self_invoke.py``) made here, by a real boto3 client over a real socket,
 for the tests and ``bench/opennext.py`` to feed back to the handler as Lambda would.
 """
 

@@ -1,4 +1,4 @@
-"""The validated request: what ``validate_params`` (handler.validate) produces."""
+"""The validated request: what ``validate_params`` (handler.contract.validate) produces."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ them into one folder as Lambda does under ``/opt``, stages the function code as 
 from Debian's arm64 packages, emulated by ``qemu-aarch64-static -cpu neoverse-n1 -L <sysroot>``:
 
 - pyvips encodes JPEG, PNG, WebP and AVIF with the layer's libvips and decodes them back;
-- ``handler.lambda_handler.handler`` answers two Function URL events (``events/``: AVIF and WebP
+- ``handler.entry.lambda_handler.handler`` answers two Function URL events (``events/``: AVIF and
+WebP
   Accept) against moto's S3 server on this machine's loopback, reading a source image seeded in
   the assets bucket and storing the variant in the variants bucket.
 
@@ -378,9 +379,9 @@ def unpack_layers(zips: Sequence[Path], opt: Path) -> None:
 
 def stage_function_code(task: Path) -> Path:
     """The function code as the construct ships it: ``handler/`` and the images config."""
-    shutil.copytree(
-        ROOT / "handler", task / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
+    from next_image_cdk.construct import NOT_SHIPPED
+
+    shutil.copytree(ROOT / "handler", task / "handler", ignore=NOT_SHIPPED)
     config = task / CONFIG_DIR / CONFIG_FILE
     config.parent.mkdir()
     config.write_text(json.dumps(IMAGES_CONFIG, indent=1, sort_keys=True) + "\n")
@@ -434,7 +435,7 @@ class Context:
         return 300_000
 
 started = time.monotonic()
-from handler.lambda_handler import handler
+from handler.entry.lambda_handler import handler
 init_seconds = time.monotonic() - started
 responses, seconds = {}, {}
 for name, event in json.load(open(events_path)).items():

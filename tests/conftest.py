@@ -16,12 +16,12 @@ from support import App, Clock, MakeApp, Upstream
 from upstream_server import serve
 
 from devtools.redis_server import start_redis, stop_redis
-from handler.app import create_app
-from handler.config import ImagesConfig, load_images_config
-from handler.settings import Settings
+from handler.contract.config import ImagesConfig, load_images_config
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_optimizer
+from handler.http.app import create_app
 from handler.stores.base import Store
 from handler.stores.memory import MemoryStore
-from handler.wiring import build_optimizer
 
 
 @pytest.fixture

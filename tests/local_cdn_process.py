@@ -82,7 +82,16 @@ def local_cdn(
     env["AWS_DEFAULT_REGION"] = "us-east-1"
     env.update(environment or {})
     flags = ["--moto"] if moto else []
-    command = [sys.executable, "-m", "handler.cli", "local-cdn", *flags, "--port", "0", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "handler.commands.cli",
+        "local-cdn",
+        *flags,
+        "--port",
+        "0",
+        *args,
+    ]
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from handler import errors
-from handler.accept import negotiate
-from handler.errors import ImageError
+from handler.contract import errors
+from handler.contract.accept import negotiate
+from handler.contract.errors import ImageError
 
 WEBP = ("image/webp",)
 BOTH = ("image/avif", "image/webp")

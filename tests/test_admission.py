@@ -15,9 +15,9 @@ import anyio
 import pytest
 from virtual_time import VirtualTimeLoop, all_blocked, monotonic
 
-from handler import admission as admission_module
-from handler.admission import Admission
-from handler.errors import ImageError
+from handler.contract.errors import ImageError
+from handler.request import admission as admission_module
+from handler.request.admission import Admission
 
 pytestmark = pytest.mark.anyio
 
@@ -218,9 +218,9 @@ async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
 
 
 def test_workers_share_the_default_limits_out() -> None:
-    from handler import machine
-    from handler.settings import Settings
-    from handler.wiring import MEMORY_BUDGET_SHARE, build_admission
+    from handler.entry import machine
+    from handler.entry.settings import Settings
+    from handler.entry.wiring import MEMORY_BUDGET_SHARE, build_admission
 
     one = build_admission(Settings())
     two = build_admission(Settings(workers="2"))

@@ -1,4 +1,5 @@
-"""Animated GIF and WebP to animated WebP (``NEXT_IMAGE_ANIMATED=webp``, handler/animated.py).
+"""Animated GIF and WebP to animated WebP (``NEXT_IMAGE_ANIMATED=webp``,
+handler/pipeline/animated.py).
 
 Every output is decoded frame by frame (libvips with ``n=-1``): the frame count, each frame's
 size, the delays and the loop count, and the alpha band. Through the pure pipeline and through
@@ -19,13 +20,19 @@ import pytest
 import pyvips
 from support import MakeApp
 
-from handler import animated
-from handler.animated import PASSTHROUGH, AnimatedOptions
-from handler.config import ImagesConfig, load_images_config
-from handler.keys import etag_of, variant_key
-from handler.pipeline import Plan, Transformed, plan_transform, run_transform, transform_image
-from handler.settings import Settings
-from handler.validate import validate_params
+from handler.contract.config import ImagesConfig, load_images_config
+from handler.contract.validate import validate_params
+from handler.entry.settings import Settings
+from handler.pipeline import animated
+from handler.pipeline.animated import PASSTHROUGH, AnimatedOptions
+from handler.pipeline.transform import (
+    Plan,
+    Transformed,
+    plan_transform,
+    run_transform,
+    transform_image,
+)
+from handler.request.keys import etag_of, variant_key
 
 WEBP_ON = AnimatedOptions("webp")
 CONFIG = ImagesConfig()
@@ -414,7 +421,7 @@ def test_in_an_isolated_child_too(make_app: MakeApp, public_dir: Path) -> None:
 def test_warm_asks_as_the_browsers_that_will_come() -> None:
     """``next-image warm`` asks each format with the Accept a browser getting it sends, so with
     animated WebP on, an AVIF browser's variants (keyed as taking WebP too) are the ones made."""
-    from devtools.warm.images import jobs
+    from handler.commands.warm.images import jobs
 
     both = load_images_config('{"formats": ["image/avif", "image/webp"]}')
     made = {validate_params(j.query, j.accept, both) for j in jobs(["/a.gif"], both, widths=[640])}

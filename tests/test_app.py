@@ -17,7 +17,7 @@ import imagegen
 import pytest
 from support import MakeApp, Route, Upstream, request_headers
 
-from handler.config import ImagesConfig, load_images_config
+from handler.contract.config import ImagesConfig, load_images_config
 
 OLD_SAFARI = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
 CSP = "script-src 'none'; frame-src 'none'; sandbox;"

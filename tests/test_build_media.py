@@ -15,10 +15,10 @@ import imagegen
 import pytest
 from starlette.testclient import TestClient
 
-from handler import errors
-from handler.headers import NEXT_STATIC_MEDIA_CACHE_CONTROL
-from handler.settings import Settings
-from handler.wiring import build_app
+from handler.contract import errors
+from handler.contract.headers import NEXT_STATIC_MEDIA_CACHE_CONTROL
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app
 
 MEDIA = "/_next/static/media"
 WEBP = {"accept": "image/webp,*/*"}

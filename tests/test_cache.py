@@ -10,7 +10,7 @@ from typing import Any
 import imagegen
 from support import MakeApp, Route, Upstream, request_headers
 
-from handler.config import ImagesConfig, load_images_config
+from handler.contract.config import ImagesConfig, load_images_config
 
 
 def remote_config(upstream: Upstream, **images: Any) -> ImagesConfig:

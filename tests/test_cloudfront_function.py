@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from handler.accept import negotiate
-from handler.config import load_images_config
-from handler.errors import ImageError
-from handler.validate import validate_params
+from handler.contract.accept import negotiate
+from handler.contract.config import load_images_config
+from handler.contract.errors import ImageError
+from handler.contract.validate import validate_params
 from next_image_cdk.bundled_config import (
     CLOUDFRONT_DIR,
     CLOUDFRONT_FUNCTION_MAX_BYTES,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from handler.config import ImagesConfig, load_images_config
+from handler.contract.config import ImagesConfig, load_images_config
 
 # The images object of a real 16.4.6 required-server-files.json with no images config.
 DEFAULT_IMAGES_JSON = json.loads("""{

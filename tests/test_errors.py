@@ -22,17 +22,17 @@ from starlette.testclient import TestClient
 from support import Route, Upstream
 from test_metrics import parse
 
-from handler import errors
-from handler.app import OVERSIZE_UNSTORED, Oversize, create_app
-from handler.config import ImagesConfig
-from handler.errors import Category
-from handler.metrics import ERRORS, PrometheusMetrics
-from handler.optimizer import Optimizer
-from handler.settings import Settings
+from handler.contract import errors
+from handler.contract.config import ImagesConfig
+from handler.contract.errors import Category
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_optimizer
+from handler.http.app import OVERSIZE_UNSTORED, Oversize, create_app
+from handler.http.metrics import ERRORS, PrometheusMetrics
+from handler.model import RequestRecord
+from handler.request.coordinator import Optimizer
 from handler.stores.base import Variant
 from handler.stores.memory import MemoryStore
-from handler.types import RequestRecord
-from handler.wiring import build_optimizer
 
 LOCAL = ImagesConfig(dangerously_allow_local_ip=True, domains=("127.0.0.1",))
 

@@ -13,8 +13,8 @@ from urllib.parse import quote
 import imagegen
 import pytest
 
-from devtools.invoke import load_env_file
-from handler.cli import main
+from handler.commands.cli import main
+from handler.commands.invoke import load_env_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"

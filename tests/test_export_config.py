@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from support import MakeApp
 
-from handler.config import load_images_config
+from handler.contract.config import load_images_config
 from next_image_cdk.bundled_config import load_images_config as bundle_images_config
 
 LOADER_FILE = "/home/ci/site/next-image-loader.js"  # absolute: Next resolves it at build time

@@ -16,12 +16,12 @@ import pytest
 import pyvips
 from support import MakeApp
 
-from devtools.invoke import FakeContext, function_url_event, response_body, response_headers
 from devtools.lambda_api import Invocation, recording_lambda_api
-from handler.config import load_images_config
-from handler.lambda_handler import build_handler
-from handler.self_invoke import PRODUCE
-from handler.settings import Settings
+from handler.commands.invoke import FakeContext, function_url_event, response_body, response_headers
+from handler.contract.config import load_images_config
+from handler.entry.lambda_handler import build_handler
+from handler.entry.self_invoke import PRODUCE
+from handler.entry.settings import Settings
 
 AVIF_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 FORMATS = '{"formats": ["image/avif", "image/webp"]}'  # Next negotiates AVIF only if configured

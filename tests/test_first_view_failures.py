@@ -1,7 +1,8 @@
 """Fast first view's asynchronous work: every failure is logged with its category.
 
 Nobody waits for the deferred AVIF, so its failures are reported as structured records
-(``handler/first_view.py``): under ``serve`` a warning of ``handler.first_view`` whose fields are
+(``handler/request/first_view.py``): under ``serve`` a warning of ``handler.request.first_view``
+whose fields are
 the record's attributes; on Lambda a JSON line of the handler's logger, for the produce event
 (the invocation that makes the AVIF) and for the request that could not queue it.
 """
@@ -18,17 +19,17 @@ import pytest
 from support import MakeApp
 from test_first_view import AVIF_ACCEPT, AVIF_FIRST, FORMATS, QUERY
 
-from devtools.invoke import FakeContext, function_url_event, response_headers
-from handler.errors import ImageError
-from handler.first_view import FAILURE_CATEGORIES, category_of
-from handler.lambda_handler import build_handler
-from handler.pipeline import Plan, Transformed, run_transform
-from handler.self_invoke import produce_event
-from handler.settings import Settings
+from handler.commands.invoke import FakeContext, function_url_event, response_headers
+from handler.contract.errors import ImageError
+from handler.contract.validate import validate_params
+from handler.entry.lambda_handler import build_handler
+from handler.entry.self_invoke import produce_event
+from handler.entry.settings import Settings
+from handler.pipeline.transform import Plan, Transformed, run_transform
+from handler.request.first_view import FAILURE_CATEGORIES, category_of
 from handler.stores.base import Variant
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore
-from handler.validate import validate_params
 
 FIELDS = ("first_view", "category", "url", "w", "q", "format", "detail")
 
@@ -78,7 +79,7 @@ def first_view_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]
     return [
         {name: getattr(record, name) for name in FIELDS}
         for record in caplog.records
-        if record.name == "handler.first_view"
+        if record.name == "handler.request.first_view"
     ]
 
 
@@ -113,7 +114,7 @@ def test_serve_logs_a_timed_out_transform_and_stores_nothing(
             return Transformed(plan.source, "image/jpeg", "fallback", transient=True)
         return run_transform(plan, *args, **kwargs)
 
-    monkeypatch.setattr("handler.optimizer.run_transform", avif_times_out)
+    monkeypatch.setattr("handler.request.coordinator.run_transform", avif_times_out)
     store = MemoryStore()
     app = make_app(AVIF_FIRST, store=store, fast_first_view=0.01)
     app.get(QUERY, accept=AVIF_ACCEPT)
@@ -132,7 +133,7 @@ def test_serve_logs_a_transform_that_raised(
             raise RuntimeError("encoder crashed")
         return run_transform(plan, *args, **kwargs)
 
-    monkeypatch.setattr("handler.optimizer.run_transform", avif_raises)
+    monkeypatch.setattr("handler.request.coordinator.run_transform", avif_raises)
     app = make_app(AVIF_FIRST, fast_first_view=0.01)
     app.get(QUERY, accept=AVIF_ACCEPT)
     app.drain()

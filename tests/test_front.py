@@ -1,6 +1,7 @@
-"""``next-image serve``'s image route answered in front of FastAPI (``handler.app.NextImageApp``):
+"""``next-image serve``'s image route answered in front of FastAPI
+(``handler.http.app.NextImageApp``):
 the answers of FastAPI's route, byte for byte and header for header, without FastAPI's
-middleware and routing; and requests validated once (``handler.app.KnownParams``)."""
+middleware and routing; and requests validated once (``handler.http.app.KnownParams``)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from starlette.responses import Response
 from starlette.testclient import TestClient
 from test_ready import AVIF, IMAGE, WEBP, Service
 
-from handler import app as app_module
-from handler.app import KnownParams, known_key
-from handler.config import load_images_config
+from handler.contract.config import load_images_config
+from handler.contract.validate import validate_params
+from handler.http import app as app_module
+from handler.http.app import KnownParams, known_key
 from handler.params import ImageParams
-from handler.validate import validate_params
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 

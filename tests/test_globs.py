@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from handler.globs import compile_glob
-from handler.linear_regex import LinearRegex
+from handler.contract.globs import compile_glob
+from handler.contract.linear_regex import LinearRegex
 
 TABLES = json.loads((Path(__file__).parent / "picomatch_tables.json").read_text())["globs"]
 HOSTS: tuple[str, ...] = tuple(TABLES["hosts"])

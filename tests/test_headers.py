@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from handler.headers import (
+from handler.contract.headers import (
     cache_control,
     content_disposition,
     file_name,

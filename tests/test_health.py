@@ -9,9 +9,9 @@ import pytest
 from starlette.testclient import TestClient
 from test_lambda_handler import function_url, invoke
 
-from devtools.invoke import response_body
-from handler.settings import Settings
-from handler.wiring import build_app
+from handler.commands.invoke import response_body
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app
 
 
 def test_healthz_and_readyz_on_the_service(public_dir: Path) -> None:

@@ -31,12 +31,13 @@ from support import MakeApp, Route
 from test_lambda_handler import function_url
 from upstream_server import Server, endless, lying_length, serve
 
-from devtools.invoke import FakeContext, response_body, response_headers
-from handler import errors, netguard
-from handler import optimizer as optimizer_module
-from handler.config import load_images_config
-from handler.lambda_handler import build_handler
-from handler.settings import Settings
+from handler.commands.invoke import FakeContext, response_body, response_headers
+from handler.contract import errors
+from handler.contract.config import load_images_config
+from handler.entry.lambda_handler import build_handler
+from handler.entry.settings import Settings
+from handler.request import coordinator as optimizer_module
+from handler.sources import netguard
 
 DOCUMENTED = {200, 304, 400, 404, 413, 502, 503, 504, 508}
 WEBP = {"accept": "image/webp"}

@@ -22,9 +22,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
-from handler import metrics as handler_metrics
-from handler import observability
-from handler.self_invoke import SelfInvoker
+from handler.entry.self_invoke import SelfInvoker
+from handler.http import metrics as handler_metrics
+from handler.http import observability
 from infra.app import build, props_from_context
 from layers.build_layer import ROOT, ensure_layers
 from next_image_cdk import NextImageOptimizer, NextImageOptimizerProps, layer_zips
@@ -182,7 +182,7 @@ def test_animated_webp_is_opt_in(full: Synth, attached: Synth) -> None:
         env: dict[str, str] = next(
             f["Properties"]["Environment"]["Variables"]
             for f in synth.resources("AWS::Lambda::Function").values()
-            if f["Properties"].get("Handler") == "handler.lambda_handler.handler"
+            if f["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
         )
         return env
 
@@ -314,7 +314,7 @@ def test_function_runtime_layers_snapstart_alias_and_environment(full: Synth) ->
     functions = {
         k: v["Properties"]
         for k, v in full.resources("AWS::Lambda::Function").items()
-        if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+        if v["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
     }
     assert len(functions) == 1
     function_id, function = next(iter(functions.items()))
@@ -343,7 +343,7 @@ def test_fast_first_view_lets_the_function_invoke_its_own_versions_once(
     function_id, function = next(
         (k, v["Properties"])
         for k, v in full.resources("AWS::Lambda::Function").items()
-        if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+        if v["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
     )
     assert function["Environment"]["Variables"]["NEXT_IMAGE_FAST_FIRST_VIEW"] == "0.5"
     arn = {"Fn::GetAtt": [function_id, "Arn"]}
@@ -457,7 +457,7 @@ def test_alarms_read_the_metrics_the_function_emits(
         function_id, function = next(
             (k, v["Properties"])
             for k, v in synth.resources("AWS::Lambda::Function").items()
-            if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+            if v["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
         )
         for name, metric in (("FunctionErrors", "Errors"), ("Throttles", "Throttles")):
             assert found[name]["Namespace"] == "AWS/Lambda"
@@ -572,7 +572,7 @@ def test_timeouts_are_ordered(both: list[Synth]) -> None:
         function = next(
             v["Properties"]
             for v in synth.resources("AWS::Lambda::Function").values()
-            if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+            if v["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
         )
         image = behaviours(synth)["/_next/image"]
         read_timeout = origin_of(synth, image)["CustomOriginConfig"]["OriginReadTimeout"]
@@ -622,7 +622,7 @@ def test_function_code_is_only_the_handler_package_and_config(full: Synth) -> No
     function = next(
         v["Properties"]
         for v in full.resources("AWS::Lambda::Function").values()
-        if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+        if v["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
     )
     key = function["Code"]["S3Key"]
     source = next(a["source"]["path"] for h, a in assets.items() if key.startswith(h))
@@ -695,7 +695,7 @@ def layer_sources(synth: Synth) -> list[Any]:
     (function,) = (
         v
         for v in synth.resources("AWS::Lambda::Function").values()
-        if v["Properties"].get("Handler") == "handler.lambda_handler.handler"
+        if v["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
     )
     layers: list[Any] = function["Properties"]["Layers"]
     return layers

@@ -47,7 +47,7 @@ class Synthesized:
         [function] = [
             f
             for f in self.of_type("AWS::Lambda::Function").values()
-            if f["Properties"].get("Handler") == "handler.lambda_handler.handler"
+            if f["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
         ]
         return str(function["Properties"]["Environment"]["Variables"][GENERATION_ENV])
 

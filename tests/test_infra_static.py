@@ -151,7 +151,7 @@ def test_out_is_uploaded_to_the_site_bucket_and_read_as_the_functions_assets(
     (function,) = [
         f["Properties"]
         for f in of_type(template, "AWS::Lambda::Function").values()
-        if f["Properties"].get("Handler") == "handler.lambda_handler.handler"
+        if f["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
     ]
     env = function["Environment"]["Variables"]
     site_id = template["Outputs"]["SiteBucketName"]["Value"]["Ref"]

@@ -1,4 +1,5 @@
-"""Transforms in child processes (handler/isolation.py): a native crash, a transform over its
+"""Transforms in child processes (handler/pipeline/isolation.py): a native crash, a transform over
+its
 memory limit or past its deadline fails its own request (503 or 504, nothing stored) while hits
 and other misses on the same worker go on; the child is replaced and the next miss succeeds.
 
@@ -25,17 +26,18 @@ import pytest
 from starlette.testclient import TestClient
 from support import HANG_SECONDS, wait_for, wait_until
 
-from handler import errors, service
-from handler.animated import AnimatedOptions
-from handler.app import create_app
-from handler.config import ImagesConfig
-from handler.isolation import Fault, FaultAction, IsolatedTransforms
-from handler.keys import pointer_key, variant_key
-from handler.optimizer import Optimizer
-from handler.pipeline import Plan, plan_transform, run_transform, setup_libvips
-from handler.settings import Settings
+from handler.contract import errors
+from handler.contract.config import ImagesConfig
+from handler.entry import service
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app, build_optimizer
+from handler.http.app import create_app
+from handler.pipeline.animated import AnimatedOptions
+from handler.pipeline.isolation import Fault, FaultAction, IsolatedTransforms
+from handler.pipeline.transform import Plan, plan_transform, run_transform, setup_libvips
+from handler.request.coordinator import Optimizer
+from handler.request.keys import pointer_key, variant_key
 from handler.stores.memory import MemoryStore
-from handler.wiring import build_app, build_optimizer
 
 pytestmark = pytest.mark.anyio
 

@@ -20,11 +20,11 @@ import pytest
 import pyvips
 from support import HANG_SECONDS, free_port
 
-from devtools.invoke import FakeContext, function_url_event, response_body, response_headers
-from handler.app import OVERSIZE_UNSTORED
-from handler.lambda_handler import LambdaHandler, build_handler, lambda_settings
-from handler.s3_client import reset_s3_client, s3_client, s3_source_client
+from handler.commands.invoke import FakeContext, function_url_event, response_body, response_headers
+from handler.entry.lambda_handler import LambdaHandler, build_handler, lambda_settings
+from handler.http.app import OVERSIZE_UNSTORED
 from handler.stores.records import decode_pointer, encode_pointer
+from handler.stores.s3_client import reset_s3_client, s3_client, s3_source_client
 
 PREFIX = "site/"
 ASSETS_PREFIX = "_assets/"

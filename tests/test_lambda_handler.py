@@ -16,12 +16,12 @@ import imagegen
 import pytest
 from starlette.testclient import TestClient
 
-from devtools.invoke import FakeContext, response_body, response_headers
-from handler import errors
-from handler.keys import variant_key
-from handler.lambda_handler import LAMBDA_MAX_INLINE_BYTES, build_handler, lambda_settings
-from handler.settings import Settings
-from handler.wiring import build_app
+from handler.commands.invoke import FakeContext, response_body, response_headers
+from handler.contract import errors
+from handler.entry.lambda_handler import LAMBDA_MAX_INLINE_BYTES, build_handler, lambda_settings
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app
+from handler.request.keys import variant_key
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROME_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
@@ -206,7 +206,7 @@ def test_lambda_settings_default_to_s3_and_the_inline_cap() -> None:
 # before the snapshot), or never on Lambda. How long the import takes is bench/budgets.py's
 # (``make bench-budgets``): a wall-clock budget a loaded machine can miss is no test.
 LEFT_OUT_OF_INIT = (
-    "boto3",  # the first S3 call (handler.s3_client)
+    "boto3",  # the first S3 call (handler.stores.s3_client)
     "botocore.session",
     "botocore.client",
     "s3transfer",
@@ -216,21 +216,21 @@ LEFT_OUT_OF_INIT = (
     "redis",  # the Redis store, which Lambda does not use
     "uvicorn",  # serve
     "tqdm",  # warm
-    "handler.cli",
-    "handler.service",
+    "handler.commands",  # the CLI, never shipped to Lambda
+    "handler.entry.service",
     "handler.stores.redis",
     "handler.stores.filesystem",
-    "devtools",  # never shipped to Lambda
+    "devtools",  # the tests' and benches' tools
 )
 
 
 def test_the_lambda_init_leaves_heavy_modules_out() -> None:
-    """Importing ``handler.lambda_handler`` as Lambda does (S3 store and assets bucket named)
+    """Importing ``handler.entry.lambda_handler`` as Lambda does (S3 store and assets bucket named)
     builds the app without the modules that only some requests, or only serve, need."""
     from bench.bench_import import LAMBDA_ENV  # the environment the bench times it in
 
     script = (
-        "import json, sys, handler.lambda_handler; "
+        "import json, sys, handler.entry.lambda_handler; "
         f"print(json.dumps([m for m in {LEFT_OUT_OF_INIT!r} if m in sys.modules]))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXT_IMAGE_")} | LAMBDA_ENV
@@ -253,8 +253,8 @@ def test_snapstart_hooks(tmp_path: Path) -> None:
         "def register_after_restore(f): hooks['after'] = f\n"
     )
     script = (
-        "import sys, snapshot_restore_py as s, handler.lambda_handler\n"
-        "from handler import s3_client as s3\n"
+        "import sys, snapshot_restore_py as s, handler.entry.lambda_handler\n"
+        "from handler.stores import s3_client as s3\n"
         "assert 'boto3' not in sys.modules and s3._client is None\n"
         "s.hooks['before'](); assert 'boto3' in sys.modules and s3._client is not None\n"
         "import random; random.seed(7); a = random.random(); random.seed(7)\n"

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handler import linear_regex
-from handler.linear_regex import LinearRegex
+from handler.contract import linear_regex
+from handler.contract.linear_regex import LinearRegex
 
 TABLES = json.loads((Path(__file__).parent / "picomatch_tables.json").read_text())
 CANDIDATES: tuple[str, ...] = tuple(TABLES["linear_regex"]["candidates"])

@@ -1,4 +1,5 @@
-"""The shipped ``next/image`` loader (``devtools/loader/next-image-loader.js``) under Node.js.
+"""The shipped ``next/image`` loader (``handler/commands/loader/next-image-loader.js``) under
+Node.js.
 
 Its URLs must be the ones Next.js 16.4.6's default loader builds: ``tests/loader_cases.json`` holds
 what Next's own loader returns for a table of inputs (``tests/e2e/loader_cases.mjs`` regenerates
@@ -18,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from devtools.loader import LOADER_NAME, files_path, loader_source
-from handler.cli import main
+from handler.commands.cli import main
+from handler.commands.loader import LOADER_NAME, files_path, loader_source
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = json.loads((ROOT / "tests" / "loader_cases.json").read_text())

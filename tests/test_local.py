@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from support import MakeApp
 
-from handler import errors
-from handler.config import ImagesConfig, load_images_config
-from handler.errors import ImageError
+from handler.contract import errors
+from handler.contract.config import ImagesConfig, load_images_config
+from handler.contract.errors import ImageError
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.public_folder import PublicFolderSource
 

@@ -19,21 +19,21 @@ from typing import Any
 import pytest
 from virtual_time import VirtualTimeLoop, all_blocked
 
-from devtools.local_cdn.cache import (
+from handler.commands.local_cdn.cache import (
     EdgeCache,
     cache_key,
     normalized_accept_encoding,
     response_ttl,
 )
-from devtools.local_cdn.edge import Edge
-from devtools.local_cdn.functions import NodeFunctions, apply_result, viewer_request_event
-from devtools.local_cdn.http import Response, ViewerRequest, parse_query
-from devtools.local_cdn.intrinsics import Unsupported
-from devtools.local_cdn.lambda_url import MAX_RESPONSE_BYTES, LambdaUrlFetcher
-from devtools.local_cdn.origins import OriginRequest
-from devtools.local_cdn.paths import matches, select
-from devtools.local_cdn.policies import Selection
-from devtools.local_cdn.template import (
+from handler.commands.local_cdn.edge import Edge
+from handler.commands.local_cdn.functions import NodeFunctions, apply_result, viewer_request_event
+from handler.commands.local_cdn.http import Response, ViewerRequest, parse_query
+from handler.commands.local_cdn.intrinsics import Unsupported
+from handler.commands.local_cdn.lambda_url import MAX_RESPONSE_BYTES, LambdaUrlFetcher
+from handler.commands.local_cdn.origins import OriginRequest
+from handler.commands.local_cdn.paths import matches, select
+from handler.commands.local_cdn.policies import Selection
+from handler.commands.local_cdn.template import (
     CachePolicy,
     Distribution,
     LambdaUrlOrigin,
@@ -616,7 +616,7 @@ def test_a_template_without_refusals_loads(tmp_path: Path) -> None:
 
 
 def lambda_origin() -> LambdaUrlOrigin:
-    from devtools.local_cdn.template import LambdaFunction
+    from handler.commands.local_cdn.template import LambdaFunction
 
     function = LambdaFunction("Fn", "stack-Fn", "arn:aws:lambda:us-east-1:1:function:f", 5, 512, {})
     return LambdaUrlOrigin("fn", "abc.lambda-url.us-east-1.on.aws", function, True, True, 30)
@@ -685,7 +685,7 @@ def test_function_url_event_is_payload_2() -> None:
 
 
 def _lambda_behaviour(origin: LambdaUrlOrigin) -> Any:
-    from devtools.local_cdn.template import Behaviour
+    from handler.commands.local_cdn.template import Behaviour
 
     policy = CachePolicy("p", 0, 86_400, 31_536_000, query=Selection("all"))
     return Behaviour(
@@ -777,9 +777,9 @@ def test_function_results_and_errors(
 
 def test_the_lambda_handler_does_not_import_local_cdn() -> None:
     probe = (
-        "import sys, handler.lambda_handler\n"
+        "import sys, handler.entry.lambda_handler\n"
         "print([m for m in sys.modules if m.split('.')[0] in ('devtools', 'moto') "
-        "or 'local_cdn' in m])"
+        "or m.startswith('handler.commands')])"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe],
@@ -859,8 +859,8 @@ def test_s3_origin_reads_only_what_the_bucket_policy_grants() -> None:
     import boto3
     from moto import mock_aws
 
-    from devtools.local_cdn.s3 import S3Fetcher, create_buckets
-    from devtools.local_cdn.template import Bucket, S3Origin
+    from handler.commands.local_cdn.s3 import S3Fetcher, create_buckets
+    from handler.commands.local_cdn.template import Bucket, S3Origin
 
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")

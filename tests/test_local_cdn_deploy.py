@@ -20,10 +20,10 @@ import imagegen
 import pytest
 from local_cdn_process import stand_in_layers
 
-from devtools.local_cdn.command import upload_assets
-from devtools.local_cdn.s3 import create_buckets
-from devtools.local_cdn.template import Distribution, read_template
-from handler.config import load_images_config
+from handler.commands.local_cdn.command import upload_assets
+from handler.commands.local_cdn.s3 import create_buckets
+from handler.commands.local_cdn.template import Distribution, read_template
+from handler.contract.config import load_images_config
 from handler.sources.s3_assets import S3AssetsSource
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")

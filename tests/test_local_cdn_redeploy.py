@@ -22,7 +22,7 @@ import pytest
 from local_cdn_process import LocalCdn, local_cdn, stand_in_layers
 from support import HANG_SECONDS, wait_for
 
-from devtools.local_cdn.redeploy import path_matches
+from handler.commands.local_cdn.redeploy import path_matches
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 

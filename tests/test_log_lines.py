@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from handler.observability import (
+from handler.http.observability import (
     RECORDS,
     SERVICE,
     RequestObserver,

@@ -1,4 +1,5 @@
-"""Metrics: Prometheus ``/metrics`` on the service, EMF on Lambda, both from ``handler.metrics``."""
+"""Metrics: Prometheus ``/metrics`` on the service, EMF on Lambda, both from
+``handler.http.metrics``."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from support import free_port, wait_for, wait_until
 from test_lambda_handler import function_url, invoke
 from test_serve import answering
 
-from devtools.invoke import response_body
-from handler import optimizer as optimizer_module
-from handler.metrics import (
+from handler.commands.invoke import response_body
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app
+from handler.http.metrics import (
     METRICS,
     MULTIPROC_ENV,
     REQUESTS,
@@ -34,10 +36,9 @@ from handler.metrics import (
     MetricSpec,
     prepare_for_workers,
 )
-from handler.observability import RequestObserver, make_logger, make_metrics
-from handler.optimizer import Optimizer
-from handler.settings import Settings
-from handler.wiring import build_app
+from handler.http.observability import RequestObserver, make_logger, make_metrics
+from handler.request import coordinator as optimizer_module
+from handler.request.coordinator import Optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "/_next/image?url=%2Ftest.jpg&w=640&q=75"
@@ -184,7 +185,7 @@ def test_lambda_import_leaves_prometheus_client_out() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, handler.lambda_handler; print('prometheus_client' in sys.modules)",
+            "import sys, handler.entry.lambda_handler; print('prometheus_client' in sys.modules)",
         ],
         cwd=ROOT,
         env=env | {"NEXT_IMAGE_BUCKET": "b", "AWS_DEFAULT_REGION": "us-east-1"},
@@ -272,7 +273,7 @@ COUNT, MS, BYTES = "Count", "Milliseconds", "Bytes"
 def test_emf_names_units_and_values_are_the_first_releases(
     record: dict[str, Any], expected: dict[str, tuple[str, float]]
 ) -> None:
-    """The Lambda dashboards' metrics, exactly as before ``handler.metrics`` defined them."""
+    """The Lambda dashboards' metrics, exactly as before ``handler.http.metrics`` defined them."""
     metrics = make_metrics()
     metrics.clear_metrics()
     RequestObserver(make_logger(), metrics)(Request({"type": "http", "headers": []}), record)
@@ -329,8 +330,8 @@ def test_prepare_for_workers_empties_a_named_folder(
 
 WORKER = """
 import sys, uvicorn
-from handler.settings import Settings
-from handler.wiring import build_app
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app
 app = build_app(Settings(public_dir=sys.argv[2]), service=True)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
@@ -398,7 +399,7 @@ def test_workers_share_one_scrape(public_dir: Path, tmp_path: Path) -> None:
 
 
 def markdown_table(specs: tuple[MetricSpec, ...]) -> str:
-    """docs/observability.md's metrics table, as ``handler.metrics`` defines it."""
+    """docs/observability.md's metrics table, as ``handler.http.metrics`` defines it."""
 
     def emf(spec: MetricSpec) -> str:
         views = []

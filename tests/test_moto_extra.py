@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from devtools.moto_extra import MOTO_MISSING, MissingExtra, mock_aws
+from handler.commands.moto_extra import MOTO_MISSING, MissingExtra, mock_aws
 
 ROOT = Path(__file__).resolve().parent.parent
 WITHOUT_MOTO = (
     "import sys; sys.modules['moto'] = None; "
-    "from handler.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from handler.commands.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -9,9 +9,10 @@ import socket
 
 import pytest
 
-from handler import errors, netguard
-from handler.errors import ImageError
-from handler.netguard import is_private_ip, resolve, resolve_public, system_lookup
+from handler.contract import errors
+from handler.contract.errors import ImageError
+from handler.sources import netguard
+from handler.sources.netguard import is_private_ip, resolve, resolve_public, system_lookup
 
 # First and last address of every range in the table.
 PRIVATE_RANGE_EDGES = [

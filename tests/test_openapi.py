@@ -9,10 +9,10 @@ import pytest
 from starlette.testclient import TestClient
 from test_lambda_handler import function_url, invoke
 
-from devtools.invoke import response_body, response_headers
-from handler.cli import main
-from handler.settings import Settings
-from handler.wiring import build_app
+from handler.commands.cli import main
+from handler.commands.invoke import response_body, response_headers
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app
 
 IMAGE_PATH = "/_next/image"
 

@@ -15,9 +15,9 @@ import pytest
 from support import HANG_SECONDS
 from upstream_server import BIG_TOTAL, IMAGE, IMAGE_CACHE_CONTROL, IMAGE_ETAG, Server
 
-from handler import errors
-from handler.config import ImagesConfig
-from handler.errors import ImageError
+from handler.contract import errors
+from handler.contract.config import ImagesConfig
+from handler.contract.errors import ImageError
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.chain import SourceChain
 from handler.sources.origin import OriginSource

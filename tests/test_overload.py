@@ -17,15 +17,15 @@ import pytest
 from starlette.testclient import TestClient
 from support import HANG_SECONDS, Clock, wait_for, wait_until
 
-from devtools.invoke import FakeContext, function_url_event
-from handler import optimizer as optimizer_module
-from handler.app import create_app
-from handler.config import load_images_config
-from handler.lambda_handler import build_handler
-from handler.optimizer import Optimizer
-from handler.settings import Settings
+from handler.commands.invoke import FakeContext, function_url_event
+from handler.contract.config import load_images_config
+from handler.entry.lambda_handler import build_handler
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app, build_optimizer
+from handler.http.app import create_app
+from handler.request import coordinator as optimizer_module
+from handler.request.coordinator import Optimizer
 from handler.stores.memory import MemoryStore
-from handler.wiring import build_app, build_optimizer
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 
 import handler
 import next_image_cdk
-from devtools.loader import LOADER_NAME, loader_source
+from handler.commands.loader import LOADER_NAME, loader_source
 from layers.build_layer import REQUIREMENTS, lambda_requirements, read_requirements
 from release.build import ROOT, build_distributions, write_checksums
 
@@ -37,13 +37,14 @@ def test_the_construct_adds_only_its_own_import_name(dists: dict[str, Path]) -> 
         "next_image_cdk-0.3.0.dist-info",
     }
     # The function's code and the layer recipe travel as data, without compiled leftovers.
-    assert "next_image_cdk/function/handler/lambda_handler.py" in names
+    assert "next_image_cdk/function/handler/entry/lambda_handler.py" in names
     assert "next_image_cdk/function/handler/stores/s3.py" in names
     assert "next_image_cdk/cloudfront/normalize_accept.js" in names
     assert "next_image_cdk/cloudfront/static_site.js" in names
     for recipe in ("build_layer.py", "requirements.txt", "constraints.txt"):
         assert f"next_image_cdk/layer_recipe/{recipe}" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if "/function/handler/commands/" in n]  # the CLI: not run there
     # Compatible ranges, not pins.
     assert "Requires-Dist: aws-cdk-lib<3,>=2.275.0" in metadata
     assert "Requires-Dist: constructs<11,>=10.0.0" in metadata
@@ -55,7 +56,7 @@ def test_the_cli_keeps_the_emulators_behind_the_local_extra(dists: dict[str, Pat
         entry_points = archive.read("next_image_lambda-0.3.0.dist-info/entry_points.txt").decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: moto")]
     assert requires == ['Requires-Dist: moto[s3,server]==5.2.5; extra == "local"']
-    assert "next-image = handler.cli:main" in entry_points
+    assert "next-image = handler.commands.cli:main" in entry_points
     always = [line for line in metadata.splitlines() if "Requires-Dist" in line]
     always = [line for line in always if "extra ==" not in line]
     assert not [line for line in always if "aws-cdk" in line or "moto" in line]
@@ -67,7 +68,7 @@ def test_the_cli_wheel_carries_the_loader_and_the_function_code_does_not(
 ) -> None:
     """``next-image loader`` reads its module from the installed package's data."""
     with wheel(dists, "next_image_lambda-") as archive:
-        shipped = archive.read(f"devtools/loader/{LOADER_NAME}").decode()
+        shipped = archive.read(f"handler/commands/loader/{LOADER_NAME}").decode()
     assert shipped == loader_source()
     with wheel(dists, "next_image_cdk-") as archive:
         assert not [name for name in archive.namelist() if name.endswith(LOADER_NAME)]

@@ -14,11 +14,11 @@ from urllib.parse import quote
 import ada_url
 import pytest
 
-from handler.config import ImagesConfig, RemotePattern, load_images_config
-from handler.errors import ImageError
-from handler.linear_regex import LinearRegex
-from handler.patterns import MAX_HOSTNAME_LENGTH, has_local_match, has_remote_match
-from handler.validate import validate_params
+from handler.contract.config import ImagesConfig, RemotePattern, load_images_config
+from handler.contract.errors import ImageError
+from handler.contract.linear_regex import LinearRegex
+from handler.contract.patterns import MAX_HOSTNAME_LENGTH, has_local_match, has_remote_match
+from handler.contract.validate import validate_params
 
 
 def remote(patterns: list[object], url: str, domains: tuple[str, ...] = ()) -> bool:

@@ -18,10 +18,10 @@ import pytest
 import pyvips
 from imagegen import BLUE, RED
 
-from handler import errors
-from handler.config import ImagesConfig, load_images_config
-from handler.errors import ImageError
-from handler.pipeline import (
+from handler.contract import errors
+from handler.contract.config import ImagesConfig, load_images_config
+from handler.contract.errors import ImageError
+from handler.pipeline.transform import (
     PIPELINE_VERSION,
     Plan,
     Transformed,

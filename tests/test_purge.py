@@ -1,6 +1,7 @@
 """``next-image purge``: the pointers of some URLs (or all) removed from the filesystem, Redis or
 S3 store, so the next request re-checks the source; the matching CloudFront invalidation made
-with boto3 through ``AWS_ENDPOINT_URL_CLOUDFRONT`` (``devtools/cloudfront_api.py`` answers it).
+with boto3 through ``AWS_ENDPOINT_URL_CLOUDFRONT`` (``handler/commands/cloudfront_api.py`` answers
+it).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import imagegen
 import pytest
 from support import Clock, MakeApp
 
-from devtools.cloudfront_api import CloudFrontApi, cloudfront_api
-from devtools.invoke import mocked_s3
-from devtools.purge import command
-from handler.cli import main
-from handler.keys import pointer_key
-from handler.ready import READY_SECONDS
-from handler.settings import Settings
+from handler.commands.cli import main
+from handler.commands.cloudfront_api import CloudFrontApi, cloudfront_api
+from handler.commands.invoke import mocked_s3
+from handler.commands.purge import command
+from handler.entry.settings import Settings
+from handler.http.ready import READY_SECONDS
+from handler.request.keys import pointer_key
 from handler.stores.base import Pointer, Variant
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.redis import RedisStore
@@ -212,10 +213,11 @@ def test_purge_is_never_in_the_function_code_and_loads_only_when_run() -> None:
     staged = stage_function_code(FUNCTION_CODE, load_images_config())
     assert sorted(p.name for p in staged.iterdir()) == ["handler", "next-image-config"]
     assert not list(staged.rglob("purge*"))
+    assert not (staged / "handler" / "commands").exists()
     check = (
-        "import sys; from handler.cli import main\n"
+        "import sys; from handler.commands.cli import main\n"
         "try: main(['purge', '--help'])\nexcept SystemExit: pass\n"
-        "print(sorted(m for m in sys.modules if m.startswith('devtools')))"
+        "print(sorted(m for m in sys.modules if m.startswith('handler.commands.purge')))"
     )
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert done.stdout.strip().endswith("[]")

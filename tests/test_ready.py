@@ -1,5 +1,5 @@
 """Ready-made repeat hits on ``next-image serve``: a repeated HIT is sent as the route sent it,
-without the route, and only while the variant is fresh (``handler.ready``)."""
+without the route, and only while the variant is fresh (``handler.http.ready``)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from starlette.testclient import TestClient
 from support import Clock
 from test_metrics import requests_by_label, scrape
 
-from handler import app as app_module
-from handler.app import create_app
-from handler.config import load_images_config
-from handler.optimizer import Served
-from handler.ready import READY_SECONDS, ReadyAnswer, ReadyAnswers
-from handler.settings import Settings
+from handler.contract.config import load_images_config
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app, build_optimizer
+from handler.http import app as app_module
+from handler.http.app import create_app
+from handler.http.ready import READY_SECONDS, ReadyAnswer, ReadyAnswers
+from handler.model import RequestRecord
+from handler.request.coordinator import Served
 from handler.stores.memory import MemoryStore
-from handler.types import RequestRecord
-from handler.wiring import build_app, build_optimizer
 
 IMAGE = "/_next/image?url=%2Ftest.jpg&w=640&q=75"
 WEBP = {"accept": "image/webp,*/*"}

@@ -18,7 +18,7 @@ from support import MakeApp, Route, request_headers
 from test_cache import remote_config
 from upstream_server import Server as Upstream
 
-from handler.pipeline import run_transform
+from handler.pipeline.transform import run_transform
 from handler.stores.memory import MemoryStore
 from handler.stores.records import decode_pointer, encode_pointer
 
@@ -32,7 +32,7 @@ def transforms(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         ran.append(plan.width)
         return run_transform(plan, *args, **kwargs)
 
-    monkeypatch.setattr("handler.optimizer.run_transform", counting)
+    monkeypatch.setattr("handler.request.coordinator.run_transform", counting)
     return ran
 
 

@@ -21,16 +21,16 @@ from starlette.testclient import TestClient
 from support import HANG_SECONDS, App, Clock, counting_threads, free_port, wait_for
 from test_serve import serving
 
-from handler.app import create_app
-from handler.config import load_images_config
-from handler.settings import Settings
+from handler.contract.config import load_images_config
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_optimizer, build_store
+from handler.http.app import create_app
 from handler.stores.base import Locking, Pointer, Variant
 from handler.stores.guarded import GuardedStore
 from handler.stores.memory import MemoryStore
 from handler.stores.records import encode_pointer, encode_variant
 from handler.stores.redis import POINTER_GRACE, RedisStore
 from handler.stores.tiered import HeldVariants
-from handler.wiring import build_optimizer, build_store
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANT = Variant(b"RIFF....WEBPVP8 body", "image/webp", "etag-abc", "optimized")

@@ -25,10 +25,10 @@ from upstream_server import (
     serve,
 )
 
-from handler import errors, netguard
-from handler.config import ImagesConfig, load_images_config
-from handler.errors import ImageError
-from handler.sources import http_fetch
+from handler.contract import errors
+from handler.contract.config import ImagesConfig, load_images_config
+from handler.contract.errors import ImageError
+from handler.sources import http_fetch, netguard
 from handler.sources.remote import RemoteSource
 from handler.sources.retry import RetryingSource
 

@@ -13,14 +13,14 @@ import anyio
 import pytest
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
-from devtools.invoke import mocked_s3
-from handler import errors
-from handler.config import ImagesConfig
-from handler.errors import ImageError
-from handler.s3_client import read_deadline
-from handler.settings import Settings
+from handler.commands.invoke import mocked_s3
+from handler.contract import errors
+from handler.contract.config import ImagesConfig
+from handler.contract.errors import ImageError
+from handler.entry.settings import Settings
 from handler.sources.base import Upstream
 from handler.sources.s3_assets import S3AssetsSource
+from handler.stores.s3_client import read_deadline
 
 BUCKET = "assets"
 PREFIX = "_assets/"

@@ -23,9 +23,9 @@ from moto.server import ThreadedMotoServer
 from support import HANG_SECONDS, free_port, s3_at, wait_for
 from test_lambda_e2e import ASSETS_PREFIX, event, lambda_instance, objects
 
-import handler.s3_client
-from devtools.invoke import FakeContext, response_body, response_headers
-from handler.s3_client import reads_until, reset_s3_client, s3_client, s3_source_client
+import handler.stores.s3_client
+from handler.commands.invoke import FakeContext, response_body, response_headers
+from handler.stores.s3_client import reads_until, reset_s3_client, s3_client, s3_source_client
 
 BUDGET = HANG_SECONDS  # the request's: only a hang gets near it
 STORE_TIMEOUT = 0.5  # for an instance facing a hung or slow store; otherwise only a hang's
@@ -80,7 +80,7 @@ def assert_webp_640(response: dict[str, Any], cache: str) -> None:
 def patient_store_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The store's S3 client without its own 2 s read timeout: a hung call stays hung (no
     retry of its own) until the proxy lets go, so the proxy's log counts store calls exactly."""
-    monkeypatch.setattr(handler.s3_client, "S3_READ_TIMEOUT", HANG_SECONDS)
+    monkeypatch.setattr(handler.stores.s3_client, "S3_READ_TIMEOUT", HANG_SECONDS)
     reset_s3_client()
     s3_client()  # made now: loading boto3's S3 model must not eat into a store call's timeout
     yield

@@ -10,12 +10,12 @@ import pytest
 from botocore.exceptions import ClientError
 from support import Clock
 
-from devtools.invoke import mocked_s3
-from handler.s3_client import reset_s3_client, s3_client
-from handler.settings import Settings
+from handler.commands.invoke import mocked_s3
+from handler.entry.settings import Settings
 from handler.stores.base import Pointer, Variant
 from handler.stores.records import encode_pointer
 from handler.stores.s3 import S3Store
+from handler.stores.s3_client import reset_s3_client, s3_client
 
 BUCKET = "variants"
 VARIANT = Variant(b"RIFF....WEBPVP8 body", "image/webp", "etag-abc", "optimized")

@@ -18,7 +18,7 @@ import pytest
 import uvicorn.logging
 from support import HANG_SECONDS, free_port
 
-from handler import service
+from handler.entry import service
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def answering(
 @contextmanager
 def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[httpx.Client]:
     port = free_port()
-    command = [sys.executable, "-m", "handler.cli", "serve", "--port", str(port), *args]
+    command = [sys.executable, "-m", "handler.commands.cli", "serve", "--port", str(port), *args]
     with answering(command, port, "/_next/image", env) as (client, _):
         yield client
 
@@ -87,7 +87,7 @@ def test_readme_curl_example_and_restart(tmp_path: Path) -> None:
 @pytest.mark.parametrize("access_log", ["true", "false"])
 def test_the_access_log_is_a_line_per_request_unless_turned_off(access_log: str) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "handler.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "handler.commands.cli", "serve", "--port", str(port)]
     env = {"NEXT_IMAGE_ACCESS_LOG": access_log}
     with answering(command, port, "/_next/image", env, subprocess.PIPE) as (client, process):
         assert client.get("/_next/image?url=/nowhere.png&w=640&q=75").status_code == 404
@@ -117,7 +117,7 @@ def test_settings_from_environment(tmp_path: Path) -> None:
 
 def test_config_command_prints_resolved_defaults(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "handler.cli", "config"],
+        [sys.executable, "-m", "handler.commands.cli", "config"],
         capture_output=True,
         text=True,
         check=True,
@@ -132,7 +132,7 @@ def test_config_command_prints_resolved_defaults(tmp_path: Path) -> None:
     custom = tmp_path / "images.json"
     custom.write_text(json.dumps({"images": {"formats": ["image/avif", "image/webp"]}}))
     out = subprocess.run(
-        [sys.executable, "-m", "handler.cli", "config", "--config", str(custom)],
+        [sys.executable, "-m", "handler.commands.cli", "config", "--config", str(custom)],
         capture_output=True,
         text=True,
         check=True,
@@ -153,7 +153,7 @@ def test_the_access_log_lines_are_uvicorns(colours: bool, monkeypatch: pytest.Mo
     """serve formats its access log with ``service.AccessFormatter``: the text uvicorn's own
     formatter writes, made without copying the record (about half the line's cost)."""
     config = service.log_config()["formatters"]["access"]
-    assert config["()"] == "handler.service.AccessFormatter"
+    assert config["()"] == "handler.entry.service.AccessFormatter"
     ours = service.AccessFormatter(config["fmt"], use_colors=colours)
     theirs = uvicorn.logging.AccessFormatter(config["fmt"], use_colors=colours)
     known = [access_record(code) for code in (200, 304, 404, 500, 503)]

@@ -1,4 +1,5 @@
-"""docs/configuration.md's settings tables hold exactly the settings of handler/settings.py."""
+"""docs/configuration.md's settings tables hold exactly the settings of
+handler/entry/settings.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from handler import service
-from handler.cli import main
-from handler.settings import SETTINGS, Context, Settings
+from handler.commands.cli import main
+from handler.entry import service
+from handler.entry.settings import SETTINGS, Context, Settings
 
 CONFIGURATION = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 # The header row that starts each table, by the context its settings are declared with.

@@ -12,11 +12,11 @@ import pytest
 from support import Clock, Route
 from upstream_server import Server
 
-from handler.app import create_app
-from handler.config import load_images_config
-from handler.settings import Settings
+from handler.contract.config import load_images_config
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_optimizer
+from handler.http.app import create_app
 from handler.stores.redis import RedisStore
-from handler.wiring import build_optimizer
 
 pytestmark = pytest.mark.anyio
 
@@ -90,6 +90,6 @@ async def test_a_leader_that_never_finishes_does_not_block_the_others(
 
 
 def _lock_key_of(hosts: list[httpx.AsyncClient]) -> Any:
-    from handler.keys import pointer_key, variant_key
+    from handler.request.keys import pointer_key, variant_key
 
     return pointer_key(f"/photo.jpg\0{variant_key('', 640, 75, 'image/webp')}")

@@ -12,7 +12,7 @@ import struct
 import imagegen
 import pytest
 
-from handler.sniff import detect_content_type, is_animated
+from handler.pipeline.sniff import detect_content_type, is_animated
 
 
 def _ftyp(brand: bytes, size: int = 24, total: int = 32) -> bytes:

@@ -11,8 +11,8 @@ import pytest
 from support import MakeApp, Route, Upstream, request_headers
 from test_cache import remote_config
 
-from handler import optimizer
-from handler.keys import pointer_key
+from handler.request import coordinator as optimizer
+from handler.request.keys import pointer_key
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore
 from handler.stores.records import decode_pointer

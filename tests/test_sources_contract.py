@@ -27,17 +27,17 @@ import pytest
 from support import Route
 from upstream_server import Server
 
-from devtools.invoke import mocked_s3
-from handler import errors
-from handler.config import ImagesConfig
-from handler.errors import ImageError
-from handler.s3_client import s3_source_client
-from handler.settings import Settings
+from handler.commands.invoke import mocked_s3
+from handler.contract import errors
+from handler.contract.config import ImagesConfig
+from handler.contract.errors import ImageError
+from handler.entry.settings import Settings
 from handler.sources import public_folder
 from handler.sources.base import Source, SourceNotFound
 from handler.sources.origin import OriginSource
 from handler.sources.public_folder import PublicFolderSource
 from handler.sources.s3_assets import S3AssetsSource
+from handler.stores.s3_client import s3_source_client
 
 pytestmark = pytest.mark.anyio
 

@@ -24,8 +24,8 @@ from typing import Literal
 
 import pytest
 
-from devtools.invoke import mocked_s3
-from handler.settings import Settings
+from handler.commands.invoke import mocked_s3
+from handler.entry.settings import Settings
 from handler.stores.base import Pointer, Store, Variant
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore

@@ -17,14 +17,14 @@ import anyio
 import pytest
 from support import MakeApp, counting_threads
 
-from handler.keys import pointer_key
-from handler.settings import Settings
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_store
+from handler.request.keys import pointer_key
 from handler.stores import filesystem
 from handler.stores.base import Pointer, Variant
 from handler.stores.filesystem import FilesystemStore, NotCached
 from handler.stores.guarded import GuardedStore
 from handler.stores.tiered import RECENCY_SECONDS, TieredStore
-from handler.wiring import build_store
 
 POINTER = Pointer("ab" * 32, "etag", 'W/"1-2"', 14400, 1_800_000_000.0)
 REFRESHED = Pointer("cd" * 32, "etag2", 'W/"3-4"', 14400, 1_800_000_060.0)

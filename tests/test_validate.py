@@ -12,11 +12,11 @@ from urllib.parse import quote
 
 import pytest
 
-from handler import errors
-from handler.config import ImagesConfig, load_images_config
-from handler.errors import ImageError
+from handler.contract import errors
+from handler.contract.config import ImagesConfig, load_images_config
+from handler.contract.errors import ImageError
+from handler.contract.validate import validate_params
 from handler.params import ImageParams
-from handler.validate import validate_params
 
 DEFAULT = ImagesConfig()
 ANY_REMOTE = load_images_config('{"remotePatterns": [{"hostname": "**"}]}')

@@ -28,12 +28,12 @@ from support import HANG_SECONDS, Route, Upstream, free_port, s3_at, wait_for
 from test_lambda_e2e import event, lambda_instance
 from upstream_server import serve
 
-from devtools.invoke import FakeContext, response_body, response_headers
-from devtools.warm.images import Job
-from handler.cli import main
-from handler.s3_client import s3_client
-from handler.settings import Settings
-from handler.wiring import build_app
+from handler.commands.cli import main
+from handler.commands.invoke import FakeContext, response_body, response_headers
+from handler.commands.warm.images import Job
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_app
+from handler.stores.s3_client import s3_client
 from layers.build_layer import requirement_name, runtime_requirements
 
 CONFIG = json.dumps({"images": {"formats": ["image/avif", "image/webp"]}})
@@ -191,7 +191,7 @@ def held_command(site: Path, cache: Path, upstream: Upstream, held: threading.Ev
     urls = cache.parent / "urls.txt"
     photos = [f"/photo{index}.jpg" for index in range(3)]
     urls.write_text("\n".join(["/a.jpg", "/b.png", "/held.jpg", *photos]) + "\n")
-    warm = [sys.executable, "-m", "handler.cli", "warm", "--public-dir", str(site)]
+    warm = [sys.executable, "-m", "handler.commands.cli", "warm", "--public-dir", str(site)]
     warm += ["--urls", str(urls), "--origin", upstream.url(""), "--jobs", "1"]
     return [*warm, "--store", "filesystem", "--cache-dir", str(cache), "--widths", "640,828,1200"]
 

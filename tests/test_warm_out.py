@@ -16,9 +16,9 @@ from urllib.parse import quote, unquote
 import imagegen
 import pytest
 
-from devtools.loader import files_path, loader_source
-from devtools.warm.out import LOADER_PATH, page_urls
-from handler.cli import main
+from handler.commands.cli import main
+from handler.commands.loader import files_path, loader_source
+from handler.commands.warm.out import LOADER_PATH, page_urls
 
 AVIF_AND_WEBP = json.dumps({"images": {"formats": ["image/avif", "image/webp"]}})
 

@@ -89,7 +89,7 @@ def serving(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> It
     log = tmp_path / f"serve-{port}.log"
     with log.open("wb") as sink:  # a file, not a pipe: a full pipe would block the server
         process = subprocess.Popen(
-            [sys.executable, "-m", "handler.cli", "serve", "--port", str(port), *args],
+            [sys.executable, "-m", "handler.commands.cli", "serve", "--port", str(port), *args],
             env=CLEAN_ENV | (env or {}),
             cwd=REPO,
             stdout=sink,
@@ -288,7 +288,7 @@ def test_a_worker_that_cannot_start_stops_the_service_with_an_error(tmp_path: Pa
     """A bad config fails every worker the same way: the supervisor stops instead of replacing
     them forever, and ``serve`` exits with uvicorn's startup-failure code."""
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "handler.cli", "serve", "--port", str(free_port())]
+    command = [sys.executable, "-m", "handler.commands.cli", "serve", "--port", str(free_port())]
     command += ["--workers", "2", "--config", '{"images": {"bogus": true}}']
     with log.open("wb") as sink:
         process = subprocess.Popen(

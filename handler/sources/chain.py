@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from handler import errors
-from handler.errors import ImageError
+from handler.contract import errors
+from handler.contract.errors import ImageError
 from handler.sources.base import Source, SourceNotFound, Upstream
 
 

@@ -21,8 +21,8 @@ import brotli
 if TYPE_CHECKING:  # httpx loads on the first fetch: its import (and its CLI's) would cost the
     import httpx  # Lambda init phase ~40 ms, and most requests never fetch
 
-from handler import errors
-from handler.errors import ImageError
+from handler.contract import errors
+from handler.contract.errors import ImageError
 from handler.sources.base import Upstream
 
 _MAX_CODINGS = 5

@@ -22,8 +22,8 @@ import ada_url
 if TYPE_CHECKING:
     import httpx
 
-from handler import errors
-from handler.config import ImagesConfig
+from handler.contract import errors
+from handler.contract.config import ImagesConfig
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.http_fetch import hop_deadline, open_get, read_upstream
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import anyio
 
-from handler import errors
-from handler.config import ImagesConfig
-from handler.errors import ImageError
+from handler.contract import errors
+from handler.contract.config import ImagesConfig
+from handler.contract.errors import ImageError
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.static_files import asset_segments, default_cache_control
 

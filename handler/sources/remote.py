@@ -22,10 +22,11 @@ import ada_url
 if TYPE_CHECKING:
     import httpx
 
-from handler import errors, netguard
-from handler.config import ImagesConfig
-from handler.errors import ImageError
-from handler.patterns import has_remote_match
+from handler.contract import errors
+from handler.contract.config import ImagesConfig
+from handler.contract.errors import ImageError
+from handler.contract.patterns import has_remote_match
+from handler.sources import netguard
 from handler.sources.base import Upstream
 from handler.sources.http_fetch import first_header, hop_deadline, open_get, read_upstream
 

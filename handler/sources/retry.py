@@ -9,7 +9,7 @@ import random
 
 import anyio
 
-from handler.errors import ImageError
+from handler.contract.errors import ImageError
 from handler.sources.base import Source, Upstream
 
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import anyio
 
-from handler import errors
-from handler.config import ImagesConfig
-from handler.errors import ImageError
-from handler.s3_client import error_code, reads_until, s3_source_client
+from handler.contract import errors
+from handler.contract.config import ImagesConfig
+from handler.contract.errors import ImageError
 from handler.sources.base import SourceNotFound, Upstream
 from handler.sources.static_files import asset_segments, default_cache_control
+from handler.stores.s3_client import error_code, reads_until, s3_source_client
 
 log = logging.getLogger(__name__)
 

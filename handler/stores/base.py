@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from handler.types import VariantKind
+from handler.model import VariantKind
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from handler.stores.base import Pointer, Variant
-from handler.stores.lru import RecordLRU
+from handler.stores.record_lru import RecordLRU
 
 
 class MemoryStore:

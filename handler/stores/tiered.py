@@ -40,11 +40,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, Protocol, TypeVar
 
-from handler.lru import ByteLRU
 from handler.stores.base import Locking, Pointer, Purging, Store, Variant
+from handler.stores.byte_lru import ByteLRU
 from handler.stores.filesystem import FilesystemStore, Identity, NotCached
 from handler.stores.guarded import AwaitedReads
-from handler.stores.lru import Index, record_bytes
+from handler.stores.record_lru import Index, record_bytes
 
 RECENCY_SECONDS = 30.0  # between reads of a held record from the folder (its LRU recency)
 # The share of the tier's bytes for pointers (16 MB of 64: about 17,000), kept apart from the

@@ -48,7 +48,7 @@ from next_image_cdk.monitoring import METRICS_NAMESPACE, METRICS_SERVICE, Optimi
 from next_image_cdk.redeploy import GENERATION_ENV, deploy_generation, invalidate_on_deploy
 
 FUNCTION_CODE = Path(__file__).parent / "function" / "handler"
-HANDLER = "handler.lambda_handler.handler"
+HANDLER = "handler.entry.lambda_handler.handler"
 TASK_ROOT = "/var/task"
 CONFIG_DIR = "next-image-config"
 IMAGE_PATH = "/_next/image"
@@ -238,12 +238,15 @@ def _validate_static_site(props: NextImageOptimizerProps) -> None:
         )
 
 
+# Left out of the function's code: bytecode, and ``handler/commands`` (the CLI, never run on
+# Lambda).
+NOT_SHIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "commands")
+
+
 def stage_function_code(handler_dir: Path, config: BundledConfig) -> Path:
     """A folder holding only the ``handler`` package and the images config: the function code."""
     staging = Path(tempfile.mkdtemp(prefix="next-image-code-"))
-    shutil.copytree(
-        handler_dir, staging / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
+    shutil.copytree(handler_dir, staging / "handler", ignore=NOT_SHIPPED)
     (staging / CONFIG_DIR).mkdir()
     (staging / CONFIG_DIR / config.filename).write_text(
         json.dumps(config.content, indent=1, sort_keys=True) + "\n"
@@ -556,7 +559,7 @@ class NextImageOptimizer(Construct):
     def _configure_self_invocations(self) -> None:
         """No retries and a short life for the produce events, on the version that is invoked.
 
-        The handler (``handler/self_invoke.py``) invokes the version it runs as
+        The handler (``handler/entry/self_invoke.py``) invokes the version it runs as
         (``AWS_LAMBDA_FUNCTION_VERSION``): the published version behind ``live``, so the
         settings go on that qualifier; settings on the alias or the bare function would not apply
         to it. ``$LATEST`` gets the same, for a function invoked unqualified (a console test).

@@ -1,9 +1,9 @@
 """Alarms and a dashboard for the optimizer: the function's Lambda metrics and its own EMF.
 
-The EMF metrics are the ones ``handler/observability.py`` writes: namespace ``NextImage``, one
+The EMF metrics are the ones ``handler/http/observability.py`` writes: namespace ``NextImage``, one
 dimension, ``service`` (``POWERTOOLS_METRICS_NAMESPACE`` / ``POWERTOOLS_SERVICE_NAME``, which
 the construct sets on the function to the values read here), and the names of the EMF views in
-``handler/metrics.py``. ``tests/test_infra.py`` holds these names to that module, so a renamed
+``handler/http/metrics.py``. ``tests/test_infra.py`` holds these names to that module, so a renamed
 metric fails the synth tests instead of leaving an alarm that never fires.
 """
 
@@ -17,16 +17,18 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-METRICS_NAMESPACE = "NextImage"  # handler.observability.NAMESPACE
-METRICS_SERVICE = "next-image"  # handler.observability.SERVICE: the EMF's one dimension's value
+METRICS_NAMESPACE = "NextImage"  # handler.http.observability.NAMESPACE
+METRICS_SERVICE = (
+    "next-image"  # handler.http.observability.SERVICE: the EMF's one dimension's value
+)
 SERVICE_DIMENSION = "service"  # the dimension Powertools gives every metric
-# EMF views of handler/metrics.py: REQUESTS (all, by cache result, by status) ...
+# EMF views of handler/http/metrics.py: REQUESTS (all, by cache result, by status) ...
 REQUESTS = "Requests"
 HITS = "Hits"
 MISSES = "Misses"
 SERVER_ERRORS = "Errors"  # status 5..
 REDIRECTS = "Redirects"
-# ... ERRORS (one per category of handler/errors.py, "<Category>Errors") ...
+# ... ERRORS (one per category of handler/contract/errors.py, "<Category>Errors") ...
 OVERLOAD_ERRORS = "OverloadErrors"  # 503 busy, from admission control
 STORE_ERRORS = "StoreErrors"  # 503: an oversize variant the store could not confirm
 CATEGORY_ERRORS = (

@@ -146,7 +146,7 @@ def test_the_template_passes_cdk_nag_and_cfn_lint(adopter_template: Path) -> Non
         resource
         for resource in template["Resources"].values()
         if resource["Type"] == "AWS::Lambda::Function"
-        and resource["Properties"].get("Handler") == "handler.lambda_handler.handler"
+        and resource["Properties"].get("Handler") == "handler.entry.lambda_handler.handler"
     )
     assert function["Properties"]["Architectures"] == ["arm64"]
     assert len(function["Properties"]["Layers"]) == 2

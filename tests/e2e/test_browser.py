@@ -25,7 +25,7 @@ from processes import LocalCdn, Proxy
 
 HIT = "Hit from cloudfront"
 MISS = "Miss from cloudfront"
-LAMBDA_INLINE_LIMIT = 4_400_000  # handler.lambda_handler.LAMBDA_MAX_INLINE_BYTES
+LAMBDA_INLINE_LIMIT = 4_400_000  # handler.entry.lambda_handler.LAMBDA_MAX_INLINE_BYTES
 PAGES = ("/", "/remote")
 IMAGES_ON = {"/": 7, "/remote": 1}
 DESKTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 800}}

@@ -63,9 +63,9 @@ from processes import Proxy, free_port
 from support import wait_for
 from upstream_server import Handler, Server
 
-from handler.keys import pointer_key
-from handler.pipeline import PIPELINE_VERSION
-from handler.settings import Settings
+from handler.entry.settings import Settings
+from handler.pipeline.transform import PIPELINE_VERSION
+from handler.request.keys import pointer_key
 from handler.stores.records import decode_pointer
 from handler.stores.s3 import POINTERS, SOURCES, VARIANTS
 
@@ -268,7 +268,7 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
     artifacts: Path,
 ) -> Iterator[Stack]:
-    from devtools.local_cdn.template import read_template
+    from handler.commands.local_cdn.template import read_template
 
     distribution = read_template(synthesized)
     function = distribution.lambda_function

@@ -117,7 +117,7 @@ def stack(
     artifacts: Path,
 ) -> Iterator[Stack]:
     """This module's stack, synthesized from a copy of ``public/``, on its own local-cdn."""
-    from devtools.local_cdn.template import read_template
+    from handler.commands.local_cdn.template import read_template
 
     root = tmp_path_factory.mktemp("e2e-redeploy")
     public = root / "public"
@@ -288,7 +288,7 @@ def test_purge_shows_an_image_changed_at_its_origin(
                     "NEXT_IMAGE_BUCKET": stack.bucket,
                 }
             )
-            command = [sys.executable, "-m", "handler.cli", "purge", "--url", src]
+            command = [sys.executable, "-m", "handler.commands.cli", "purge", "--url", src]
             command += ["--distribution-id", stack.distribution, "--config", str(APP / ".next")]
             with timed("purge: next-image purge --url (waits out the function's memory)"):
                 done = subprocess.run(

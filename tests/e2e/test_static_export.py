@@ -68,7 +68,7 @@ def _run(command: list[str], log: Path, timeout: float, env: dict[str, str] | No
 
 def _next_image(*args: str, log: Path) -> None:
     """The CLI as a user runs it, from the app's folder."""
-    _run([sys.executable, "-m", "handler.cli", *args], log, 900, {"PYTHONPATH": str(ROOT)})
+    _run([sys.executable, "-m", "handler.commands.cli", *args], log, 900, {"PYTHONPATH": str(ROOT)})
 
 
 def draw() -> dict[str, Picture]:

@@ -1,0 +1,568 @@
+"""What CloudFront does with one viewer request, from behaviour selection to the viewer response.
+
+In order: refuse a GET with a body; pick the behaviour; refuse methods it does not allow (403);
+run its viewer-request function; look the cache key up (a fresh entry is a hit, identical misses
+wait for the first); build the origin request from the cache and origin request policies (plus
+the headers CloudFront always adds, and the stored validators when revalidating an expired
+entry); store the answer for its TTL; compress it at the edge when the behaviour says so; answer
+the viewer's conditional and range requests from it; apply the response headers policy; and add
+``X-Cache``, ``Via``, ``X-Amz-Cf-Pop``, ``X-Amz-Cf-Id`` and, from the cache, ``Age``.
+
+The rules are those of AWS's CloudFront Developer Guide: "Request and response behavior for
+custom origins" (headers added and removed, conditional requests, traffic spikes, dropped
+bodies), "Serve compressed files", "How CloudFront processes partial requests for an object
+(range GETs)" and the pages cited in ``cache``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from email.utils import formatdate, parsedate_to_datetime
+
+import brotli
+
+from handler.commands.local_cdn.cache import (
+    ERROR_CACHING_MIN_TTL,
+    CacheKey,
+    EdgeCache,
+    Entry,
+    cache_key,
+    edge_coding,
+    normalized_accept_encoding,
+    response_ttl,
+)
+from handler.commands.local_cdn.functions import (
+    FunctionError,
+    NodeFunctions,
+    apply_result,
+    viewer_request_event,
+)
+from handler.commands.local_cdn.http import (
+    Pairs,
+    Response,
+    ViewerRequest,
+    format_cookies,
+    format_query,
+    get,
+    without,
+)
+from handler.commands.local_cdn.origins import Fetcher, OriginFailure, OriginRequest
+from handler.commands.local_cdn.paths import select
+from handler.commands.local_cdn.policies import DERIVED_CLOUDFRONT_HEADERS
+from handler.commands.local_cdn.template import Behaviour, Distribution
+
+log = logging.getLogger("local_cdn")
+
+POP = "LOCAL1-P1"
+# Never forwarded whatever the policies say, or rewritten by CloudFront itself.
+NOT_FORWARDED = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+        "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect",
+        "x-real-ip", "x-forwarded-proto", "content-length", "x-forwarded-for", "via",
+        "x-amz-cf-id",
+    }
+)  # fmt: skip
+# Removed from origin responses before they reach the viewer.
+HOP_BY_HOP = ("connection", "keep-alive", "transfer-encoding", "upgrade", "trailer")
+COMPRESSIBLE = frozenset(
+    {
+        "application/dash+xml", "application/eot", "application/font",
+        "application/font-sfnt", "application/javascript", "application/json",
+        "application/opentype", "application/otf", "application/pkcs7-mime",
+        "application/protobuf", "application/rss+xml", "application/truetype",
+        "application/ttf", "application/vnd.apple.mpegurl", "application/vnd.ms-fontobject",
+        "application/xhtml+xml", "application/xml", "application/x-font-opentype",
+        "application/x-font-truetype", "application/x-font-ttf", "application/x-httpd-cgi",
+        "application/x-javascript", "application/x-mpegurl", "application/x-opentype",
+        "application/x-otf", "application/x-perl", "application/x-ttf", "font/eot",
+        "font/opentype", "font/otf", "font/ttf", "image/svg+xml", "text/css", "text/csv",
+        "text/html", "text/javascript", "text/js", "text/plain", "text/richtext",
+        "text/tab-separated-values", "text/xml", "text/x-component", "text/x-java-source",
+        "text/x-script", "vnd.apple.mpegurl",
+    }
+)  # fmt: skip
+COMPRESS_MIN, COMPRESS_MAX = 1_000, 10_000_000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    response: Response
+    x_cache: str
+    behaviour: Behaviour | None = None
+    request: ViewerRequest | None = None
+    age: int | None = None
+
+
+def request_id() -> str:
+    """Shaped like CloudFront's ``X-Amz-Cf-Id``: 56 characters of URL-safe base64."""
+    return base64.urlsafe_b64encode(os.urandom(42)).decode()
+
+
+def error_page(status: int, detail: str, cf_id: str) -> Response:
+    """CloudFront's own HTML error page ("The request could not be satisfied")."""
+    body = (
+        '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01 Transitional//EN" '
+        '"http://www.w3.org/TR/html4/loose.dtd">\n'
+        '<HTML><HEAD><META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=iso-8859-1">\n'
+        "<TITLE>ERROR: The request could not be satisfied</TITLE>\n</HEAD><BODY>\n"
+        f"<H1>{status} ERROR</H1>\n<H2>The request could not be satisfied.</H2>\n"
+        f'<HR noshade size="1px">\n{detail}\n<BR clear="all">\n<HR noshade size="1px">\n'
+        f"<PRE>\nGenerated by cloudfront (CloudFront) local-cdn\nRequest ID: {cf_id}\n</PRE>\n"
+        f"<ADDRESS>\n</ADDRESS>\n</BODY></HTML>\n"
+    ).encode()
+    return Response(status, [("server", "CloudFront"), ("content-type", "text/html")], body)
+
+
+def derived_headers(request: ViewerRequest) -> dict[str, str]:
+    """The CloudFront request headers local-cdn can compute from the viewer connection."""
+    own = {
+        "cloudfront-forwarded-proto": request.scheme,
+        "cloudfront-viewer-address": f"{request.client_ip}:{request.client_port}",
+        "cloudfront-viewer-http-version": request.http_version,
+    }
+    return {k: v for k, v in own.items() if k in DERIVED_CLOUDFRONT_HEADERS}
+
+
+def _etag_value(tag: str) -> str:
+    return tag.strip().removeprefix("W/")
+
+
+def not_modified(request: ViewerRequest, response: Response) -> bool:
+    """The viewer's ``If-None-Match`` (weak comparison) or ``If-Modified-Since`` holds."""
+    if_none_match = request.header("if-none-match")
+    etag = response.header("etag")
+    if if_none_match is not None:
+        tags = {_etag_value(t) for t in if_none_match.split(",")}
+        return etag is not None and ("*" in tags or _etag_value(etag) in tags)
+    since, modified = request.header("if-modified-since"), response.header("last-modified")
+    if since is None or modified is None:
+        return False
+    try:
+        return parsedate_to_datetime(modified) <= parsedate_to_datetime(since)
+    except (TypeError, ValueError):
+        return False
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as (first, last); ``None`` when it cannot be served as one part."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, _, last = spec.strip().partition("-")
+    try:
+        if not first:
+            return (max(size - int(last), 0), size - 1) if int(last) > 0 and size else None
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    return (start, end) if start <= end else None
+
+
+def compress(response: Response, coding: str) -> Response:
+    """Edge compression, when the object qualifies ("Serve compressed files")."""
+    length = response.header("content-length")
+    kind = (response.header("content-type") or "").split(";")[0].strip().lower()
+    if (
+        coding == "identity"
+        or response.status != 200
+        or response.header("content-encoding") is not None
+        or kind not in COMPRESSIBLE
+        or length is None
+        or length != str(len(response.body))  # a HEAD, or a body cut short
+        or not COMPRESS_MIN <= len(response.body) <= COMPRESS_MAX
+    ):
+        return response
+    body = brotli.compress(response.body) if coding == "br" else gzip.compress(response.body)
+    headers = without(response.headers, "content-length", "etag")
+    etag = response.header("etag")
+    if etag is not None and etag.startswith('"'):
+        headers.append(("etag", "W/" + etag))
+    elif etag is not None and etag.startswith("W/"):
+        headers.append(("etag", etag))
+    headers += [("content-encoding", coding), ("content-length", str(len(body)))]
+    return Response(response.status, headers, body)
+
+
+class Edge:
+    """One edge location of the distribution, with its cache."""
+
+    def __init__(
+        self,
+        distribution: Distribution,
+        fetchers: Mapping[str, Fetcher],
+        functions: NodeFunctions | None = None,
+        cache: EdgeCache | None = None,
+        clock: Callable[[], float] = time.time,
+        domain: str = "localhost",
+    ) -> None:
+        if distribution.functions and functions is None:
+            raise ValueError("the distribution's CloudFront Functions need a NodeFunctions")
+        self.distribution = distribution
+        self.fetchers = fetchers
+        self.functions = functions
+        self.clock = clock
+        self.cache = cache or EdgeCache(clock=clock)
+        self.domain = domain
+        self.via = f"1.1 {os.urandom(16).hex()}.cloudfront.net (CloudFront)"
+        self._flights: dict[CacheKey, tuple[asyncio.Lock, int]] = {}
+
+    async def aclose(self) -> None:
+        for fetcher in self.fetchers.values():
+            await fetcher.aclose()
+
+    async def handle(self, request: ViewerRequest) -> Response:
+        cf_id = request_id()
+        started = time.monotonic()
+        outcome = await self._error_page(await self._outcome(request, cf_id), request, cf_id)
+        response = self._to_viewer(outcome, request, cf_id)
+        log.info(
+            "%s %s%s %d %s %.0fms",
+            request.method,
+            request.uri,
+            f"?{format_query(request.query)}" if request.query else "",
+            response.status,
+            outcome.x_cache,
+            (time.monotonic() - started) * 1000,
+        )
+        return response
+
+    async def _error_page(self, outcome: Outcome, request: ViewerRequest, cf_id: str) -> Outcome:
+        """A custom error response ("Generating custom error responses"): for an error with a
+        ``ResponsePagePath``, the page, got as any object through the behaviour its path selects
+        (no viewer function runs for it) and cached as such, sent with the response code. The
+        error itself is cached for its ErrorCachingMinTTL as before. A viewer function's own
+        answer is never replaced, nor the error when the page cannot be had."""
+        page = self.distribution.error_pages.get(outcome.response.status)
+        if page is None or outcome.x_cache.startswith("FunctionGeneratedResponse"):
+            return outcome
+        behaviour = select(self.distribution.behaviours, page.path)
+        fetch = replace(request, method="GET", uri=page.path, query=[], body=b"")
+        found = await self._cached(behaviour, fetch, cf_id)
+        if found.response.status != 200:
+            log.error("error page %s: %d", page.path, found.response.status)
+            return outcome
+        response = Response(page.code, found.response.headers, found.response.body)
+        return Outcome(response, "Error from cloudfront", behaviour, fetch)
+
+    async def _outcome(self, request: ViewerRequest, cf_id: str) -> Outcome:
+        if request.method == "GET" and request.body:
+            detail = "Bad request: a GET request with a body."
+            return Outcome(error_page(403, detail, cf_id), "Error from cloudfront")
+        root = self.distribution.default_root_object
+        if root and request.uri == "/":
+            request = request.with_uri("/" + root)
+        behaviour = select(self.distribution.behaviours, request.uri)
+        if request.method not in behaviour.allowed_methods:
+            detail = (
+                "This distribution is not configured to allow the HTTP request method that was "
+                "used for this request. The distribution supports only cachable requests."
+            )
+            page = error_page(403, detail, cf_id)
+            return Outcome(page, "Error from cloudfront")
+        if behaviour.viewer_request is not None:
+            assert self.functions is not None
+            event = viewer_request_event(
+                request,
+                domain=self.domain,
+                distribution_id=self.distribution.logical_id,
+                request_id=cf_id,
+            )
+            try:
+                result = await asyncio.to_thread(
+                    self.functions.run, behaviour.viewer_request.name, event
+                )
+                changed = apply_result(result, request, event)
+            except FunctionError as exc:
+                log.error("%s failed: %s", behaviour.viewer_request.name, exc)
+                detail = (
+                    "The CloudFront function associated with the CloudFront distribution is "
+                    "invalid or could not run."
+                )
+                page = error_page(503, detail, cf_id)
+                return Outcome(page, "FunctionExecutionError from cloudfront")
+            if isinstance(changed, Response):
+                return Outcome(changed, "FunctionGeneratedResponse from cloudfront", behaviour)
+            request = changed
+        return await self._cached(behaviour, request, cf_id)
+
+    async def _cached(self, behaviour: Behaviour, request: ViewerRequest, cf_id: str) -> Outcome:
+        policy = behaviour.cache_policy
+        own = derived_headers(request)
+        coding = "identity"
+        if behaviour.compress and request.http_version != "1.0":
+            coding = edge_coding(policy, request.header("accept-encoding"))
+        if request.method not in behaviour.cached_methods or request.body:
+            return await self._from_origin(behaviour, request, own, coding, cf_id, None, None)
+        key = cache_key(policy, request, own, coding)
+        hit = self._fresh(key, request.method)
+        if hit is not None:
+            return self._hit(hit, behaviour, request)
+        async with self._single_flight(key):  # "Simultaneous requests for the same object"
+            hit = self._fresh(key, request.method)
+            if hit is not None:
+                return self._hit(hit, behaviour, request)
+            return await self._from_origin(
+                behaviour, request, own, coding, cf_id, key, self.cache.get(key)
+            )
+
+    def _fresh(self, key: CacheKey, method: str) -> Entry | None:
+        """A fresh entry for the key; a HEAD is also answered from the GET's entry."""
+        keys = [("GET", *key[1:]), key] if method == "HEAD" else [key]
+        now = self.clock()
+        for candidate in keys:
+            entry = self.cache.get(candidate)
+            if entry is not None and entry.fresh(now):
+                return entry
+        return None
+
+    def _hit(self, entry: Entry, behaviour: Behaviour, request: ViewerRequest) -> Outcome:
+        x_cache = "Error from cloudfront" if entry.response.status >= 400 else "Hit from cloudfront"
+        return Outcome(entry.response, x_cache, behaviour, request, entry.age(self.clock()))
+
+    @asynccontextmanager
+    async def _single_flight(self, key: CacheKey) -> AsyncIterator[None]:
+        lock, users = self._flights.get(key, (asyncio.Lock(), 0))
+        self._flights[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._flights[key]
+            if users == 1:
+                del self._flights[key]
+            else:
+                self._flights[key] = (lock, users - 1)
+
+    async def _from_origin(
+        self,
+        behaviour: Behaviour,
+        request: ViewerRequest,
+        own: Mapping[str, str],
+        coding: str,
+        cf_id: str,
+        key: CacheKey | None,
+        stale: Entry | None,
+    ) -> Outcome:
+        validators: Pairs = []
+        if stale is not None and stale.response.status == 200:
+            etag, modified = stale.response.header("etag"), stale.response.header("last-modified")
+            validators += [("if-none-match", etag)] if etag else []
+            validators += [("if-modified-since", modified)] if modified else []
+        fetcher = self.fetchers[behaviour.origin.id]
+        origin_request = self.origin_request(behaviour, request, own, fetcher.host, cf_id)
+        if validators:
+            names = {name for name, _ in validators}
+            headers = [pair for pair in origin_request.headers if pair[0] not in names]
+            origin_request = replace(origin_request, headers=headers + validators)
+        try:
+            response = await fetcher.fetch(origin_request)
+        except OriginFailure as failure:
+            log.error("origin %s: %s", behaviour.origin.id, failure)
+            if stale is not None and stale.response.status < 400:
+                return self._serve_stale(key, stale, behaviour, request, failure.status)
+            detail = "CloudFront wasn't able to connect to the origin."
+            if failure.status == 504:
+                detail = "CloudFront attempted to establish a connection with the origin, "
+                detail += "but either the attempt failed or the origin closed the connection."
+            page = error_page(failure.status, detail, cf_id)
+            return Outcome(page, "Error from cloudfront")
+        response = response.with_headers(without(response.headers, *HOP_BY_HOP))
+        policy = behaviour.cache_policy
+        now = self.clock()
+        if key is not None and stale is not None:
+            if validators and response.status == 304:
+                refreshed = _refresh(stale.response, response)
+                ttl = response_ttl(refreshed, policy, self._error_ttls, now)
+                self.cache.put(key, refreshed, ttl)
+                return Outcome(refreshed, "RefreshHit from cloudfront", behaviour, request, 0)
+            if response.status >= 500 and stale.response.status < 400:
+                return self._serve_stale(key, stale, behaviour, request, response.status)
+        if not self._forwards_cookies(behaviour):
+            response = response.with_headers(without(response.headers, "set-cookie"))
+        if behaviour.compress:
+            response = compress(response, coding)
+        length = response.header("content-length")
+        complete = request.method == "HEAD" or length in (None, str(len(response.body)))
+        if key is not None and complete:  # "Dropped TCP connections": a short body is not kept
+            ttl = response_ttl(response, policy, self._error_ttls, now)
+            if ttl > 0:
+                self.cache.put(key, response, ttl)
+        x_cache = "Error from cloudfront" if response.status >= 400 else "Miss from cloudfront"
+        return Outcome(response, x_cache, behaviour, request)
+
+    @property
+    def _error_ttls(self) -> Mapping[int, int]:
+        return self.distribution.error_caching_min_ttl
+
+    def _serve_stale(
+        self,
+        key: CacheKey | None,
+        stale: Entry,
+        behaviour: Behaviour,
+        request: ViewerRequest,
+        status: int,
+    ) -> Outcome:
+        """An expired object is served while the origin fails, for the error caching minimum
+        TTL of the failure's status ("The requested object is in the edge cache")."""
+        if key is not None:
+            ttl = self._error_ttls.get(status, ERROR_CACHING_MIN_TTL)
+            self.cache.put(key, stale.response, ttl)
+        return Outcome(stale.response, "Hit from cloudfront", behaviour, request, 0)
+
+    @staticmethod
+    def _forwards_cookies(behaviour: Behaviour) -> bool:
+        origin_policy = behaviour.origin_request_policy
+        return behaviour.cache_policy.cookies.behavior != "none" or (
+            origin_policy is not None and origin_policy.cookies.behavior != "none"
+        )
+
+    def origin_request(
+        self,
+        behaviour: Behaviour,
+        request: ViewerRequest,
+        own: Mapping[str, str],
+        host: str,
+        cf_id: str,
+    ) -> OriginRequest:
+        """What CloudFront sends: the cache key's values, the origin request policy's, and the
+        headers it always adds (``Host``, ``User-Agent``, ``Via``, ``X-Forwarded-For``,
+        ``X-Amz-Cf-Id``), then the origin's custom headers."""
+        policy = behaviour.cache_policy
+        extra = behaviour.origin_request_policy
+        query = [
+            (n, v)
+            for n, v in request.query
+            if policy.query.includes(n) or (extra is not None and extra.query.includes(n))
+        ]
+        normalized = normalized_accept_encoding(policy, request.header("accept-encoding"))
+        headers: Pairs = []
+        for name, value in request.headers:
+            if name in NOT_FORWARDED or name.startswith("x-edge-"):
+                continue
+            if name == "accept-encoding" and normalized is not None:
+                continue
+            if policy.headers.includes(name) or (
+                extra is not None and extra.headers.includes(name)
+            ):
+                headers.append((name, value))
+        if normalized is not None and request.header("accept-encoding") is not None:
+            headers.append(("accept-encoding", normalized))
+        wanted = policy.cloudfront_headers | (extra.cloudfront_headers if extra else frozenset())
+        headers += [(n, v) for n, v in own.items() if n in wanted]
+        cookies = [
+            (n, v)
+            for n, v in request.cookies
+            if policy.cookies.includes(n) or (extra is not None and extra.cookies.includes(n))
+        ]
+        if cookies:
+            headers.append(("cookie", format_cookies(cookies)))
+        names = {name for name, _ in headers}
+        if "host" not in names:
+            headers.insert(0, ("host", host))
+        if "user-agent" not in names:
+            headers.append(("user-agent", "Amazon CloudFront"))
+        via = request.header("via")
+        headers.append(("via", f"{via}, {self.via}" if via else self.via))
+        forwarded_for = request.header("x-forwarded-for")
+        client = request.client_ip
+        headers.append(
+            ("x-forwarded-for", f"{forwarded_for},{client}" if forwarded_for else client)
+        )
+        headers.append(("x-amz-cf-id", cf_id))
+        custom = behaviour.origin.custom_headers
+        headers = [*without(headers, *(n for n, _ in custom)), *custom]
+        return OriginRequest(
+            request.method, request.uri, format_query(query), headers, request.body, client
+        )
+
+    def _to_viewer(self, outcome: Outcome, viewer: ViewerRequest, cf_id: str) -> Response:
+        response = outcome.response
+        request = outcome.request or viewer
+        behaviour = outcome.behaviour
+        if behaviour is not None and outcome.request is not None:
+            response = self._answer_conditionals(response, request, behaviour)
+        if behaviour is not None and behaviour.response_headers_policy is not None:
+            policy = behaviour.response_headers_policy
+            headers = without(response.headers, *policy.remove)
+            for rule in policy.rules:
+                if rule.override or get(headers, rule.name) is None:
+                    headers = [*without(headers, rule.name), (rule.name, rule.value)]
+            response = response.with_headers(headers)
+        headers = without(response.headers, "x-cache", "via", "x-amz-cf-pop", "x-amz-cf-id")
+        if get(headers, "date") is None:
+            headers.insert(0, ("date", formatdate(usegmt=True)))
+        headers += [
+            ("x-cache", outcome.x_cache),
+            ("via", self.via),
+            ("x-amz-cf-pop", POP),
+            ("x-amz-cf-id", cf_id),
+        ]
+        if outcome.age is not None:
+            headers = [*without(headers, "age"), ("age", str(outcome.age))]
+        if not (viewer.method == "HEAD" or response.status == 304):
+            headers = [
+                *without(headers, "content-length"),
+                ("content-length", str(len(response.body))),
+            ]
+        body = b"" if viewer.method == "HEAD" else response.body
+        return Response(response.status, headers, body)
+
+    def _answer_conditionals(
+        self, response: Response, request: ViewerRequest, behaviour: Behaviour
+    ) -> Response:
+        """CloudFront answers ``If-None-Match``/``If-Modified-Since`` and ``Range`` itself
+        unless the policies forward them to the origin."""
+        if response.status != 200:
+            return response
+        if not self._forwarded(behaviour, "if-none-match", "if-modified-since") and not_modified(
+            request, response
+        ):
+            return Response(304, without(response.headers, "content-length"))
+        wanted = request.header("range")
+        if wanted is None or self._forwarded(behaviour, "range"):
+            return response
+        if_range = request.header("if-range")
+        if if_range is not None and if_range not in (
+            response.header("etag"),
+            response.header("last-modified"),
+        ):
+            return response
+        size = len(response.body)
+        span = byte_range(wanted, size)
+        if span is None:
+            if wanted.strip().lower().startswith("bytes=") and "," not in wanted:
+                headers = [*without(response.headers, "content-length")]
+                headers.append(("content-range", f"bytes */{size}"))
+                return Response(416, headers)
+            return response
+        first, last = span
+        headers = [*without(response.headers, "content-length")]
+        headers.append(("content-range", f"bytes {first}-{last}/{size}"))
+        return Response(206, headers, response.body[first : last + 1])
+
+    @staticmethod
+    def _forwarded(behaviour: Behaviour, *names: str) -> bool:
+        extra = behaviour.origin_request_policy
+        return any(
+            behaviour.cache_policy.headers.includes(n)
+            or (extra is not None and extra.headers.includes(n))
+            for n in names
+        )
+
+
+def _refresh(stored: Response, not_modified_response: Response) -> Response:
+    """The stored response with the 304's headers (RFC 9111, "Freshening stored responses")."""
+    kept = ("content-length", "content-encoding", "transfer-encoding", "content-type")
+    fresh = [(n, v) for n, v in not_modified_response.headers if n not in kept]
+    names = {n for n, _ in fresh}
+    return stored.with_headers([(n, v) for n, v in stored.headers if n not in names] + fresh)

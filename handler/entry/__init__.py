@@ -1,0 +1,1 @@
+"""The entry points: Lambda, the service and the composition root that wires them."""

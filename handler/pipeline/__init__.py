@@ -1,0 +1,1 @@
+"""The pure image pipeline on libvips: plan, transform, encoders, sniffing, isolation."""

@@ -1,0 +1,1 @@
+"""The request path: the coordinator and its steps (admission, keys, first view)."""
