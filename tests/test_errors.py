@@ -29,9 +29,8 @@ from handler.entry.settings import Settings
 from handler.entry.wiring import build_optimizer
 from handler.http.app import OVERSIZE_UNSTORED, Oversize, create_app
 from handler.http.metrics import ERRORS, PrometheusMetrics
-from handler.model import RequestRecord
+from handler.model import RequestRecord, Variant
 from handler.request.coordinator import Optimizer
-from handler.stores.base import Variant
 from handler.stores.memory import MemoryStore
 
 LOCAL = ImagesConfig(dangerously_allow_local_ip=True, domains=("127.0.0.1",))

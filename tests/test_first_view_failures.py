@@ -25,9 +25,9 @@ from handler.contract.validate import validate_params
 from handler.entry.lambda_handler import build_handler
 from handler.entry.self_invoke import produce_event
 from handler.entry.settings import Settings
+from handler.model import Variant
 from handler.pipeline.transform import Plan, Transformed, run_transform
 from handler.request.first_view import FAILURE_CATEGORIES, category_of
-from handler.stores.base import Variant
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore
 

@@ -19,7 +19,7 @@ from handler.contract.config import load_images_config
 from handler.contract.validate import validate_params
 from handler.http import app as app_module
 from handler.http.app import KnownParams, known_key
-from handler.params import ImageParams
+from handler.model import ImageParams
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 

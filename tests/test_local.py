@@ -17,7 +17,8 @@ from support import MakeApp
 from handler.contract import errors
 from handler.contract.config import ImagesConfig, load_images_config
 from handler.contract.errors import ImageError
-from handler.sources.base import SourceNotFound, Upstream
+from handler.model import Upstream
+from handler.sources.base import SourceNotFound
 from handler.sources.public_folder import PublicFolderSource
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,8 @@ from upstream_server import BIG_TOTAL, IMAGE, IMAGE_CACHE_CONTROL, IMAGE_ETAG, S
 from handler.contract import errors
 from handler.contract.config import ImagesConfig
 from handler.contract.errors import ImageError
-from handler.sources.base import SourceNotFound, Upstream
+from handler.model import Upstream
+from handler.sources.base import SourceNotFound
 from handler.sources.chain import SourceChain
 from handler.sources.origin import OriginSource
 from handler.sources.public_folder import PublicFolderSource

@@ -22,8 +22,8 @@ from handler.commands.invoke import mocked_s3
 from handler.commands.purge import command
 from handler.entry.settings import Settings
 from handler.http.ready import READY_SECONDS
+from handler.model import Pointer, Variant
 from handler.request.keys import pointer_key
-from handler.stores.base import Pointer, Variant
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.redis import RedisStore
 from handler.stores.s3 import POINTER_MEMORY_SECONDS, S3Store

@@ -20,8 +20,7 @@ from handler.entry.wiring import build_app, build_optimizer
 from handler.http import app as app_module
 from handler.http.app import create_app
 from handler.http.ready import READY_SECONDS, ReadyAnswer, ReadyAnswers
-from handler.model import RequestRecord
-from handler.request.coordinator import Served
+from handler.model import RequestRecord, Served
 from handler.stores.memory import MemoryStore
 
 IMAGE = "/_next/image?url=%2Ftest.jpg&w=640&q=75"

@@ -25,7 +25,8 @@ from handler.contract.config import load_images_config
 from handler.entry.settings import Settings
 from handler.entry.wiring import build_optimizer, build_store
 from handler.http.app import create_app
-from handler.stores.base import Locking, Pointer, Variant
+from handler.model import Pointer, Variant
+from handler.stores.base import Locking
 from handler.stores.guarded import GuardedStore
 from handler.stores.memory import MemoryStore
 from handler.stores.records import encode_pointer, encode_variant

@@ -18,7 +18,7 @@ from handler.contract import errors
 from handler.contract.config import ImagesConfig
 from handler.contract.errors import ImageError
 from handler.entry.settings import Settings
-from handler.sources.base import Upstream
+from handler.model import Upstream
 from handler.sources.s3_assets import S3AssetsSource
 from handler.stores.s3_client import read_deadline
 

@@ -12,7 +12,7 @@ from support import Clock
 
 from handler.commands.invoke import mocked_s3
 from handler.entry.settings import Settings
-from handler.stores.base import Pointer, Variant
+from handler.model import Pointer, Variant
 from handler.stores.records import encode_pointer
 from handler.stores.s3 import S3Store
 from handler.stores.s3_client import reset_s3_client, s3_client

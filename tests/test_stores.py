@@ -26,7 +26,8 @@ import pytest
 
 from handler.commands.invoke import mocked_s3
 from handler.entry.settings import Settings
-from handler.stores.base import Pointer, Store, Variant
+from handler.model import Pointer, Variant
+from handler.stores.base import Store
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore
 from handler.stores.redis import RedisStore

@@ -19,9 +19,9 @@ from support import MakeApp, counting_threads
 
 from handler.entry.settings import Settings
 from handler.entry.wiring import build_store
+from handler.model import Pointer, Variant
 from handler.request.keys import pointer_key
 from handler.stores import filesystem
-from handler.stores.base import Pointer, Variant
 from handler.stores.filesystem import FilesystemStore, NotCached
 from handler.stores.guarded import GuardedStore
 from handler.stores.tiered import RECENCY_SECONDS, TieredStore

@@ -16,7 +16,7 @@ from handler.contract import errors
 from handler.contract.config import ImagesConfig, load_images_config
 from handler.contract.errors import ImageError
 from handler.contract.validate import validate_params
-from handler.params import ImageParams
+from handler.model import ImageParams
 
 DEFAULT = ImagesConfig()
 ANY_REMOTE = load_images_config('{"remotePatterns": [{"hostname": "**"}]}')

@@ -20,7 +20,7 @@ from handler.contract.accept import negotiate
 from handler.contract.config import ImagesConfig
 from handler.contract.errors import ImageError
 from handler.contract.patterns import has_local_match, has_remote_match
-from handler.params import ImageParams
+from handler.model import ImageParams
 from handler.pipeline.sniff import AVIF, WEBP
 
 _DIGITS = re.compile(r"[0-9]+")

@@ -24,7 +24,7 @@ from handler.entry.self_invoke import SelfInvoker, params_to_produce
 from handler.entry.settings import ENV_PREFIX, Settings
 from handler.entry.wiring import build_app
 from handler.http.observability import RequestObserver, make_logger, make_metrics
-from handler.params import ImageParams
+from handler.model import ImageParams
 from handler.request import first_view
 from handler.request.coordinator import Optimizer
 from handler.stores.s3_client import reset_s3_client, s3_client, s3_source_client

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from handler.params import ImageParams
+from handler.model import ImageParams
 
 PRODUCE = "nextImageProduce"  # the event's one key; no HTTP event (Function URL, ALB...) has it
 

@@ -31,9 +31,8 @@ from handler.contract.validate import validate_params
 from handler.http.health import add_health_routes
 from handler.http.openapi import image_route_docs
 from handler.http.ready import ReadyAnswer, ReadyAnswers
-from handler.model import Observer, RequestRecord
-from handler.params import ImageParams
-from handler.request.coordinator import Optimizer, Served, Stats
+from handler.model import ImageParams, Observer, RequestRecord, Served, Stats
+from handler.request.coordinator import Optimizer
 from handler.stores.byte_lru import ByteLRU
 
 log = logging.getLogger(__name__)

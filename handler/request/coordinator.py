@@ -37,7 +37,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal, TypeGuard
 
 import anyio
@@ -46,8 +46,7 @@ from handler.contract import errors
 from handler.contract.config import ImagesConfig
 from handler.contract.errors import ImageError
 from handler.contract.headers import get_max_age
-from handler.model import CacheStatus
-from handler.params import ImageParams
+from handler.model import CacheStatus, ImageParams, Pointer, Served, Stats, Upstream, Variant
 from handler.pipeline import animated
 from handler.pipeline.allocator import release_free_memory
 from handler.pipeline.animated import PASSTHROUGH, AnimatedOptions
@@ -57,8 +56,7 @@ from handler.request import first_view
 from handler.request.admission import Admission
 from handler.request.keys import b64url, etag_of, pointer_key, variant_key
 from handler.request.low_priority import LowPriorityThreads
-from handler.sources.base import Source, Upstream
-from handler.stores.base import Pointer, Variant
+from handler.sources.base import Source
 from handler.stores.guarded import GuardedStore
 
 if TYPE_CHECKING:
@@ -77,29 +75,6 @@ Revalidation = Literal["background", "inline"]
 InStore = tuple[Literal["pointer", "source"], ...]  # records a miss need not write again
 # Produces the AVIF of a fast first view later, outside this request (an asynchronous call).
 Deferral = Callable[[ImageParams], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Served:
-    variant: Variant
-    variant_key: str
-    max_age: int
-    etag: str
-    cache: CacheStatus
-    stored: bool = True  # the variant is known to be in the store now (read, or write confirmed)
-    transient: bool = False  # a timeout's fallback: must not be cached by anyone
-    fresh_for: float = 0.0  # seconds the pointer stays fresh from now (0 once stale)
-
-
-@dataclass
-class Stats:
-    """What one request did, for logs and metrics."""
-
-    source_bytes: int = 0
-    stages_ms: dict[str, float] = field(default_factory=dict)
-
-    def timed(self, stage: str, started: float) -> None:
-        self.stages_ms[stage] = round(self.stages_ms.get(stage, 0.0) + _ms_since(started), 2)
 
 
 def _variant_of(result: Transformed) -> Variant:

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from handler.contract.errors import ImageError
-from handler.model import VariantKind
-from handler.params import ImageParams
+from handler.model import ImageParams, VariantKind
 
 Stage = Literal["defer", "produce"]
 FailureCategory = Literal[

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-
-@dataclass(frozen=True)
-class Upstream:
-    """A loaded source: its bytes plus the upstream caching headers Next.js reads.
-
-    ``not_modified`` is set (and ``body`` empty) when a conditional fetch with ``if_none_match``
-    got a 304: the caller keeps the bytes it already has.
-
-    ``worth_keeping`` is False for a source as near as the variant store (the public folder on
-    this host's disk, the S3 assets bucket beside the variant bucket): reading it again costs
-    what reading a kept copy would, so the bytes are not copied into the store.
-    """
-
-    body: bytes
-    cache_control: str | None = None
-    etag: str | None = None  # the raw upstream ETag header value
-    not_modified: bool = False
-    worth_keeping: bool = True
+from handler.model import Upstream
 
 
 class Source(Protocol):

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from handler.contract import errors
 from handler.contract.errors import ImageError
-from handler.sources.base import Source, SourceNotFound, Upstream
+from handler.model import Upstream
+from handler.sources.base import Source, SourceNotFound
 
 
 class SourceChain:

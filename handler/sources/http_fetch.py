@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # httpx loads on the first fetch: its import (and its CLI's) 
 
 from handler.contract import errors
 from handler.contract.errors import ImageError
-from handler.sources.base import Upstream
+from handler.model import Upstream
 
 _MAX_CODINGS = 5
 _CHUNK = 64 * 1024  # output bound per decoder step, so a compression bomb never balloons memory

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 from handler.contract import errors
 from handler.contract.config import ImagesConfig
-from handler.sources.base import SourceNotFound, Upstream
+from handler.model import Upstream
+from handler.sources.base import SourceNotFound
 from handler.sources.http_fetch import hop_deadline, open_get, read_upstream
 
 _HEADERS = {"accept": "*/*", "accept-encoding": "identity", "user-agent": "next-image"}

@@ -19,7 +19,8 @@ import anyio
 from handler.contract import errors
 from handler.contract.config import ImagesConfig
 from handler.contract.errors import ImageError
-from handler.sources.base import SourceNotFound, Upstream
+from handler.model import Upstream
+from handler.sources.base import SourceNotFound
 from handler.sources.static_files import asset_segments, default_cache_control
 
 

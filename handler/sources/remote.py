@@ -26,8 +26,8 @@ from handler.contract import errors
 from handler.contract.config import ImagesConfig
 from handler.contract.errors import ImageError
 from handler.contract.patterns import has_remote_match
+from handler.model import Upstream
 from handler.sources import netguard
-from handler.sources.base import Upstream
 from handler.sources.http_fetch import first_header, hop_deadline, open_get, read_upstream
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

@@ -10,7 +10,8 @@ import random
 import anyio
 
 from handler.contract.errors import ImageError
-from handler.sources.base import Source, Upstream
+from handler.model import Upstream
+from handler.sources.base import Source
 
 
 class RetryingSource:

@@ -15,33 +15,9 @@ copied).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from handler.model import VariantKind
-
-
-@dataclass(frozen=True)
-class Pointer:
-    source_hash: str  # hex sha256 of the source bytes
-    etag: str  # Next's upstreamEtag: base64url of the upstream ETag header, or of the bytes' sha256
-    upstream_etag: str | None  # the raw upstream ETag header, for conditional revalidation
-    max_age: int  # max(minimumCacheTTL, upstream max-age): the Cache-Control max-age
-    expire_at: float  # epoch seconds
-    # The source bytes were kept in the store under ``source_hash``: False for a source as near
-    # as the store, or too large, whose new widths fetch it again without asking the store.
-    source_kept: bool = True
-    # The deploy generation of the process that wrote it (``NEXT_IMAGE_DEPLOY_GENERATION``): a
-    # pointer of another generation is revalidated before it is trusted, whatever its expiry.
-    generation: str = ""
-
-
-@dataclass(frozen=True)
-class Variant:
-    body: bytes
-    content_type: str
-    etag: str  # base64url(sha256(body)) for optimized output; the pointer's etag otherwise
-    kind: VariantKind
+from handler.model import Pointer, Variant
 
 
 class Store(Protocol):

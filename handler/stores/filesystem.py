@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from io import BufferedWriter
 from pathlib import Path
 
-from handler.stores.base import Pointer, Variant
+from handler.model import Pointer, Variant
 from handler.stores.records import decode_pointer, decode_variant, encode_pointer, encode_variant
 
 _TMP_SUFFIX = ".tmp"

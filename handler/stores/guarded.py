@@ -25,7 +25,8 @@ from typing import ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
-from handler.stores.base import Locking, Pointer, Store, Variant
+from handler.model import Pointer, Variant
+from handler.stores.base import Locking, Store
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")

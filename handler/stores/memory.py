@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from handler.stores.base import Pointer, Variant
+from handler.model import Pointer, Variant
 from handler.stores.record_lru import RecordLRU
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from handler.stores.base import Pointer, Variant
+from handler.model import Pointer, Variant
 from handler.stores.byte_lru import ByteLRU
 
 # What a record costs beyond its variable-length fields: the objects, their field headers and

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from handler.stores.base import Pointer, Variant
+from handler.model import Pointer, Variant
 
 
 def encode_pointer(pointer: Pointer) -> bytes:

@@ -41,7 +41,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from handler.stores.base import Pointer, Variant
+from handler.model import Pointer, Variant
 from handler.stores.records import decode_pointer, decode_variant, encode_pointer, encode_variant
 from handler.stores.s3 import POINTERS, SOURCES, VARIANTS
 

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from handler.stores.base import Pointer, Variant
+from handler.model import Pointer, Variant
 from handler.stores.records import decode_pointer, encode_pointer
 from handler.stores.s3_client import error_code, s3_client
 

@@ -40,7 +40,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, Protocol, TypeVar
 
-from handler.stores.base import Locking, Pointer, Purging, Store, Variant
+from handler.model import Pointer, Variant
+from handler.stores.base import Locking, Purging, Store
 from handler.stores.byte_lru import ByteLRU
 from handler.stores.filesystem import FilesystemStore, Identity, NotCached
 from handler.stores.guarded import AwaitedReads
