@@ -344,7 +344,7 @@ def serve_environment(public: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 def test_serve_isolates_by_default_and_stops_its_children_with_the_app(
     serve_environment: None,
 ) -> None:
-    app = service.create_app()
+    app = service.worker_app()
     pool = app.state.optimizer.isolation
     assert isinstance(pool, IsolatedTransforms)
     with TestClient(app) as client:
@@ -359,7 +359,7 @@ def test_isolation_is_a_setting_and_off_on_lambda_unless_asked(
     serve_environment: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NEXT_IMAGE_ISOLATE_TRANSFORMS", "false")
-    assert service.create_app().state.optimizer.isolation is None
+    assert service.worker_app().state.optimizer.isolation is None
     settings = Settings(public_dir="/nonexistent")
     assert build_app(settings).state.optimizer.isolation is None  # Lambda's build
     asked = build_app(dataclasses.replace(settings, isolate_transforms=True))

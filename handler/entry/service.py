@@ -1,7 +1,7 @@
 """``next-image serve`` as a service: one process, or N uvicorn workers sharing one port.
 
 ``next-image serve`` turns its flags into ``NEXT_IMAGE_*`` variables before uvicorn starts, and
-uvicorn spawns its workers as fresh interpreters, so each worker builds its app (``create_app``)
+uvicorn spawns its workers as fresh interpreters, so each worker builds its app (``worker_app``)
 from its environment alone, the way the Lambda function does.
 """
 
@@ -28,7 +28,7 @@ from handler.entry.settings import Settings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-APP = "handler.entry.service:create_app"
+APP = "handler.entry.service:worker_app"
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def fast_stack() -> dict[str, str]:
     return options
 
 
-def create_app() -> FastAPI:
+def worker_app() -> FastAPI:
     """A worker's app, from the environment.
 
     A failure to build it (a bad config, a store that cannot open) exits with uvicorn's startup
