@@ -156,7 +156,7 @@ def test_with_animated_webp_the_origin_also_learns_whether_webp_is_taken(
 
 
 def test_config_reader(tmp_path: Path) -> None:
-    from next_image_cdk.bundled_config import load_images_config
+    from next_image_cdk.bundled_config import bundle_images_config
 
     images = {"formats": ["image/avif", "image/webp"], "qualities": [50, 75]}
     config = {
@@ -167,14 +167,14 @@ def test_config_reader(tmp_path: Path) -> None:
     }
     server_files = tmp_path / "required-server-files.json"
     server_files.write_text(json.dumps({"version": 1, "config": config}))
-    bundled = load_images_config(next_dir=tmp_path)
+    bundled = bundle_images_config(next_dir=tmp_path)
     assert bundled.filename == "required-server-files.json"
     assert bundled.formats == ("image/avif", "image/webp")
     assert bundled.content["config"]["experimental"] == {"imgOptTimeoutInSeconds": 9}
     assert "env" not in bundled.content["config"]
     server_files.unlink()
     (tmp_path / "images-manifest.json").write_text(json.dumps({"version": 1, "images": images}))
-    assert load_images_config(next_dir=tmp_path).filename == "images-manifest.json"
-    assert load_images_config().formats == ("image/webp",)
+    assert bundle_images_config(next_dir=tmp_path).filename == "images-manifest.json"
+    assert bundle_images_config().formats == ("image/webp",)
     with pytest.raises(ValueError, match="formats"):
-        _ = load_images_config({"formats": ["image/png"]}).formats
+        _ = bundle_images_config({"formats": ["image/png"]}).formats

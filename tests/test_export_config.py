@@ -18,7 +18,7 @@ import pytest
 from support import MakeApp
 
 from handler.contract.config import load_images_config
-from next_image_cdk.bundled_config import load_images_config as bundle_images_config
+from next_image_cdk.bundled_config import bundle_images_config
 
 LOADER_FILE = "/home/ci/site/next-image-loader.js"  # absolute: Next resolves it at build time
 IMAGES: dict[str, Any] = {

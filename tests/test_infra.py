@@ -763,14 +763,14 @@ def test_offline_the_cache_build_names_the_wheel_it_cannot_get(
 
 
 def test_image_behaviour_follows_the_apps_base_path(tmp_path: Path) -> None:
-    from next_image_cdk.bundled_config import load_images_config
+    from next_image_cdk.bundled_config import bundle_images_config
 
     server_files = {"version": 1, "config": {"basePath": "/docs", "images": {}}}
     (tmp_path / "required-server-files.json").write_text(json.dumps(server_files))
-    assert load_images_config(next_dir=tmp_path).base_path == "/docs"
+    assert bundle_images_config(next_dir=tmp_path).base_path == "/docs"
     manifest = tmp_path / "m"
     manifest.mkdir()
     images = {"version": 1, "images": {"path": "/shop/_next/image"}}
     (manifest / "images-manifest.json").write_text(json.dumps(images))
-    assert load_images_config(next_dir=manifest).base_path == "/shop"
-    assert load_images_config({}).base_path == ""
+    assert bundle_images_config(next_dir=manifest).base_path == "/shop"
+    assert bundle_images_config({}).base_path == ""

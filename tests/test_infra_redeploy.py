@@ -28,7 +28,7 @@ from local_cdn_process import stand_in_layers
 
 from infra.app import build
 from next_image_cdk import NextImageOptimizer
-from next_image_cdk.bundled_config import load_images_config
+from next_image_cdk.bundled_config import bundle_images_config
 from next_image_cdk.redeploy import GENERATION_ENV, deploy_generation
 
 ORIGIN = "app.example.com"
@@ -170,7 +170,7 @@ def test_the_generation_hashes_names_bytes_and_the_bundled_config(tmp_path: Path
     media.mkdir()
     (public / "img" / "a.png").write_bytes(b"png bytes")
     (media / "photo.0a1b.jpg").write_bytes(b"jpg bytes")
-    config = load_images_config({"formats": ["image/webp"]})
+    config = bundle_images_config({"formats": ["image/webp"]})
     base = deploy_generation(config, public, media)
     assert deploy_generation(config, public, media) == base
 
@@ -184,7 +184,7 @@ def test_the_generation_hashes_names_bytes_and_the_bundled_config(tmp_path: Path
     assert deploy_generation(config, public, media) != base  # a static import's bytes
     (media / "photo.0a1b.jpg").write_bytes(b"jpg bytes")
     assert deploy_generation(config, public, media) == base
-    avif = load_images_config({"formats": ["image/avif", "image/webp"]})
+    avif = bundle_images_config({"formats": ["image/avif", "image/webp"]})
     assert deploy_generation(avif, public, media) != base  # the images config
     assert deploy_generation(config, None, None) != base  # no assets: the config alone
 

@@ -118,10 +118,10 @@ def test_readme_states_the_size_of_the_layers_the_stack_deploys() -> None:
 def test_readme_states_the_size_of_the_function_code() -> None:
     """What the construct ships as the function's code: ``handler/`` without bytecode or the
     CLI (``handler/commands``)."""
-    from next_image_cdk.bundled_config import load_images_config
+    from next_image_cdk.bundled_config import bundle_images_config
     from next_image_cdk.construct import FUNCTION_CODE, stage_function_code
 
-    staged = stage_function_code(FUNCTION_CODE, load_images_config())
+    staged = stage_function_code(FUNCTION_CODE, bundle_images_config())
     shipped = sum(path.stat().st_size for path in (staged / "handler").rglob("*") if path.is_file())
     found = README_CODE.search(readme_text())
     assert found, f"docs/deploy.md states the code's size as {README_CODE.pattern!r}"

@@ -207,10 +207,10 @@ def test_the_filesystem_store_accounts_a_purge_like_an_eviction(tmp_path: Path) 
 
 
 def test_purge_is_never_in_the_function_code_and_loads_only_when_run() -> None:
-    from next_image_cdk.bundled_config import load_images_config
+    from next_image_cdk.bundled_config import bundle_images_config
     from next_image_cdk.construct import FUNCTION_CODE, stage_function_code
 
-    staged = stage_function_code(FUNCTION_CODE, load_images_config())
+    staged = stage_function_code(FUNCTION_CODE, bundle_images_config())
     assert sorted(p.name for p in staged.iterdir()) == ["handler", "next-image-config"]
     assert not list(staged.rglob("purge*"))
     assert not (staged / "handler" / "commands").exists()

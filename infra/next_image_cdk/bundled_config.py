@@ -65,7 +65,7 @@ class BundledConfig:
         return bool(self.content.get("config", {}).get("trailingSlash", False))
 
 
-def load_images_config(
+def bundle_images_config(
     images_config: Mapping[str, Any] | None = None, next_dir: Path | None = None
 ) -> BundledConfig:
     """From a config dict, or the app's ``.next`` folder; Next's defaults when given neither."""

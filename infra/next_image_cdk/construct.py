@@ -39,7 +39,7 @@ from constructs import Construct, IConstruct
 
 from next_image_cdk.bundled_config import (
     BundledConfig,
-    load_images_config,
+    bundle_images_config,
     render_accept_function,
     render_static_site_function,
 )
@@ -275,7 +275,7 @@ class NextImageOptimizer(Construct):
         super().__init__(scope, construct_id)
         budget = validate(props)
         self.props = props
-        self.images = load_images_config(props.images_config, props.next_dir)
+        self.images = bundle_images_config(props.images_config, props.next_dir)
         media = props.next_dir / "static" / "media" if props.next_dir is not None else None
         if props.static_site_dir is not None and props.next_dir and not self.images.export:
             raise ValueError(f"next_dir {props.next_dir} is not a build with output: 'export'")
