@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
 from handler.pipeline.animated import DEFAULT_MAX_FRAMES, DEFAULT_MAX_PIXELS, MODES, AnimatedMode
+from handler.stores import registry
 
-StoreKind = Literal["memory", "filesystem", "s3", "redis"]
+StoreKind = str  # a store's name: one of ``handler.stores.registry.NAMES``
 Context = Literal["serve", "lambda"]
 
 ENV_PREFIX = "NEXT_IMAGE_"
@@ -113,9 +114,7 @@ class Settings:
         env=ENV_PREFIX + "CONFIG",  # the variable and flag predate the field's name
         default_text="Next 16.4.6 defaults",
     )
-    store: StoreKind = _declare(  # noqa: RUF009 (ruff cannot see the Literal alias is immutable)
-        "memory", "variant store", flag="--store", choices=("memory", "filesystem", "s3", "redis")
-    )
+    store: str = _declare("memory", "variant store", flag="--store", choices=registry.NAMES)
     redis_url: str | None = _declare(
         None,
         "redis store: redis://[[user]:password@]host:port/db, or rediss:// for TLS",
@@ -169,7 +168,7 @@ class Settings:
         parse=float,
         flag="--fast-first-view",
     )
-    animated: AnimatedMode = _declare(  # noqa: RUF009 (an immutable Literal, as for store)
+    animated: AnimatedMode = _declare(  # noqa: RUF009 (ruff cannot see the Literal alias is immutable)
         "passthrough",
         "animated GIF and WebP: passthrough (served as they are, Next's behaviour) or webp "
         "(resized frame by frame to animated WebP for a browser that accepts WebP)",

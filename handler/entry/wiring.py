@@ -28,6 +28,7 @@ from handler.sources.origin import OriginSource
 from handler.sources.public_folder import PublicFolderSource
 from handler.sources.remote import RemoteSource
 from handler.sources.retry import RetryingSource
+from handler.stores import registry
 from handler.stores.base import Store
 from handler.stores.guarded import GuardedStore
 from handler.stores.s3 import VARIANTS
@@ -42,33 +43,8 @@ BUILD_CONFIG_FILES = ("required-server-files.json", "images-manifest.json")
 
 
 def build_store(settings: Settings) -> Store:
-    if settings.store == "filesystem":
-        from handler.stores.filesystem import FilesystemStore
-        from handler.stores.tiered import TieredStore
-
-        folder = FilesystemStore(settings.cache_dir, settings.cache_max_bytes)
-        if settings.hot_cache_bytes <= 0:
-            return folder
-        return TieredStore(folder, settings.hot_cache_bytes)
-    if settings.store == "s3":
-        from handler.stores.s3 import S3Store
-
-        if not settings.bucket:
-            raise ValueError("the s3 store needs NEXT_IMAGE_BUCKET")
-        return S3Store(settings.bucket, settings.prefix)
-    if settings.store == "redis":
-        from handler.stores.redis import RedisStore
-        from handler.stores.tiered import HeldVariants
-
-        if not settings.redis_url:
-            raise ValueError("the redis store needs NEXT_IMAGE_REDIS_URL")
-        redis = RedisStore(settings.redis_url, settings.prefix, variant_ttl=settings.variant_ttl)
-        if settings.hot_cache_bytes <= 0:
-            return redis
-        return HeldVariants(redis, settings.hot_cache_bytes)
-    from handler.stores.memory import MemoryStore
-
-    return MemoryStore(settings.cache_max_bytes)
+    """The store ``settings.store`` names, built by its module (``handler.stores.registry``)."""
+    return registry.build(settings.store, settings)
 
 
 def build_media_dir(images_config: str | None) -> Path | None:
