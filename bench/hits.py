@@ -42,8 +42,8 @@ Then, interleaved (round 1 in the order above, round 2 reversed, ...), for each 
   wrk -t1 -c8 -d8s with a Lua script cycling over the set's URLs in order, keep-alive
 
 With 1,200 or 10,000 URLs, a URL comes round again only after 1,200 (10,000) other requests:
-at the catalogue's rates a repeat may still fall within a ready-made answer's life
-(``handler/http/ready.py``), at the large set's never, so every hit there takes the whole way
+at the catalogue's rates a repeat may still fall within a replayed hit's life
+(``handler/http/replay.py``), at the large set's never, so every hit there takes the whole way
 (validation, the store's pointer and variant, headers, metrics, the access log); the large set
 is larger than the 64 MB hot tier, so its variants are read from the folder too.
 

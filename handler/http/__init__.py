@@ -1,1 +1,1 @@
-"""The HTTP layer: the FastAPI app, ready-made hits, probes, OpenAPI, metrics and logs."""
+"""The HTTP layer: the FastAPI app, replayed hits, probes, OpenAPI, metrics and logs."""

@@ -30,7 +30,8 @@ from handler.contract.headers import cache_control, content_disposition, is_fres
 from handler.contract.validate import validate_params
 from handler.http.health import add_health_routes
 from handler.http.openapi import image_route_docs
-from handler.http.ready import ReadyAnswer, ReadyAnswers
+from handler.http.replay import RecentHits as ReadyAnswers
+from handler.http.replay import ReplayedAnswer as ReadyAnswer
 from handler.model import ImageParams, Observer, RequestRecord, Served, Stats
 from handler.request.coordinator import Optimizer
 from handler.stores.byte_lru import ByteLRU

@@ -1,5 +1,5 @@
 """A byte-bounded, thread-safe LRU with a time to live per entry: the memory store, the
-filesystem store's hot tier and the ready-made hits (``handler.http.ready``) each keep one.
+filesystem store's hot tier and the replayed hits (``handler.http.replay``) each keep one.
 
 Each entry is charged what its ``size_of`` says, so a bound in bytes holds however the
 entries are shaped; an entry larger than the whole bound is not kept.

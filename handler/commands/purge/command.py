@@ -10,7 +10,7 @@ and a changed one gets new ones.
 
 Processes that read the store keep recent pointers in memory for a bounded time (the S3 store:
 ``POINTER_MEMORY_SECONDS`` on each warm Lambda instance; the filesystem store's hot tier: one
-second; ``serve``'s ready-made repeats: one second). Once the pointers are deleted the command
+second; ``serve``'s replayed hits: one second). Once the pointers are deleted the command
 waits that long before it invalidates CloudFront and returns: an edge that asks again afterwards
 reaches a function that re-checks the source, rather than caching the old image again.
 
@@ -38,7 +38,7 @@ import ada_url
 from handler.contract.config import load_images_config
 from handler.entry.settings import SETTINGS, Settings, StoreKind
 from handler.entry.wiring import build_store
-from handler.http.ready import READY_SECONDS
+from handler.http.replay import REPLAY_SECONDS
 from handler.request.keys import pointer_key
 from handler.stores.base import Purging
 
@@ -150,7 +150,7 @@ def settle_seconds(store: StoreKind) -> float:
 
     # The filesystem store's hot tier holds none: it checks each pointer's file at every use.
     held = {"s3": POINTER_MEMORY_SECONDS}.get(store, 0.0)
-    return held + READY_SECONDS
+    return held + REPLAY_SECONDS
 
 
 def wait(seconds: float) -> None:
