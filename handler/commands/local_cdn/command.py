@@ -246,7 +246,7 @@ def _serve(args: argparse.Namespace) -> None:
             port = args.cloudfront_api_port
             raise UsageError(f"cannot listen on {args.host}:{port}: {exc}") from exc
 
-        def ready() -> None:
+        def announce() -> None:
             behaviours = ", ".join(b.path_pattern for b in distribution.behaviours)
             print(
                 f"local-cdn: CloudFront API for distribution {distribution.logical_id} at "
@@ -260,5 +260,5 @@ def _serve(args: argparse.Namespace) -> None:
                 flush=True,
             )
 
-        serve(EdgeApp(edge), sock, ready, on_hangup=redeployer.redeploy)
+        serve(EdgeApp(edge), sock, announce, on_hangup=redeployer.redeploy)
     log.info("stopped")

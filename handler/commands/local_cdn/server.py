@@ -83,11 +83,11 @@ class _Server(uvicorn.Server):
     def __init__(
         self,
         config: uvicorn.Config,
-        on_ready: Callable[[], None],
+        on_listening: Callable[[], None],
         on_hangup: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         super().__init__(config)
-        self._on_ready = on_ready
+        self._on_listening = on_listening
         self._on_hangup = on_hangup
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hangups: set[asyncio.Future[object]] = set()
@@ -96,7 +96,7 @@ class _Server(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
         if self.started:
-            self._on_ready()
+            self._on_listening()
 
     def _hangup(self, signum: int, frame: object) -> None:
         if self._loop is not None:
@@ -132,7 +132,7 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(
     app: EdgeApp,
     sock: socket.socket,
-    on_ready: Callable[[], None],
+    on_listening: Callable[[], None],
     on_hangup: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; in-flight requests get five seconds to finish. SIGHUP
@@ -146,4 +146,4 @@ def serve(
         log_level="warning",
         timeout_graceful_shutdown=5,
     )
-    _Server(config, on_ready, on_hangup).run(sockets=[sock])
+    _Server(config, on_listening, on_hangup).run(sockets=[sock])
