@@ -20,6 +20,7 @@ from handler.contract.errors import ImageError
 from handler.contract.validate import validate_params
 from handler.entry.settings import Settings
 from handler.entry.wiring import build_optimizer
+from handler.model import Served
 from handler.request.coordinator import Optimizer
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,9 @@ async def write_one(optimizer: Optimizer, job: Job, target: Path) -> Outcome:
     """The variant as the route answers it, written whole or not at all (a temporary file
     renamed into place). An image libvips cannot transform is written as it is, as Next serves
     it, with a note: a static host labels it by the file's name, browsers by its bytes."""
-    try:
-        params = validate_params(job.query, job.accept, optimizer.config)
-        served = await optimizer.serve(params)
-    except ImageError as exc:
-        return Outcome(job, "failed", error=f"{exc.status} {exc.message}")
-    except Exception as exc:  # the route would answer 500
-        log.exception("unexpected failure for %s", job)
-        return Outcome(job, "failed", error=f"500 {exc!r}")
+    served = await ask(optimizer, job)
+    if isinstance(served, Outcome):
+        return served
     if served.transient:
         return Outcome(job, "failed", error="the transform timed out")
     body = served.variant.body
@@ -96,14 +92,9 @@ async def write_one(optimizer: Optimizer, job: Job, target: Path) -> Outcome:
 
 async def warm_one(optimizer: Optimizer, job: Job) -> Outcome:
     """Whether the variant was made, already stored, or could not be stored, and why."""
-    try:
-        params = validate_params(job.query, job.accept, optimizer.config)
-        served = await optimizer.serve(params)
-    except ImageError as exc:
-        return Outcome(job, "failed", error=f"{exc.status} {exc.message}")
-    except Exception as exc:  # the route would answer 500
-        log.exception("unexpected failure for %s", job)
-        return Outcome(job, "failed", error=f"500 {exc!r}")
+    served = await ask(optimizer, job)
+    if isinstance(served, Outcome):
+        return served
     if served.transient:
         return Outcome(job, "failed", error="the transform timed out; nothing was stored")
     if served.variant.kind == "fallback":
@@ -112,3 +103,16 @@ async def warm_one(optimizer: Optimizer, job: Job) -> Outcome:
         return Outcome(job, "failed", error="the store did not confirm the write")
     result = _RESULTS[served.cache]
     return Outcome(job, result, len(served.variant.body) if result == "made" else 0)
+
+
+async def ask(optimizer: Optimizer, job: Job) -> Served | Outcome:
+    """The route's answer to ``job``, or the failed outcome where the route would answer an
+    error (Next's 4xx, or a 500 for anything unexpected)."""
+    try:
+        params = validate_params(job.query, job.accept, optimizer.config)
+        return await optimizer.serve(params)
+    except ImageError as exc:
+        return Outcome(job, "failed", error=f"{exc.status} {exc.message}")
+    except Exception as exc:  # the route would answer 500
+        log.exception("unexpected failure for %s", job)
+        return Outcome(job, "failed", error=f"500 {exc!r}")
