@@ -31,6 +31,7 @@ import ada_url
 
 from handler.contract.globs import compile_glob
 from handler.contract.linear_regex import LinearRegex
+from handler.pipeline.formats import NEGOTIABLE
 
 DEFAULT_CSP = "script-src 'none'; frame-src 'none'; sandbox;"
 STATIC_MEDIA_GLOBS = ("/_next/static/media/**", "/_next/static/immutable/media/**")
@@ -43,7 +44,7 @@ _UNMODELLED_DEFAULTS: dict[str, Any] = {
 _UNMODELLED_KEYS = {*_UNMODELLED_DEFAULTS, "maximumDiskCacheSize", "sizes"}
 _LOADERS = ("default", "imgix", "cloudinary", "akamai", "custom")
 OUR_LOADER_FILE = re.compile(r"next-image-loader\.[cm]?[jt]sx?")  # next-image loader --out
-_FORMATS = ("image/avif", "image/webp")
+_FORMATS = NEGOTIABLE  # what images.formats may list
 
 
 @dataclass(frozen=True)

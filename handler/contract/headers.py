@@ -7,20 +7,18 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
+from handler.pipeline.formats import OUTPUT_FORMATS
+
 # Next's header for an image whose url is under ``/_next/static/media`` (``isStatic``): ten years.
 NEXT_STATIC_MEDIA_CACHE_CONTROL = "public, max-age=315360000, immutable"
 
 _EXTENSIONS = {
-    "image/jpeg": "jpeg",
-    "image/png": "png",
-    "image/webp": "webp",
-    "image/avif": "avif",
-    "image/gif": "gif",
+    **{output.mime_type: output.extension for output in OUTPUT_FORMATS},
+    # The types only ever served as they are.
     "image/svg+xml": "svg",
     "image/x-icon": "ico",
     "image/x-icns": "icns",
     "image/bmp": "bmp",
-    "image/tiff": "tiff",
     "image/jxl": "jxl",
     "image/heic": "heic",
     "image/jp2": "jp2",

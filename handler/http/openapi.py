@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from handler.contract.config import ImagesConfig
+from handler.pipeline.formats import OUTPUT_FORMATS
+from handler.pipeline.sniff import SVG
 
-_IMAGE_TYPES = ("image/avif", "image/webp", "image/png", "image/jpeg", "image/gif", "image/svg+xml")
+# What a 200 may carry: every output format, and SVG (served as it is, when allowed).
+_IMAGE_TYPES = (*(output.mime_type for output in OUTPUT_FORMATS), SVG)
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
 

@@ -1,14 +1,14 @@
 """The image pipeline: pure bytes -> bytes with pyvips. No I/O.
 
 Interface:
-    PIPELINE_VERSION: str  -- goes into variant keys; bump on any change of output bytes
+    PIPELINE_VERSION: str  -- goes into variant keys (``formats.pipeline_version()``)
     plan_transform(source, *, width, quality, mime_type, config, animated) -> Transformed | Plan
         -- the decision and its memory and time estimates, from the header alone
     run_transform(plan, config, *, deadline=None) -> Transformed  -- the pixel work
     transform_image(...) -> Transformed  -- both at once
     setup_libvips() -> None  -- process-wide libvips settings, once, by the composition root
     output_type(mime_type: str, upstream: str) -> str  -- the output format
-    avif_quality(quality: int) -> int  -- the AVIF quality for ``q``
+    avif_quality(quality: int) -> int  -- the AVIF quality for ``q`` (``formats``)
 Implements Next 16.4.6 ``imageOptimizerTransform`` and ``optimizeImage``
 (``packages/next/src/server/image-optimizer/transform.ts``): sniff, policy
 (reject / pass-through), choose output type and quality, then pyvips; on a pyvips failure serve
@@ -20,7 +20,8 @@ stands
 in for the still image's.
 
 The pyvips work is one ``thumbnail_buffer`` (shrink-on-load, ICC import/export to sRGB, 16 -> 8
-bit, premultiplied resize) and one save with sharp 0.35.5's encoder parameters. EXIF rotation is
+bit, premultiplied resize) and one save with sharp 0.35.5's encoder parameters, which
+``handler.pipeline.formats`` describes, one descriptor per output format. EXIF rotation is
 done by us rather than by ``thumbnail`` so that the in-memory copy it needs stays cancellable.
 
 Importing this module changes nothing in libvips: ``setup_libvips`` (the loader allow-list, no
@@ -29,10 +30,11 @@ operation cache) is called once by the composition root, ``handler.entry.wiring`
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import pyvips
 
@@ -42,6 +44,8 @@ from handler.contract.errors import ImageError
 from handler.model import VariantKind
 from handler.pipeline import animated as animation
 from handler.pipeline.animated import PASSTHROUGH, AnimatedOptions
+from handler.pipeline.formats import FORMATS, OUTPUT_FORMATS, OutputFormat, pipeline_version
+from handler.pipeline.formats import avif_quality as avif_quality  # re-exported
 from handler.pipeline.sniff import (
     AVIF,
     BMP,
@@ -53,14 +57,13 @@ from handler.pipeline.sniff import (
     JXL,
     PNG,
     SVG,
-    TIFF,
     WEBP,
     detect_content_type,
     is_animated,
 )
 
 # The libvips version is part of it: another libvips build may encode different bytes.
-PIPELINE_VERSION = "1-vips{}.{}.{}".format(*(pyvips.version(i) for i in range(3)))
+PIPELINE_VERSION = pipeline_version()
 
 # Next 16.3+ (``getSharp`` in transform.ts): block every loader, then allow only these.
 _ALLOWED_LOADERS = (
@@ -96,25 +99,18 @@ _MAX_COORD = 10_000_000  # VIPS_MAX_COORD: "no limit" for the other thumbnail ax
 GIF_MAX_PIXELS = 50_000_000
 
 # Peak memory model for ``Plan.memory``, fitted on 3640-3840 px photos (peak RSS of one transform):
-# a fixed part, the encoder's working set per output pixel, and what the decoder holds whole.
+# a fixed part, the encoder's working set per output pixel (each format's
+# ``encoder_bytes_per_pixel``), and what the decoder holds whole.
 _FIXED_BYTES = 24 << 20
-_ENCODER_BYTES_PER_PIXEL = {AVIF: 40, WEBP: 4, JPEG: 5, PNG: 8, GIF: 8, TIFF: 5}
 _STREAMED_ROWS = 1024  # a sequential decode holds strips (and resize windows), not the image
 
 # Duration model for ``Plan.seconds``, fitted on the same photos (CPU seconds of one transform on
 # a 2-core x86 VM, 640-3840 px, WebP/AVIF/JPEG; within 0.4-3.4x of the measured time, where one
 # average was 50x off between a 640 px WebP and a 5K-source 3840 px AVIF): a fixed part, the
-# decode per source megapixel, and the encode per output megapixel, by far the largest for AVIF.
+# decode per source megapixel, and the encode per output megapixel (each format's
+# ``encode_seconds_per_megapixel``), by far the largest for AVIF.
 _FIXED_SECONDS = 0.04
 _DECODE_SECONDS_PER_MEGAPIXEL = 0.013
-_ENCODE_SECONDS_PER_MEGAPIXEL = {
-    AVIF: 0.33,
-    WEBP: 0.07,
-    JPEG: 0.055,
-    PNG: 0.6,
-    GIF: 0.9,
-    TIFF: 0.06,
-}
 
 
 @dataclass(frozen=True)
@@ -154,25 +150,20 @@ class Plan:
         return self.content_type == WEBP and is_animated(self.source, self.upstream)
 
 
-def transform_image(
-    source: bytes,
-    *,
-    width: int,
-    quality: int,
-    mime_type: str,
-    config: ImagesConfig,
-    animated: AnimatedOptions = PASSTHROUGH,
-) -> Transformed:
+class _Request(TypedDict):
+    """``plan_transform``'s keyword arguments, which ``transform_image`` hands on."""
+
+    width: int
+    quality: int
+    mime_type: str
+    config: ImagesConfig
+    animated: NotRequired[AnimatedOptions]
+
+
+def transform_image(source: bytes, **request: Unpack[_Request]) -> Transformed:
     """``plan_transform`` then ``run_transform``, for callers that need no admission control."""
-    plan = plan_transform(
-        source,
-        width=width,
-        quality=quality,
-        mime_type=mime_type,
-        config=config,
-        animated=animated,
-    )
-    return plan if isinstance(plan, Transformed) else run_transform(plan, config)
+    plan = plan_transform(source, **request)
+    return plan if isinstance(plan, Transformed) else run_transform(plan, request["config"])
 
 
 def plan_transform(
@@ -279,11 +270,6 @@ def output_type(mime_type: str, upstream: str) -> str:
     return JPEG if upstream in (WEBP, AVIF) else upstream
 
 
-def avif_quality(quality: int) -> int:
-    """``optimizeImage``'s ``max(Math.round(q * (50 / 80)), 1)``: JS rounds .5 up, round() won't."""
-    return max((quality * 5 + 4) // 8, 1)
-
-
 def estimate_memory(header: pyvips.Image, upstream: str, width: int, content_type: str) -> int:
     """Bytes one transform holds at its peak: fixed part + encoder working set + whole decodes.
 
@@ -294,7 +280,7 @@ def estimate_memory(header: pyvips.Image, upstream: str, width: int, content_typ
     in_w, in_h, bands = header.width, header.height, header.bands
     orientation = _orientation(header)
     out_pixels = _output_pixels(header, width)
-    memory = _FIXED_BYTES + out_pixels * _ENCODER_BYTES_PER_PIXEL[content_type]
+    memory = _FIXED_BYTES + out_pixels * FORMATS[content_type].encoder_bytes_per_pixel
     if orientation != 1:
         memory += out_pixels * bands  # the in-memory copy autorot needs
     interlaced = header.get_typeof("interlaced") and header.get("interlaced")
@@ -319,7 +305,7 @@ def estimate_seconds(header: pyvips.Image, width: int, content_type: str) -> flo
     return (
         _FIXED_SECONDS
         + _DECODE_SECONDS_PER_MEGAPIXEL * source_megapixels
-        + _ENCODE_SECONDS_PER_MEGAPIXEL[content_type] * output_megapixels
+        + FORMATS[content_type].encode_seconds_per_megapixel * output_megapixels
     )
 
 
@@ -407,112 +393,19 @@ def _cancel_after(image: pyvips.Image, deadline: float) -> None:
     image.signal_connect("eval", on_eval)
 
 
-# --- Encoders: the libvips parameters of Next's ``optimizeImage`` calls -------------------------
-# (as sharp 0.35.5's src/pipeline.cc passes them), all with keep="none".
+# --- Encoders: each output format's saver, options and quality (``handler.pipeline.formats``) ---
 
 _Saver = Callable[[pyvips.Image, int, ImagesConfig], bytes]
 
 
-def _save_jpeg(image: pyvips.Image, quality: int, config: ImagesConfig) -> bytes:
-    # The alpha band, if any, is flattened onto black by libvips, as with sharp.
-    if config.img_opt_mozjpeg:  # pyvips-binary's libvips is built on mozjpeg: these all apply
-        return bytes(
-            image.jpegsave_buffer(
-                Q=quality,
-                interlace=True,
-                subsample_mode="on",
-                trellis_quant=True,
-                overshoot_deringing=True,
-                optimize_scans=True,
-                quant_table=3,
-                optimize_coding=True,
-                keep="none",
-            )
-        )
-    return bytes(
-        image.jpegsave_buffer(Q=quality, subsample_mode="on", optimize_coding=True, keep="none")
-    )
+def _save(output: OutputFormat, image: pyvips.Image, quality: int, config: ImagesConfig) -> bytes:
+    """One save, as the format's descriptor says; its mozjpeg options if the config asks."""
+    options = dict(output.options)
+    if output.quality is not None:
+        options["Q"] = output.quality(quality)
+    if config.img_opt_mozjpeg:
+        options.update(output.mozjpeg)
+    return bytes(getattr(image, output.saver)(**options))
 
 
-def _save_webp(image: pyvips.Image, quality: int, _config: ImagesConfig) -> bytes:
-    return bytes(
-        image.webpsave_buffer(
-            Q=quality,
-            alpha_q=100,
-            effort=4,
-            preset="default",
-            lossless=False,
-            near_lossless=False,
-            smart_subsample=False,
-            smart_deblock=False,
-            min_size=False,
-            mixed=False,
-            exact=False,
-            keep="none",
-        )
-    )
-
-
-def _save_avif(image: pyvips.Image, quality: int, _config: ImagesConfig) -> bytes:
-    return bytes(
-        image.heifsave_buffer(
-            Q=avif_quality(quality),
-            compression="av1",
-            effort=3,
-            bitdepth=8,
-            subsample_mode="off",  # 4:4:4, sharp's default chroma
-            lossless=False,
-            tune="auto",
-            keep="none",
-        )
-    )
-
-
-def _save_png(image: pyvips.Image, quality: int, _config: ImagesConfig) -> bytes:
-    # sharp's png({quality}) turns palette on: libimagequant quantisation.
-    return bytes(
-        image.pngsave_buffer(
-            Q=quality,
-            palette=True,
-            effort=7,
-            dither=1.0,
-            compression=6,
-            filter="none",
-            interlace=False,
-            bitdepth=8,
-            keep="none",
-        )
-    )
-
-
-def _save_gif(image: pyvips.Image, _quality: int, _config: ImagesConfig) -> bytes:
-    # No GIF encoder is chosen by Next: sharp writes the input format with its defaults; q unused.
-    return bytes(
-        image.gifsave_buffer(
-            effort=7,
-            dither=1.0,
-            bitdepth=8,
-            reuse=True,
-            interframe_maxerror=0,
-            interpalette_maxerror=3,
-            interlace=False,
-            keep="none",
-        )
-    )
-
-
-def _save_tiff(image: pyvips.Image, _quality: int, _config: ImagesConfig) -> bytes:
-    # As for GIF: sharp's default tiffsave, JPEG-compressed at Q80 whatever q was asked for.
-    return bytes(
-        image.tiffsave_buffer(compression="jpeg", Q=80, predictor="horizontal", keep="none")
-    )
-
-
-_SAVERS: dict[str, _Saver] = {
-    JPEG: _save_jpeg,
-    WEBP: _save_webp,
-    AVIF: _save_avif,
-    PNG: _save_png,
-    GIF: _save_gif,
-    TIFF: _save_tiff,
-}
+_SAVERS: dict[str, _Saver] = {f.mime_type: functools.partial(_save, f) for f in OUTPUT_FORMATS}

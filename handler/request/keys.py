@@ -1,11 +1,16 @@
-"""Store keys: content-addressed variants, and pointers by source URL."""
+"""Store keys: content-addressed variants, and pointers by source URL.
+
+Importing this loads no pyvips: a variant key names the pipeline's version
+(``handler.pipeline.formats.pipeline_version``), which loads libvips for its version once, on the
+first variant key made.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 
-from handler.pipeline.transform import PIPELINE_VERSION
+from handler.pipeline.formats import pipeline_version
 
 
 def pointer_key(href: str) -> str:
@@ -21,7 +26,7 @@ def variant_key(
     pass-through), so answers made with animated WebP on are never served with it off.
     """
     fmt = mime_type.removeprefix("image/") if mime_type else "auto"
-    return f"{source_hash}/{width}w-{quality}q-{fmt}-p{PIPELINE_VERSION}{animated}"
+    return f"{source_hash}/{width}w-{quality}q-{fmt}-p{pipeline_version()}{animated}"
 
 
 def b64url(data: bytes) -> str:
