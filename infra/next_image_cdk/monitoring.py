@@ -95,28 +95,18 @@ class OptimizerMonitoring(Construct):
             "timeout: requests are running into their time budget. More memory (more CPU) or "
             "smaller sources.",
         )
-        self.server_error_rate = self._rate("5xx %", SERVER_ERRORS)
-        self._alarm(
+        self.server_error_rate = self._rate_alarm(
             "ServerErrorRate",
-            self.server_error_rate,
-            threshold=SERVER_ERROR_PERCENT,
-            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            datapoints=2,
-            description=f"More than {SERVER_ERROR_PERCENT:g}% of /_next/image requests answered "
-            f"5xx (of at least {MIN_REQUESTS} requests in 5 minutes): a failing source (502), "
-            "timeouts (504), overload (503) or a bug (500). The log lines' error_category says "
-            "which.",
+            ("5xx %", SERVER_ERRORS, SERVER_ERROR_PERCENT),
+            f"More than {SERVER_ERROR_PERCENT:g}% of /_next/image requests answered 5xx (of at "
+            f"least {MIN_REQUESTS} requests in 5 minutes): a failing source (502), timeouts "
+            "(504), overload (503) or a bug (500). The log lines' error_category says which.",
         )
-        self.overload_rate = self._rate("503 busy %", OVERLOAD_ERRORS)
-        self._alarm(
+        self.overload_rate = self._rate_alarm(
             "OverloadRate",
-            self.overload_rate,
-            threshold=OVERLOAD_PERCENT,
-            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            datapoints=2,
-            description=f"More than {OVERLOAD_PERCENT:g}% of requests refused as busy (503): an "
-            "instance cannot transform these images within their budget. More memory, or a "
-            "longer timeout.",
+            ("503 busy %", OVERLOAD_ERRORS, OVERLOAD_PERCENT),
+            f"More than {OVERLOAD_PERCENT:g}% of requests refused as busy (503): an instance "
+            "cannot transform these images within their budget. More memory, or a longer timeout.",
         )
         self._alarm(
             "StoreErrors",
@@ -146,6 +136,23 @@ class OptimizerMonitoring(Construct):
             label=label,
             period=PERIOD,
         )
+
+    def _rate_alarm(
+        self, name: str, rate: tuple[str, str, float], description: str
+    ) -> cloudwatch.MathExpression:
+        """An alarm on ``(label, errors, percent)``: more than ``percent`` of requests answered
+        ``errors``, in two of the last three periods. Returns the rate, for the dashboard."""
+        label, errors, percent = rate
+        metric = self._rate(label, errors)
+        self._alarm(
+            name,
+            metric,
+            threshold=percent,
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            datapoints=2,
+            description=description,
+        )
+        return metric
 
     def _alarm(
         self,
