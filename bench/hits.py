@@ -96,8 +96,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script: the repo
 from bench.bench_miss import PHOTOS, PICKS, download_ukui  # noqa: E402
 from bench.stacks import summary  # noqa: E402
+from devtools.pictures import draw, scene  # noqa: E402
 from devtools.redis_server import RedisServer, start_redis, stop_redis  # noqa: E402
-from tests.e2e.pictures import draw, scene  # noqa: E402
 
 E2E_APP = REPO / "tests" / "e2e" / "app"
 NEXT = ["node", "node_modules/next/dist/bin/next"]

@@ -1,6 +1,6 @@
 """Bad days for S3, through the Lambda handler: a hung variants bucket, a slow S3.
 
-moto's S3 server sits behind the tests' fault proxy (``tests/fault_proxy.py``), which can
+moto's S3 server sits behind the tests' fault proxy (``devtools/fault_proxy.py``), which can
 black-hole one bucket or answer every request late. Each scenario builds a fresh handler (a new
 Lambda instance) and times its invocations as the client waits for them: the handler's return,
 ``finish_invocation`` included.
@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the fault proxy
+sys.path.insert(0, str(ROOT))  # run as a script: this checkout's devtools (the fault proxy)
+from devtools.fault_proxy import fault_proxy  # noqa: E402
+
 ASSETS_PREFIX = "_assets/"
 WIDTHS = (640, 750, 828, 1080)  # in Next's default deviceSizes
 
@@ -58,7 +60,6 @@ def main() -> int:
         POWERTOOLS_LOG_LEVEL="ERROR",
         POWERTOOLS_METRICS_DISABLED="true",
     )
-    from fault_proxy import fault_proxy
     from moto.server import ThreadedMotoServer
 
     import handler

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.support import App, Clock, MakeApp, Upstream
+from kit.upstream_server import serve
 from starlette.testclient import TestClient
-from support import App, Clock, MakeApp, Upstream
-from upstream_server import serve
 
 from devtools.redis_server import start_redis, stop_redis
 from handler.contract.config import ImagesConfig, load_images_config
@@ -45,7 +45,7 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture
 def public_dir(tmp_path: Path) -> Path:
-    import imagegen
+    from kit import imagegen
 
     root = tmp_path / "public"
     root.mkdir()
@@ -87,8 +87,8 @@ def make_app(public_dir: Path) -> Iterator[MakeApp]:
 def endpoint() -> Iterator[str]:
     """moto's S3 server on loopback, boto3 pointed at it: S3 over real HTTP, as workers and
     Lambda handlers reach it."""
+    from kit.support import free_port, s3_at
     from moto.server import ThreadedMotoServer
-    from support import free_port, s3_at
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

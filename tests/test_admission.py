@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from virtual_time import VirtualTimeLoop, all_blocked, monotonic
+from kit.virtual_time import VirtualTimeLoop, all_blocked, monotonic
 
 from handler.contract.errors import ImageError
 from handler.request import admission as admission_module

@@ -15,10 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import imagegen
 import pytest
 import pyvips
-from support import MakeApp
+from kit import imagegen
+from kit.support import MakeApp
 
 from handler.contract.config import ImagesConfig, load_images_config
 from handler.contract.validate import validate_params

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import imagegen
 import pytest
-from support import MakeApp, Route, Upstream, request_headers
+from kit import imagegen
+from kit.support import MakeApp, Route, Upstream, request_headers
 
 from handler.contract.config import ImagesConfig, load_images_config
 

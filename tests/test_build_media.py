@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import imagegen
 import pytest
+from kit import imagegen
 from starlette.testclient import TestClient
 
 from handler.contract import errors

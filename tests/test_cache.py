@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import imagegen
-from support import MakeApp, Route, Upstream, request_headers
+from kit import imagegen
+from kit.support import MakeApp, Route, Upstream, request_headers
 
 from handler.contract.config import ImagesConfig, load_images_config
 

@@ -17,9 +17,9 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from kit.support import Route, Upstream
 from starlette.requests import Request
 from starlette.testclient import TestClient
-from support import Route, Upstream
 from test_metrics import parse
 
 from handler.contract import errors

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import imagegen
 import pytest
+from kit import imagegen
 
 from handler.commands.cli import main
 from handler.commands.invoke import load_env_file

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import MakeApp
+from kit.support import MakeApp
 
 from handler.contract.config import load_images_config
 from next_image_cdk.bundled_config import bundle_images_config

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import imagegen
 import pytest
 import pyvips
-from support import MakeApp
+from kit import imagegen
+from kit.support import MakeApp
 
 from devtools.lambda_api import Invocation, recording_lambda_api
 from handler.commands.invoke import FakeContext, function_url_event, response_body, response_headers

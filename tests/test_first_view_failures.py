@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import MakeApp
+from kit.support import MakeApp
 from test_first_view import AVIF_ACCEPT, AVIF_FIRST, FORMATS, QUERY
 
 from handler.commands.invoke import FakeContext, function_url_event, response_headers

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
+from kit.paths import DATA
 
 from handler.contract.globs import compile_glob
 from handler.contract.linear_regex import LinearRegex
 
-TABLES = json.loads((Path(__file__).parent / "picomatch_tables.json").read_text())["globs"]
+TABLES = json.loads((DATA / "picomatch_tables.json").read_text())["globs"]
 HOSTS: tuple[str, ...] = tuple(TABLES["hosts"])
 PATHS: tuple[str, ...] = tuple(TABLES["paths"])
 # (glob, dot, the candidates picomatch's makeRe(glob, {dot}).test() accepts: of PATHS with dot,

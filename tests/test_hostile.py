@@ -21,15 +21,15 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import anyio
-import imagegen
 import pytest
 import pyvips
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from imagegen import _chunk
-from support import MakeApp, Route
+from kit import imagegen
+from kit.imagegen import _chunk
+from kit.support import MakeApp, Route
+from kit.upstream_server import Server, endless, lying_length, serve
 from test_lambda_handler import function_url
-from upstream_server import Server, endless, lying_length, serve
 
 from handler.commands.invoke import FakeContext, response_body, response_headers
 from handler.contract import errors

@@ -24,7 +24,7 @@ from aws_cdk import Acknowledgment, App, AssetStaging, Stack, Validations
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from cdk_nag import AwsSolutionsChecks
-from local_cdn_process import stand_in_layers
+from kit.local_cdn_process import stand_in_layers
 
 from infra.app import build
 from next_image_cdk import NextImageOptimizer

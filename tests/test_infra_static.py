@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import imagegen
 import pytest
-from local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+from kit import imagegen
+from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import anyio
 import httpx
-import imagegen
 import pytest
+from kit import imagegen
+from kit.support import HANG_SECONDS, wait_for, wait_until
 from starlette.testclient import TestClient
-from support import HANG_SECONDS, wait_for, wait_until
 
 from handler.contract import errors
 from handler.contract.config import ImagesConfig

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import imagegen
 import pytest
 import pyvips
-from support import HANG_SECONDS, free_port
+from kit import imagegen
+from kit.support import HANG_SECONDS, free_port
 
 from handler.commands.invoke import FakeContext, function_url_event, response_body, response_headers
 from handler.entry.lambda_handler import LambdaHandler, build_handler, lambda_settings

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import imagegen
 import pytest
+from kit import imagegen
 from starlette.testclient import TestClient
 
 from handler.commands.invoke import FakeContext, response_body, response_headers

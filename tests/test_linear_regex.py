@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import random
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit.paths import DATA
 
 from handler.contract import linear_regex
 from handler.contract.linear_regex import LinearRegex
 
-TABLES = json.loads((Path(__file__).parent / "picomatch_tables.json").read_text())
+TABLES = json.loads((DATA / "picomatch_tables.json").read_text())
 CANDIDATES: tuple[str, ...] = tuple(TABLES["linear_regex"]["candidates"])
 
 # (glob, picomatch's regex source, the candidates picomatch accepts), hostname globs made with

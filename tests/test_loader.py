@@ -1,12 +1,13 @@
 """The shipped ``next/image`` loader (``handler/commands/loader/next-image-loader.js``) under
 Node.js.
 
-Its URLs must be the ones Next.js 16.4.6's default loader builds: ``tests/loader_cases.json`` holds
-what Next's own loader returns for a table of inputs (``tests/e2e/loader_cases.mjs`` regenerates
-it from Next's code, and ``make e2e`` checks it), and the shipped module must return the same for
-each, given the images config as Next inlines it into a build with a custom loader (``path`` with
-the trailing slash Next adds). Then: its default export reads the build's environment, its files
-mode links what ``warm --out`` writes, and ``next-image loader`` writes it.
+Its URLs must be the ones Next.js 16.4.6's default loader builds:
+``tests/kit/data/loader_cases.json`` holds what Next's own loader returns for a table of inputs
+(``tests/e2e/loader_cases.mjs`` regenerates it from Next's code, and ``make e2e`` checks it), and
+the shipped module must return the same for each, given the images config as Next inlines it into
+a build with a custom loader (``path`` with the trailing slash Next adds). Then: its default
+export reads the build's environment, its files mode links what ``warm --out`` writes, and
+``next-image loader`` writes it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.paths import DATA
 
 from handler.commands.cli import main
 from handler.commands.loader import LOADER_NAME, files_path, loader_source
 
-ROOT = Path(__file__).resolve().parent.parent
-CASES = json.loads((ROOT / "tests" / "loader_cases.json").read_text())
+CASES = json.loads((DATA / "loader_cases.json").read_text())
 
 # Loads the module (after the environment is set: it reads it once, as a build inlines it) and
 # answers each call on stdin: [factory or "default", options, {src, width, quality}].

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support import MakeApp
+from kit.support import MakeApp
 
 from handler.contract import errors
 from handler.contract.config import ImagesConfig, load_images_config

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from virtual_time import VirtualTimeLoop, all_blocked
+from kit.virtual_time import VirtualTimeLoop, all_blocked
 
 from handler.commands.local_cdn.cache import (
     EdgeCache,

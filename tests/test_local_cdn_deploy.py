@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import imagegen
 import pytest
-from local_cdn_process import stand_in_layers
+from kit import imagegen
+from kit.local_cdn_process import stand_in_layers
 
 from handler.commands.local_cdn.command import upload_assets
 from handler.commands.local_cdn.s3 import create_buckets

@@ -17,10 +17,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import imagegen
 import pytest
-from local_cdn_process import LocalCdn, local_cdn, stand_in_layers
-from support import HANG_SECONDS, wait_for
+from kit import imagegen
+from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+from kit.support import HANG_SECONDS, wait_for
 
 from handler.commands.local_cdn.redeploy import path_matches
 

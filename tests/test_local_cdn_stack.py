@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import imagegen
 import pytest
-from local_cdn_process import LocalCdn, local_cdn, stand_in_layers
-from support import Route, Upstream
+from kit import imagegen
+from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+from kit.support import Route, Upstream
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 

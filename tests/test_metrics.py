@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import imagegen
 import pytest
+from kit import imagegen
+from kit.support import free_port, wait_for, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.testclient import TestClient
-from support import free_port, wait_for, wait_until
 from test_lambda_handler import function_url, invoke
 from test_serve import answering
 

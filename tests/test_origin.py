@@ -12,8 +12,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from support import HANG_SECONDS
-from upstream_server import BIG_TOTAL, IMAGE, IMAGE_CACHE_CONTROL, IMAGE_ETAG, Server
+from kit.support import HANG_SECONDS
+from kit.upstream_server import BIG_TOTAL, IMAGE, IMAGE_CACHE_CONTROL, IMAGE_ETAG, Server
 
 from handler.contract import errors
 from handler.contract.config import ImagesConfig

@@ -12,10 +12,10 @@ from typing import Any
 
 import anyio
 import httpx
-import imagegen
 import pytest
+from kit import imagegen
+from kit.support import HANG_SECONDS, Clock, wait_for, wait_until
 from starlette.testclient import TestClient
-from support import HANG_SECONDS, Clock, wait_for, wait_until
 
 from handler.commands.invoke import FakeContext, function_url_event
 from handler.contract.config import load_images_config

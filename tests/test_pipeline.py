@@ -13,10 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import imagegen
 import pytest
 import pyvips
-from imagegen import BLUE, RED
+from kit import imagegen
+from kit.imagegen import BLUE, RED
 
 from handler.contract import errors
 from handler.contract.config import ImagesConfig, load_images_config

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import imagegen
 import pytest
-from support import Clock, MakeApp
+from kit import imagegen
+from kit.support import Clock, MakeApp
 
 from handler.commands.cli import main
 from handler.commands.cloudfront_api import CloudFrontApi, cloudfront_api

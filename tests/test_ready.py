@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import pyvips
+from kit.support import Clock
 from starlette.testclient import TestClient
-from support import Clock
 from test_metrics import requests_by_label, scrape
 
 from handler.contract.config import load_images_config

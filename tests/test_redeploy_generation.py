@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import imagegen
 import pytest
-from support import MakeApp, Route, request_headers
+from kit import imagegen
+from kit.support import MakeApp, Route, request_headers
+from kit.upstream_server import Server as Upstream
 from test_cache import remote_config
-from upstream_server import Server as Upstream
 
 from handler.pipeline.transform import run_transform
 from handler.stores.memory import MemoryStore

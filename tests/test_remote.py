@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from support import HANG_SECONDS, free_port
-from upstream_server import (
+from kit.support import HANG_SECONDS, free_port
+from kit.upstream_server import (
     BIG_TOTAL,
     IMAGE,
     IMAGE_CACHE_CONTROL,

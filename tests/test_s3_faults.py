@@ -15,15 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import imagegen
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from fault_proxy import FaultProxy, Logged, Mode, fault_proxy
+from kit import imagegen
+from kit.support import HANG_SECONDS, free_port, s3_at, wait_for
 from moto.server import ThreadedMotoServer
-from support import HANG_SECONDS, free_port, s3_at, wait_for
 from test_lambda_e2e import ASSETS_PREFIX, event, lambda_instance, objects
 
 import handler.stores.s3_client
+from devtools.fault_proxy import FaultProxy, Logged, Mode, fault_proxy
 from handler.commands.invoke import FakeContext, response_body, response_headers
 from handler.stores.s3_client import reads_until, reset_s3_client, s3_client, s3_source_client
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from support import Clock
+from kit.support import Clock
 
 from handler.commands.invoke import mocked_s3
 from handler.entry.settings import Settings

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import imagegen
 import pytest
 import uvicorn.logging
-from support import HANG_SECONDS, free_port
+from kit import imagegen
+from kit.support import HANG_SECONDS, free_port
 
 from handler.entry import service
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import anyio
 import httpx
-import imagegen
 import pytest
-from support import Clock, Route
-from upstream_server import Server
+from kit import imagegen
+from kit.support import Clock, Route
+from kit.upstream_server import Server
 
 from handler.contract.config import load_images_config
 from handler.entry.settings import Settings

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import struct
 
-import imagegen
 import pytest
+from kit import imagegen
 
 from handler.pipeline.sniff import detect_content_type, is_animated
 

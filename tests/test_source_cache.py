@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import imagegen
 import pytest
-from support import MakeApp, Route, Upstream, request_headers
+from kit import imagegen
+from kit.support import MakeApp, Route, Upstream, request_headers
 from test_cache import remote_config
 
 from handler.request import coordinator as optimizer

@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from support import Route
-from upstream_server import Server
+from kit.support import Route
+from kit.upstream_server import Server
 
 from handler.commands.invoke import mocked_s3
 from handler.contract import errors

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from support import MakeApp, counting_threads
+from kit.support import MakeApp, counting_threads
 
 from handler.entry.settings import Settings
 from handler.entry.wiring import build_store

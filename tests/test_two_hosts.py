@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import imagegen
-from support import Route
+from kit import imagegen
+from kit.support import Route
+from kit.upstream_server import Server
 from test_serve import serving
-from upstream_server import Server
 
 QUERY = "/_next/image?url=%2Fphoto.jpg&w=640&q=75"
 WEBP = {"accept": "image/webp"}

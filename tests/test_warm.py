@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlencode
 
-import imagegen
 import pytest
+from kit import imagegen
+from kit.support import HANG_SECONDS, Route, Upstream, free_port, s3_at, wait_for
+from kit.upstream_server import serve
 from starlette.testclient import TestClient
-from support import HANG_SECONDS, Route, Upstream, free_port, s3_at, wait_for
 from test_lambda_e2e import event, lambda_instance
-from upstream_server import serve
 
 from handler.commands.cli import main
 from handler.commands.invoke import FakeContext, response_body, response_headers

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-import imagegen
 import pytest
+from kit import imagegen
 
 from handler.commands.cli import main
 from handler.commands.loader import files_path, loader_source

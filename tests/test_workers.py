@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import imagegen
 import pytest
-from support import HANG_SECONDS, Route, free_port, wait_for
+from kit import imagegen
+from kit.support import HANG_SECONDS, Route, free_port, wait_for
+from kit.upstream_server import serve
 from test_serve import REPO
-from upstream_server import serve
 
 STARTUP_SECONDS = HANG_SECONDS
 CLEAN_ENV = {

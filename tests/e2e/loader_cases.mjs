@@ -1,4 +1,4 @@
-// Regenerates tests/loader_cases.json from Next.js's own default image loader.
+// Regenerates tests/kit/data/loader_cases.json from Next.js's own default image loader.
 //
 //   node tests/e2e/loader_cases.mjs [--next-app DIR] [--write]
 //
@@ -9,8 +9,8 @@
 // images config Next inlines into the bundle (path `${basePath}/_next/image`, qualities; no
 // localPatterns). Next's deployment-id module reads the id when it loads, so the modules are
 // loaded again for each case. Without --write the JSON goes to stdout;
-// tests/e2e/test_static_export.py checks it equals the file, and tests/test_loader.py checks the
-// shipped devtools/loader/next-image-loader.js gives `expected` for every case.
+// tests/e2e/test_static_export.py checks it equals the file, and tests/system/test_loader.py checks
+// the shipped handler/commands/loader/next-image-loader.js gives `expected` for every case.
 
 import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -18,7 +18,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const casesPath = resolve(here, "..", "loader_cases.json");
+const casesPath = resolve(here, "..", "kit", "data", "loader_cases.json");
 const args = process.argv.slice(2);
 const appAt = args.indexOf("--next-app");
 const app = appAt >= 0 ? resolve(args[appAt + 1]) : join(here, "app");

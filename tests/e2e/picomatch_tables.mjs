@@ -1,4 +1,4 @@
-// Regenerates tests/picomatch_tables.json from Next.js's own compiled picomatch.
+// Regenerates tests/kit/data/picomatch_tables.json from Next.js's own compiled picomatch.
 //
 //   node tests/e2e/picomatch_tables.mjs [--next-app DIR] [--write]
 //
@@ -17,7 +17,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const tablesPath = resolve(here, "..", "picomatch_tables.json");
+const tablesPath = resolve(here, "..", "kit", "data", "picomatch_tables.json");
 const args = process.argv.slice(2);
 const appAt = args.indexOf("--next-app");
 const app = appAt >= 0 ? resolve(args[appAt + 1]) : join(here, "app");

@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harness import NEXT
-from local_cdn_process import LocalCdn
-from local_cdn_process import local_cdn as run_local_cdn
+from kit.local_cdn_process import LocalCdn
+from kit.local_cdn_process import local_cdn as run_local_cdn
 
 # Never forwarded by a proxy (RFC 9110 §7.6.1); the body is re-framed with Content-Length.
 HOP_BY_HOP = frozenset(

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import pyvips
 from harness import APP, CHROMIUM, CHROMIUM_ARGS, REPORT, ROOT, timed
-from pictures import Picture
 from processes import LocalCdn, Proxy, local_cdn
+
+from devtools.pictures import Picture
 
 STACK = "AdopterSite"
 CDK_CLI = re.findall(r"CDK_CLI_VERSION \?= (\S+)", (ROOT / "Makefile").read_text())[0]

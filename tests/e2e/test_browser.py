@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import imagegen
 import pytest
 from harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPORT, ROOT, timed
-from pictures import HUGE, MOUNTAIN, Picture
+from kit import imagegen
 from processes import LocalCdn, Proxy
+
+from devtools.pictures import HUGE, MOUNTAIN, Picture
 
 HIT = "Hit from cloudfront"
 MISS = "Miss from cloudfront"

@@ -53,16 +53,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import imagegen
 import pytest
-from fault_proxy import FaultProxy, Mode, fault_proxy
 from harness import APP, ARTIFACTS, REPORT, timed
-from local_cdn_process import LocalCdn, local_cdn
-from pictures import CARDS, HUGE, LOGO, MOUNTAIN, PHOTO, STREET, remote
+from kit import imagegen
+from kit.local_cdn_process import LocalCdn, local_cdn
+from kit.support import wait_for
+from kit.upstream_server import Handler, Server
 from processes import Proxy, free_port
-from support import wait_for
-from upstream_server import Handler, Server
 
+from devtools.fault_proxy import FaultProxy, Mode, fault_proxy
+from devtools.pictures import CARDS, HUGE, LOGO, MOUNTAIN, PHOTO, STREET, remote
 from handler.entry.settings import Settings
 from handler.pipeline.transform import PIPELINE_VERSION
 from handler.request.keys import pointer_key

@@ -1,4 +1,4 @@
-"""``tests/picomatch_tables.json`` is what Next.js 16.4.6's own picomatch answers.
+"""``tests/kit/data/picomatch_tables.json`` is what Next.js 16.4.6's own picomatch answers.
 
 ``test_globs.py`` and ``test_linear_regex.py`` read their picomatch expectations from that file;
 here ``picomatch_tables.mjs`` computes them again under Node with ``next/dist/compiled/picomatch``
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness import APP, HERE
 
-TABLES = HERE.parent / "picomatch_tables.json"
+TABLES = HERE.parent / "kit" / "data" / "picomatch_tables.json"
 
 
 def test_the_tables_are_what_nexts_picomatch_gives(app_packages: Path) -> None:

@@ -30,14 +30,15 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
-import imagegen
 import pytest
 from harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HERE, NEXT, REPORT, ROOT, TIMINGS, timed
-from local_cdn_process import LocalCdn, local_cdn, stand_in_layers
-from pictures import Picture, logo, scene
+from kit import imagegen
+from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+
+from devtools.pictures import Picture, logo, scene
 
 EXPORT_APP = HERE / "export_app"
-LOADER_CASES = HERE.parent / "loader_cases.json"
+LOADER_CASES = HERE.parent / "kit" / "data" / "loader_cases.json"
 STACK = "NextImageStaticE2E"
 HIT = "Hit from cloudfront"
 FILES = re.compile(r"/_next/image-files(?P<src>/.+)\.w(?P<w>\d+)q(?P<q>\d+)\.webp")
@@ -258,8 +259,9 @@ def cdn_visits(static_cdn: LocalCdn) -> list[Visit]:
 
 
 def test_the_loader_cases_are_what_nexts_default_loader_gives(export_packages: Path) -> None:
-    """``tests/loader_cases.json`` (which ``tests/test_loader.py`` holds the shipped loader to)
-    is what Next 16.4.6's own default loader returns, computed again from its code."""
+    """``tests/kit/data/loader_cases.json`` (which ``tests/system/test_loader.py`` holds the
+    shipped loader to) is what Next 16.4.6's own default loader returns, computed again from its
+    code."""
     done = subprocess.run(
         ["node", str(HERE / "loader_cases.mjs"), "--next-app", str(EXPORT_APP)],
         capture_output=True,

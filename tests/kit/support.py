@@ -13,12 +13,12 @@ from typing import Any
 import anyio
 import pytest
 from starlette.testclient import TestClient
-from upstream_server import Handler
-from upstream_server import Server as Upstream
 
 from handler.request.coordinator import Optimizer
 from handler.stores.base import Store
 from handler.stores.s3_client import reset_s3_client
+from kit.upstream_server import Handler
+from kit.upstream_server import Server as Upstream
 
 # How long a test waits for a condition: only a hang gets there, however loaded the machine.
 HANG_SECONDS = 60.0

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from kit.paths import REPO
+
 READY = re.compile(r"local-cdn: serving .* on (http://\S+)")
 
 
@@ -93,7 +94,7 @@ def local_cdn(
         *args,
     ]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     running = LocalCdn(pid=process.pid)
     ready = threading.Event()
