@@ -1,0 +1,47 @@
+"""The store registry is the one list of backends: the settings' choices, the builders, the
+contract suite's parameters all follow it."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+from handler.entry.settings import SETTINGS, Settings
+from handler.stores import registry
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def test_the_store_setting_accepts_the_registrys_names() -> None:
+    (store,) = (setting for setting in SETTINGS if setting.name == "store")
+    assert store.choices == registry.NAMES == ("memory", "filesystem", "s3", "redis")
+    assert store.default in registry.NAMES
+
+
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_each_name_leads_to_a_from_settings(name: str) -> None:
+    module, _, function = registry.STORES[name].partition(":")
+    assert function == "from_settings"
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_an_unknown_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="no store named 'tape'"):
+        registry.build("tape", Settings())
+
+
+def test_the_contract_suite_runs_against_every_store() -> None:
+    """``test_stores.py``'s ``contract`` fixture has a parameter for each registered store (and
+    may have more: the filesystem store with and without its tier)."""
+    (path,) = TESTS.rglob("test_stores.py")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef) and node.name == "contract":
+            (decorator,) = node.decorator_list
+            assert isinstance(decorator, ast.Call)
+            (params,) = (k.value for k in decorator.keywords if k.arg == "params")
+            assert set(registry.NAMES) <= set(ast.literal_eval(params))
+            return
+    raise AssertionError(f"{path} has no contract fixture")
