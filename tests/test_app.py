@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from kit import imagegen
+from kit.configs import remote_config
 from kit.support import MakeApp, Route, Upstream, request_headers
 
 from handler.contract.config import ImagesConfig, load_images_config
@@ -26,13 +27,6 @@ BARE_ERROR_HEADERS = {"cache-control", "vary", "etag", "content-security-policy"
 
 def config(**images: Any) -> ImagesConfig:
     return load_images_config(json.dumps(images))
-
-
-def remote_config(upstream: Upstream, **images: Any) -> ImagesConfig:
-    pattern = {"protocol": "http", "hostname": "127.0.0.1", "port": str(upstream.port)}
-    return config(
-        remotePatterns=[pattern], dangerouslyAllowLocalIP=True, minimumCacheTTL=5, **images
-    )
 
 
 def assert_error(response: Any, status: int, message: str) -> None:

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any
 
 from kit import imagegen
+from kit.configs import remote_config
 from kit.support import MakeApp, Route, Upstream, request_headers
-
-from handler.contract.config import ImagesConfig, load_images_config
-
-
-def remote_config(upstream: Upstream, **images: Any) -> ImagesConfig:
-    pattern = {"protocol": "http", "hostname": "127.0.0.1", "port": str(upstream.port)}
-    return load_images_config(
-        json.dumps(
-            {
-                "remotePatterns": [pattern],
-                "dangerouslyAllowLocalIP": True,
-                "minimumCacheTTL": 5,
-                **images,
-            }
-        )
-    )
 
 
 def test_miss_hit_stale_hit(make_app: MakeApp, upstream: Upstream) -> None:

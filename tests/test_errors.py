@@ -17,10 +17,10 @@ from urllib.parse import quote
 import anyio
 import httpx
 import pytest
+from kit.prometheus import parse
 from kit.support import Route, Upstream
 from starlette.requests import Request
 from starlette.testclient import TestClient
-from test_metrics import parse
 
 from handler.contract import errors
 from handler.contract.config import ImagesConfig

@@ -3,7 +3,7 @@
 Each process writes and reads records while the other does, evicting and removing folders the
 other may be about to write into, and reopens its store now and then (a replaced worker's
 start-up sweep runs while the other writes). Records are derived from their keys
-(``test_stores.keyed_variant``), so every read is checked byte for byte.
+(``kit.store_records.keyed_variant``), so every read is checked byte for byte.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from test_stores import (
+from kit.store_records import (
     du_allocated,
     du_apparent,
     empty_folders,

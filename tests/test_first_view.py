@@ -14,21 +14,14 @@ from typing import Any
 import pytest
 import pyvips
 from kit import imagegen
+from kit.avif_first import AVIF_ACCEPT, AVIF_FIRST, FORMATS, QUERY
 from kit.support import MakeApp
 
 from devtools.lambda_api import Invocation, recording_lambda_api
 from handler.commands.invoke import FakeContext, function_url_event, response_body, response_headers
-from handler.contract.config import load_images_config
 from handler.entry.lambda_handler import build_handler
 from handler.entry.self_invoke import PRODUCE
 from handler.entry.settings import Settings
-
-AVIF_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
-FORMATS = '{"formats": ["image/avif", "image/webp"]}'  # Next negotiates AVIF only if configured
-QUERY = "url=%2Ftest.jpg&w=640&q=75"  # 800x600 source: the AVIF plans ~0.12 s
-
-
-AVIF_FIRST = load_images_config(FORMATS)
 
 
 def decoded(body: bytes) -> tuple[str, int]:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.avif_first import AVIF_ACCEPT, AVIF_FIRST, FORMATS, QUERY
 from kit.support import MakeApp
-from test_first_view import AVIF_ACCEPT, AVIF_FIRST, FORMATS, QUERY
 
 from handler.commands.invoke import FakeContext, function_url_event, response_headers
 from handler.contract.errors import ImageError

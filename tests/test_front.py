@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.service_app import AVIF, IMAGE, WEBP, Service
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.testclient import TestClient
-from test_ready import AVIF, IMAGE, WEBP, Service
 
 from handler.contract.config import load_images_config
 from handler.contract.validate import validate_params

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from kit.lambda_events import function_url, invoke
 from starlette.testclient import TestClient
-from test_lambda_handler import function_url, invoke
 
 from handler.commands.invoke import response_body
 from handler.entry.settings import Settings

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from kit import imagegen
 from kit.imagegen import _chunk
+from kit.lambda_events import function_url
 from kit.support import MakeApp, Route
 from kit.upstream_server import Server, endless, lying_length, serve
-from test_lambda_handler import function_url
 
 from handler.commands.invoke import FakeContext, response_body, response_headers
 from handler.contract import errors

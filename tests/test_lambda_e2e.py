@@ -18,16 +18,17 @@ from urllib.parse import unquote
 import pytest
 import pyvips
 from kit import imagegen
+from kit.lambda_events import event, lambda_instance
+from kit.lambda_s3 import ASSETS_PREFIX, objects
 from kit.support import HANG_SECONDS, free_port
 
-from handler.commands.invoke import FakeContext, function_url_event, response_body, response_headers
-from handler.entry.lambda_handler import LambdaHandler, build_handler, lambda_settings
+from handler.commands.invoke import FakeContext, response_body, response_headers
+from handler.entry.lambda_handler import LambdaHandler
 from handler.http.app import OVERSIZE_UNSTORED
 from handler.stores.records import decode_pointer, encode_pointer
 from handler.stores.s3_client import reset_s3_client, s3_client, s3_source_client
 
 PREFIX = "site/"
-ASSETS_PREFIX = "_assets/"
 WEBP = "image/webp,*/*"
 
 
@@ -41,22 +42,9 @@ def buckets(endpoint: str) -> dict[str, str]:
     return names | {"NEXT_IMAGE_PREFIX": PREFIX, "NEXT_IMAGE_ASSETS_PREFIX": ASSETS_PREFIX}
 
 
-def lambda_instance(env: dict[str, str]) -> LambdaHandler:
-    return build_handler(lambda_settings(env))
-
-
-def event(query: str, accept: str = WEBP) -> dict[str, Any]:
-    return function_url_event(query, accept)
-
-
 def upload(env: dict[str, str], path: str, body: bytes) -> None:
     bucket = env["NEXT_IMAGE_ASSETS_BUCKET"]
     s3_client().put_object(Bucket=bucket, Key=ASSETS_PREFIX + path, Body=body)
-
-
-def objects(bucket: str, under: str) -> list[str]:
-    listed = s3_client().list_objects_v2(Bucket=bucket, Prefix=under)
-    return sorted(item["Key"] for item in listed.get("Contents", []))
 
 
 def s3_calls() -> list[tuple[str, str]]:

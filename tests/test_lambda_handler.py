@@ -7,13 +7,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from kit import imagegen
+from kit.lambda_events import SOURCES, function_url, invoke
 from starlette.testclient import TestClient
 
 from handler.commands.invoke import FakeContext, response_body, response_headers
@@ -27,81 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROME_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 QUERY = "url=%2Ftest.jpg&w=640&q=75"
 
-Event = dict[str, Any]
-
-
-def function_url(method: str, query: str, headers: dict[str, str]) -> Event:
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": "/_next/image",
-        "rawQueryString": query,
-        "headers": {"host": "abc.lambda-url.us-east-1.on.aws", **headers},
-        "requestContext": {
-            "domainName": "abc.lambda-url.us-east-1.on.aws",
-            "http": {"method": method, "path": "/_next/image", "sourceIp": "203.0.113.9"},
-            "requestId": "r1",
-            "stage": "$default",
-        },
-        "isBase64Encoded": False,
-    }
-
-
-def http_api(method: str, query: str, headers: dict[str, str]) -> Event:
-    event = function_url(method, query, headers)
-    event["routeKey"] = "GET /_next/image"
-    event["requestContext"]["domainName"] = "id.execute-api.us-east-1.amazonaws.com"
-    return event
-
-
-def rest_api(method: str, query: str, headers: dict[str, str]) -> Event:
-    params = parse_qs(query)
-    return {
-        "resource": "/_next/image",
-        "path": "/_next/image",
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": {k: v[-1] for k, v in params.items()},
-        "multiValueQueryStringParameters": params,
-        "requestContext": {"stage": "prod", "httpMethod": method, "requestId": "r1"},
-        "body": None,
-        "isBase64Encoded": False,
-    }
-
-
-def alb(method: str, query: str, headers: dict[str, str]) -> Event:
-    """Multi-value mode: ALB passes query values still percent-encoded, as the client sent them."""
-    params: dict[str, list[str]] = {}
-    for pair in query.split("&"):
-        key, _, value = pair.partition("=")
-        params.setdefault(key, []).append(value)
-    return {
-        "requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:tg"}},
-        "httpMethod": method,
-        "path": "/_next/image",
-        "multiValueQueryStringParameters": params,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "body": "",
-        "isBase64Encoded": False,
-    }
-
-
-SOURCES: dict[str, Callable[[str, str, dict[str, str]], Event]] = {
-    "function-url": function_url,
-    "http-api": http_api,
-    "rest-api": rest_api,
-    "alb": alb,
-}
-
 
 @pytest.fixture
 def settings(public_dir: Path) -> Settings:
     return Settings(public_dir=str(public_dir))
-
-
-def invoke(settings: Settings, event: Event) -> dict[str, Any]:
-    return build_handler(settings)(event, FakeContext())
 
 
 @pytest.mark.parametrize("source", SOURCES)

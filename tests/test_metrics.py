@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 from kit import imagegen
+from kit.lambda_events import function_url, invoke
+from kit.prometheus import parse, requests_by_label, scrape
+from kit.serving import answering
 from kit.support import free_port, wait_for, wait_until
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.testclient import TestClient
-from test_lambda_handler import function_url, invoke
-from test_serve import answering
 
 from handler.commands.invoke import response_body
 from handler.entry.settings import Settings
@@ -31,7 +31,6 @@ from handler.entry.wiring import build_app
 from handler.http.metrics import (
     METRICS,
     MULTIPROC_ENV,
-    REQUESTS,
     TRANSFORMS_RUNNING,
     MetricSpec,
     prepare_for_workers,
@@ -43,34 +42,6 @@ from handler.request.coordinator import Optimizer
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "/_next/image?url=%2Ftest.jpg&w=640&q=75"
 WEBP = {"accept": "image/webp"}
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    """Every sample of a scrape, keyed by sample name and sorted labels."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def requests_by_label(samples: Samples) -> dict[tuple[str, str], float]:
-    """``next_image_requests_total`` as {(status, cache): count}."""
-    return {
-        (dict(labels)["status"], dict(labels)["cache"]): value
-        for (name, labels), value in samples.items()
-        if name == REQUESTS.name
-    }
-
-
-def scrape(client: TestClient) -> Samples:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
-    return parse(response.text)
 
 
 def test_miss_hit_and_rejection_are_counted(public_dir: Path) -> None:

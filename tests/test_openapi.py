@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from kit.lambda_events import function_url, invoke
 from starlette.testclient import TestClient
-from test_lambda_handler import function_url, invoke
 
 from handler.commands.cli import main
 from handler.commands.invoke import response_body, response_headers

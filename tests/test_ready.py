@@ -3,60 +3,21 @@ without the route, and only while the variant is fresh (``handler.http.ready``).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pyvips
+from kit.prometheus import requests_by_label, scrape
+from kit.service_app import AVIF, IMAGE, WEBP, Service
 from kit.support import Clock
 from starlette.testclient import TestClient
-from test_metrics import requests_by_label, scrape
 
 from handler.contract.config import load_images_config
 from handler.entry.settings import Settings
-from handler.entry.wiring import build_app, build_optimizer
-from handler.http import app as app_module
-from handler.http.app import create_app
+from handler.entry.wiring import build_app
 from handler.http.ready import READY_SECONDS, ReadyAnswer, ReadyAnswers
-from handler.model import RequestRecord, Served
-from handler.stores.memory import MemoryStore
-
-IMAGE = "/_next/image?url=%2Ftest.jpg&w=640&q=75"
-WEBP = {"accept": "image/webp,*/*"}
-AVIF = {"accept": "image/avif,image/webp,*/*"}
-
-
-class Service:
-    """The service's app (or Lambda's: ``service=False``) on a memory store, counting the route's
-    serves, with a settable clock: the variants' and the ready answers' (their expiry is counted
-    on it too, so no test waits for real time to pass)."""
-
-    def __init__(self, public_dir: Path, *, service: bool = True) -> None:
-        self.clock = Clock()
-        self.optimizer = build_optimizer(
-            Settings(public_dir=str(public_dir)),
-            config=load_images_config(json.dumps({"formats": ["image/avif", "image/webp"]})),
-            store=MemoryStore(),
-            clock=self.clock,
-        )
-        self.serves = 0
-        serve = self.optimizer.serve
-
-        def counting(*args: Any, **kwargs: Any) -> Awaitable[Served]:
-            self.serves += 1
-            return serve(*args, **kwargs)
-
-        self.optimizer.serve = counting  # type: ignore[method-assign]
-        self.records: list[RequestRecord] = []
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(app_module, "ReadyAnswers", lambda: ReadyAnswers(clock=self.clock))
-            self.app = create_app(self.optimizer, observer=self._observe, service=service)
-        self.client = TestClient(self.app)
-
-    def _observe(self, request: object, record: RequestRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture

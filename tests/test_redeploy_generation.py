@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from kit import imagegen
+from kit.configs import remote_config
 from kit.support import MakeApp, Route, request_headers
 from kit.upstream_server import Server as Upstream
-from test_cache import remote_config
 
 from handler.pipeline.transform import run_transform
 from handler.stores.memory import MemoryStore

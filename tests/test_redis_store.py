@@ -17,9 +17,9 @@ from pathlib import Path
 import anyio
 import pytest
 import redis
+from kit.serving import serving
 from kit.support import HANG_SECONDS, App, Clock, counting_threads, free_port, wait_for
 from starlette.testclient import TestClient
-from test_serve import serving
 
 from handler.contract.config import load_images_config
 from handler.entry.settings import Settings

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ReadTimeoutError
 from kit import imagegen
+from kit.lambda_events import event, lambda_instance
+from kit.lambda_s3 import ASSETS_PREFIX, objects
 from kit.support import HANG_SECONDS, free_port, s3_at, wait_for
 from moto.server import ThreadedMotoServer
-from test_lambda_e2e import ASSETS_PREFIX, event, lambda_instance, objects
 
 import handler.stores.s3_client
 from devtools.fault_proxy import FaultProxy, Logged, Mode, fault_proxy

@@ -7,61 +7,16 @@ import logging
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import uvicorn.logging
 from kit import imagegen
-from kit.support import HANG_SECONDS, free_port
+from kit.paths import REPO
+from kit.serving import answering, serving
+from kit.support import free_port
 
 from handler.entry import service
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def answering(
-    command: list[str],
-    port: int,
-    probe: str,
-    env: dict[str, str] | None = None,
-    stdout: int = subprocess.DEVNULL,
-) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
-    """Start ``command`` (a server on ``port``), wait until ``probe`` answers, stop it after."""
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, **(env or {})},
-        cwd=REPO,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            deadline = time.monotonic() + HANG_SECONDS  # a start that long is a hang
-            while True:
-                try:
-                    client.get(probe)
-                    break
-                except httpx.TransportError:
-                    assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                    assert time.monotonic() < deadline, "server did not start"
-                    time.sleep(0.1)
-            yield client, process
-    finally:
-        process.terminate()
-        process.wait(timeout=HANG_SECONDS)
-
-
-@contextmanager
-def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[httpx.Client]:
-    port = free_port()
-    command = [sys.executable, "-m", "handler.commands.cli", "serve", "--port", str(port), *args]
-    with answering(command, port, "/_next/image", env) as (client, _):
-        yield client
 
 
 def test_readme_curl_example_and_restart(tmp_path: Path) -> None:

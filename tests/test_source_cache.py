@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from kit import imagegen
+from kit.configs import remote_config
 from kit.support import MakeApp, Route, Upstream, request_headers
-from test_cache import remote_config
 
 from handler.request import coordinator as optimizer
 from handler.request.keys import pointer_key

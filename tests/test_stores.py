@@ -1,8 +1,8 @@
 """Every store's contract (memory, filesystem, S3 on moto, Redis), then the bounded local stores
 (memory and filesystem): bounds, restarts, atomic writes, crashes.
 
-Run as a script (``python tests/test_stores.py FOLDER BOUND SEED``), this file is the writer
-that the crash test kills mid-write.
+Run as a script (``python tests/contract/test_stores.py FOLDER BOUND SEED``, with ``tests`` on
+``PYTHONPATH`` for the kit), this file is the writer that the crash test kills mid-write.
 """
 
 from __future__ import annotations
@@ -17,12 +17,24 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import pytest
+from kit.paths import REPO
+from kit.store_records import (
+    du_allocated,
+    du_apparent,
+    empty_folders,
+    keyed_pointer,
+    keyed_variant,
+    on_disk,
+    source_variant_key,
+    temporaries,
+    url_pointer_key,
+)
 
 from handler.commands.invoke import mocked_s3
 from handler.entry.settings import Settings
@@ -35,7 +47,6 @@ from handler.stores.s3 import S3Store
 from handler.stores.tiered import TieredStore
 
 POINTER = Pointer("ab" * 32, "etag", 'W/"1-2"', 14400, 1_800_000_000.0)
-REPO = Path(__file__).resolve().parent.parent
 
 AnyStore = MemoryStore | FilesystemStore
 MakeStore = Callable[[int], AnyStore]
@@ -45,65 +56,11 @@ def variant(size: int, fill: bytes = b"x") -> Variant:
     return Variant(fill * size, "image/webp", "etag-" + str(size), "optimized")
 
 
-def keyed_variant(key: str) -> Variant:
-    """Bytes derived from the key (512 B to 33 KB), so any record read back can be checked."""
-    digest = hashlib.sha256(key.encode()).digest()
-    return Variant(digest * (16 + digest[0] * 4), "image/webp", digest.hex()[:16], "optimized")
-
-
-def keyed_pointer(key: str) -> Pointer:
-    digest = hashlib.sha256(key.encode()).digest()
-    return Pointer(digest.hex(), key[:20], f'W/"{key[:8]}"', digest[1], float(digest[2]))
-
-
-def source_variant_key(n: int) -> str:
-    """A real-shaped variant key: four widths under each source's folder."""
-    source = hashlib.sha256(f"source-{n // 4}".encode()).hexdigest()
-    return f"{source}/{640 + n % 4}w-75q-webp-p1"
-
-
-def url_pointer_key(n: int) -> str:
-    return hashlib.sha256(f"https://example.com/{n}.png".encode()).hexdigest()
-
-
 def room_for(make_store: MakeStore, fill: Callable[[AnyStore], object]) -> int:
     """The accounted size of exactly what ``fill`` writes into an empty, unbounded store."""
     probe = make_store(10**9)
     fill(probe)
     return probe.total_bytes
-
-
-def entries(root: Path) -> Iterable[os.stat_result]:
-    """``lstat`` of ``root`` and of everything under it, as ``du`` visits them."""
-    yield os.lstat(root)
-    for folder, subfolders, names in os.walk(root):
-        for name in subfolders + names:
-            yield os.lstat(os.path.join(folder, name))
-
-
-def du_apparent(root: Path) -> int:
-    """What ``du -sb`` reports (GNU only, so summed here): every entry's size."""
-    return sum(stat.st_size for stat in entries(root))
-
-
-def du_allocated(root: Path) -> int:
-    """What ``du -sk`` reports, in bytes: every entry's allocated blocks."""
-    out = subprocess.run(["du", "-sk", root], check=True, capture_output=True, text=True).stdout
-    return int(out.split()[0]) * 1024
-
-
-def on_disk(root: Path) -> int:
-    """Every entry at what the store must charge for it: the larger of ``du -b`` and ``du``."""
-    block = os.statvfs(root).f_frsize
-    return sum(max(-(-s.st_size // block) * block, s.st_blocks * 512) for s in entries(root))
-
-
-def empty_folders(root: Path) -> list[Path]:
-    return [Path(f) for f, subs, names in os.walk(root) if not subs and not names]
-
-
-def temporaries(root: Path) -> list[str]:
-    return [name for _, _, names in os.walk(root) for name in names if name.endswith(".tmp")]
 
 
 RecordKind = Literal["pointer", "variant"]
@@ -438,7 +395,7 @@ def test_filesystem_survives_kill_9_mid_write(tmp_path: Path) -> None:
         with subprocess.Popen(
             [sys.executable, __file__, str(tmp_path), str(bound), str(rng.randrange(2**32))],
             stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])},
         ) as writer:
             try:
                 assert writer.stdout is not None

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 from kit import imagegen
+from kit.serving import serving
 from kit.support import Route
 from kit.upstream_server import Server
-from test_serve import serving
 
 QUERY = "/_next/image?url=%2Fphoto.jpg&w=640&q=75"
 WEBP = {"accept": "image/webp"}

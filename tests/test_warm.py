@@ -23,10 +23,10 @@ from urllib.parse import urlencode
 
 import pytest
 from kit import imagegen
+from kit.lambda_events import event, lambda_instance
 from kit.support import HANG_SECONDS, Route, Upstream, free_port, s3_at, wait_for
 from kit.upstream_server import serve
 from starlette.testclient import TestClient
-from test_lambda_e2e import event, lambda_instance
 
 from handler.commands.cli import main
 from handler.commands.invoke import FakeContext, response_body, response_headers

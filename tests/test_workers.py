@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 from kit import imagegen
+from kit.paths import REPO
 from kit.support import HANG_SECONDS, Route, free_port, wait_for
 from kit.upstream_server import serve
-from test_serve import REPO
 
 STARTUP_SECONDS = HANG_SECONDS
 CLEAN_ENV = {
