@@ -67,31 +67,34 @@ NONE = Selection()
 ALL = Selection("all")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Forwarded:
+    """The query strings, headers and cookies sent to the origin, and the ``CloudFront-*``
+    headers CloudFront adds for it: both kinds of policy name them alike."""
+
+    query: Selection = NONE
+    headers: Selection = NONE
+    cookies: Selection = NONE
+    cloudfront_headers: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True)
-class CachePolicy:
+class CachePolicy(Forwarded):
     """TTLs and the cache key; everything in the key is also forwarded to the origin."""
 
     name: str
     min_ttl: int
     default_ttl: int
     max_ttl: int
-    query: Selection = NONE
-    headers: Selection = NONE
-    cookies: Selection = NONE
     gzip: bool = False
     brotli: bool = False
-    cloudfront_headers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
-class OriginRequestPolicy:
+class OriginRequestPolicy(Forwarded):
     """What is forwarded to the origin beyond the cache key."""
 
     name: str
-    query: Selection = NONE
-    headers: Selection = NONE
-    cookies: Selection = NONE
-    cloudfront_headers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -122,21 +125,21 @@ MANAGED_CACHE_POLICIES = {
 }
 MANAGED_ORIGIN_REQUEST_POLICIES = {
     "216adef6-5c7f-47e4-b989-5492eafa07d3": OriginRequestPolicy(
-        "Managed-AllViewer", ALL, Selection("allViewer"), ALL
+        "Managed-AllViewer", query=ALL, headers=Selection("allViewer"), cookies=ALL
     ),
     "b689b0a8-53d0-40ab-baf2-68738e2966ac": OriginRequestPolicy(
         "Managed-AllViewerExceptHostHeader",
-        ALL,
-        Selection("allExcept", frozenset({"host"})),
-        ALL,
-        CLOUDFRONT_HEADERS_2022_06,
+        query=ALL,
+        headers=Selection("allExcept", frozenset({"host"})),
+        cookies=ALL,
+        cloudfront_headers=CLOUDFRONT_HEADERS_2022_06,
     ),
     "33f36d7e-f396-46d9-90e0-52428a34d9dc": OriginRequestPolicy(
         "Managed-AllViewerAndCloudFrontHeaders-2022-06",
-        ALL,
-        Selection("allViewer"),
-        ALL,
-        CLOUDFRONT_HEADERS_2022_06,
+        query=ALL,
+        headers=Selection("allViewer"),
+        cookies=ALL,
+        cloudfront_headers=CLOUDFRONT_HEADERS_2022_06,
     ),
     "acba4595-bd28-49b8-b9fe-13317c0390fa": OriginRequestPolicy(
         "Managed-UserAgentRefererHeaders",
@@ -184,58 +187,55 @@ def _split_cloudfront(selection: Selection, where: str) -> tuple[Selection, froz
     return viewer, own
 
 
+def _forwarded(block: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``Forwarded``'s fields, from a policy's ``QueryStringsConfig``, ``HeadersConfig`` and
+    ``CookiesConfig``."""
+    headers, own = _split_cloudfront(
+        _selection(block.get("HeadersConfig"), "HeaderBehavior", "Headers", lower=True), name
+    )
+    return {
+        "query": _selection(block.get("QueryStringsConfig"), "QueryStringBehavior", "QueryStrings"),
+        "headers": headers,
+        "cookies": _selection(block.get("CookiesConfig"), "CookieBehavior", "Cookies"),
+        "cloudfront_headers": own,
+    }
+
+
 def cache_policy(config: Mapping[str, Any], name: str) -> CachePolicy:
     """From ``CachePolicyConfig``."""
     params = config.get("ParametersInCacheKeyAndForwardedToOrigin", {})
-    headers, own = _split_cloudfront(
-        _selection(params.get("HeadersConfig"), "HeaderBehavior", "Headers", lower=True), name
-    )
     return CachePolicy(
         name,
         int(config.get("MinTTL", 0)),
         int(config.get("DefaultTTL", 86_400)),
         int(config.get("MaxTTL", YEAR)),
-        query=_selection(params.get("QueryStringsConfig"), "QueryStringBehavior", "QueryStrings"),
-        headers=headers,
-        cookies=_selection(params.get("CookiesConfig"), "CookieBehavior", "Cookies"),
         gzip=bool(params.get("EnableAcceptEncodingGzip", False)),
         brotli=bool(params.get("EnableAcceptEncodingBrotli", False)),
-        cloudfront_headers=own,
+        **_forwarded(params, name),
     )
 
 
 def origin_request_policy(config: Mapping[str, Any], name: str) -> OriginRequestPolicy:
     """From ``OriginRequestPolicyConfig``."""
-    headers, own = _split_cloudfront(
-        _selection(config.get("HeadersConfig"), "HeaderBehavior", "Headers", lower=True), name
-    )
-    return OriginRequestPolicy(
-        name,
-        query=_selection(config.get("QueryStringsConfig"), "QueryStringBehavior", "QueryStrings"),
-        headers=headers,
-        cookies=_selection(config.get("CookiesConfig"), "CookieBehavior", "Cookies"),
-        cloudfront_headers=own,
-    )
+    return OriginRequestPolicy(name, **_forwarded(config, name))
+
+
+# The security headers whose value is one field of their config, as written (None: nosniff).
+_COPIED_SECURITY_HEADERS = (
+    ("ContentSecurityPolicy", "ContentSecurityPolicy", "content-security-policy"),
+    ("ContentTypeOptions", None, "x-content-type-options"),
+    ("FrameOptions", "FrameOption", "x-frame-options"),
+    ("ReferrerPolicy", "ReferrerPolicy", "referrer-policy"),
+)
 
 
 def _security_rules(security: Mapping[str, Any]) -> Iterable[HeaderRule]:
     """The headers of ``SecurityHeadersConfig``, as CloudFront writes them."""
-    if "ContentSecurityPolicy" in security:
-        csp = security["ContentSecurityPolicy"]
-        yield HeaderRule(
-            "content-security-policy", str(csp["ContentSecurityPolicy"]), bool(csp["Override"])
-        )
-    if "ContentTypeOptions" in security:
-        options = security["ContentTypeOptions"]
-        yield HeaderRule("x-content-type-options", "nosniff", bool(options["Override"]))
-    if "FrameOptions" in security:
-        frame = security["FrameOptions"]
-        yield HeaderRule("x-frame-options", str(frame["FrameOption"]), bool(frame["Override"]))
-    if "ReferrerPolicy" in security:
-        referrer = security["ReferrerPolicy"]
-        yield HeaderRule(
-            "referrer-policy", str(referrer["ReferrerPolicy"]), bool(referrer["Override"])
-        )
+    for config, field, header in _COPIED_SECURITY_HEADERS:
+        if config in security:
+            block = security[config]
+            value = "nosniff" if field is None else str(block[field])
+            yield HeaderRule(header, value, bool(block["Override"]))
     if "StrictTransportSecurity" in security:
         hsts = security["StrictTransportSecurity"]
         value = f"max-age={int(hsts['AccessControlMaxAgeSec'])}"
