@@ -15,6 +15,7 @@ redirect), which is tried even while the breaker is open and, confirmed, closes 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -205,23 +206,14 @@ class GuardedStore:
         """``_call_or_miss`` whether or not the breaker is open."""
         name = getattr(fn, "__name__", "call")
         call = functools.partial(self._tracked, name, functools.partial(fn, *args, **kwargs))
-        result: T | None = None
-        try:
-            if self._in_process:
-                result = call()  # a dict lookup: a thread hop would cost more than the call
-            else:
-                with anyio.fail_after(self._call_timeout):
-                    result = await anyio.to_thread.run_sync(
-                        call, abandon_on_cancel=True, limiter=self._limiter
-                    )
-        except TimeoutError:
-            self._failed(fn, f"no answer within {self._call_timeout:g} s", hung=True)
-            return None
-        except Exception as exc:
-            self._failed(fn, repr(exc))
-            return None
-        self._failures = 0
-        return result
+        if self._in_process:  # a dict lookup: a thread hop (or a timeout) would cost more
+            return await self._counted(fn, functools.partial(_at_once, call), bounded=False)
+        return await self._counted(
+            fn,
+            functools.partial(
+                anyio.to_thread.run_sync, call, abandon_on_cancel=True, limiter=self._limiter
+            ),
+        )
 
     async def _await_or_miss(
         self, name: str, read: Callable[[str], Awaitable[T | None]], key: str
@@ -230,14 +222,25 @@ class GuardedStore:
         thread; past the call timeout it is cancelled, and counted as a hung call."""
         if not self.available:
             return None
+        return await self._counted(name, functools.partial(read, key))
+
+    async def _counted(
+        self,
+        fn: Callable[..., object] | str,
+        start: Callable[[], Awaitable[T | None]],
+        *,
+        bounded: bool = True,
+    ) -> T | None:
+        """Await ``start()`` (within the call timeout if ``bounded``): a failure or a timeout is
+        a miss (None), counted by the breaker; an answer resets the count."""
         try:
-            with anyio.fail_after(self._call_timeout):
-                result = await read(key)
+            with anyio.fail_after(self._call_timeout) if bounded else contextlib.nullcontext():
+                result = await start()
         except TimeoutError:
-            self._failed(name, f"no answer within {self._call_timeout:g} s", hung=True)
+            self._failed(fn, f"no answer within {self._call_timeout:g} s", hung=True)
             return None
         except Exception as exc:
-            self._failed(name, repr(exc))
+            self._failed(fn, repr(exc))
             return None
         self._failures = 0
         return result
@@ -282,3 +285,7 @@ def _confirmed(put: Callable[P, None]) -> Callable[P, bool]:
         return True
 
     return call
+
+
+async def _at_once(call: Callable[[], T]) -> T:
+    return call()
