@@ -1,10 +1,14 @@
-"""Failures of fast first view's asynchronous work, each logged with a category.
+"""Fast first view: a slow AVIF miss is answered with WebP now, and the AVIF is deferred.
 
-The AVIF a fast first view put off is made after the response (a background task under
-``serve``; on Lambda an asynchronous invocation of the function itself, queued during the
-request): nobody waits for it, so a failure would pass unseen. Each one is a warning record with
-structured fields (``extra``; on Lambda the handler's JSON logger, so they are keys of the log
-line):
+One vocabulary: the *first view* is the WebP answered now (``FirstView.stand_in``), cached for
+seconds only; its AVIF is *deferred* (``FirstView.defer``): made after the response by a
+background task under ``serve``, or on Lambda by an asynchronous invocation of the function
+itself, queued during the request (the ``Deferral``). Deciding from the plan, before any encode,
+keeps the first visitor from paying for two encodes at once.
+
+Nobody waits for the deferred AVIF, so a failure would pass unseen. Each one is a warning record
+with structured fields (``extra``; on Lambda the handler's JSON logger, so they are keys of the
+log line):
 
 - ``first_view``: ``defer`` (queuing the work: the asynchronous invocation could not be sent) or
   ``produce`` (making and storing the AVIF);
@@ -22,14 +26,27 @@ Nothing is retried here: the next request for the image finds no AVIF and defers
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, get_args
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Literal, TypeGuard, get_args
+
+import anyio
 
 from handler.contract.errors import ImageError
-from handler.model import ImageParams, VariantKind
+from handler.model import ImageParams, Served, VariantKind
+from handler.pipeline.sniff import AVIF, WEBP
+from handler.pipeline.transform import Plan, Transformed
+from handler.request.background import Background
+from handler.request.single_flight import flight_key
+from handler.request.transforms import Transforms, variant_of
+from handler.stores.guarded import GuardedStore
 
-Stage = Literal["defer", "produce"]
+# A first view's WebP stands in for the AVIF this long: a CDN asks again soon after, by when the
+# AVIF is stored.
+FIRST_VIEW_MAX_AGE = 10
+# Makes a deferred AVIF outside this request (an asynchronous call: Lambda's self-invocation).
+Deferral = Callable[[ImageParams], Awaitable[None]]
+Stage = Literal["defer", "produce"]  # the deferred work's steps, as logged: queue it, make it
 FailureCategory = Literal[
     "timeout", "overload", "store", "transform", "upstream", "invoke", "internal"
 ]
@@ -122,3 +139,93 @@ def _detail(exc: BaseException) -> str:
     if isinstance(exc, ImageError):
         return f"{exc.status} {exc.message}"
     return repr(exc) if not isinstance(exc, TimeoutError) else "no result within the budget"
+
+
+class FirstView:
+    """The policy, off unless ``seconds`` is set: which miss gets a first view, and its AVIF's
+    deferral. ``background_survives``: work started here outlives the response (``serve``);
+    where it does not (Lambda), the AVIF is deferred by ``deferral``, or never put off."""
+
+    def __init__(
+        self,
+        seconds: float,
+        transforms: Transforms,
+        store: GuardedStore,
+        background: Background,
+        *,
+        timeout: float,
+        background_survives: bool,
+        deferral: Deferral | None = None,
+        report: Report = report,
+    ) -> None:
+        self.seconds = seconds
+        self._transforms = transforms
+        self._store = store
+        self._background = background
+        self._timeout = timeout
+        self._background_survives = background_survives
+        self._deferral = deferral
+        self._report = report
+        self._deferred: set[str] = set()  # flight keys of AVIFs a background task is making
+
+    @property
+    def on(self) -> bool:
+        return self.seconds > 0
+
+    def too_slow(self, plan: Plan | Transformed) -> TypeGuard[Plan]:
+        """An AVIF whose plan, at this machine's pace, takes longer than a first view may wait."""
+        if not self.on or not isinstance(plan, Plan) or plan.content_type != AVIF:
+            return False
+        if not self._background_survives and self._deferral is None:
+            return False  # nothing here could make the AVIF after the response
+        return plan.seconds * self._transforms.admission.pace > self.seconds
+
+    @staticmethod
+    def stand_in(params: ImageParams) -> ImageParams:
+        """The request whose answer stands in for the AVIF: the same, as WebP."""
+        return replace(params, mime_type=WEBP)
+
+    @staticmethod
+    def answer(stand_in: Served) -> Served:
+        """The first view: the WebP's answer, cached for seconds only."""
+        return replace(stand_in, max_age=min(stand_in.max_age, FIRST_VIEW_MAX_AGE))
+
+    def pending(self, params: ImageParams, vkey: str) -> bool:
+        """This AVIF is being made by a background task already."""
+        return flight_key("deferred", params, vkey) in self._deferred
+
+    async def defer(self, params: ImageParams, plan: Plan, vkey: str) -> None:
+        """The AVIF, after the response: a background transform here, or the deferral (an
+        asynchronous invocation on Lambda). Failures are reported with their category: the
+        next request for it tries again."""
+        if self.pending(params, vkey):
+            return  # asked again before its AVIF is stored: that one is on its way
+        key = flight_key("deferred", params, vkey)
+        if not self._background_survives:
+            assert self._deferral is not None
+            try:
+                await self._deferral(params)
+            except Exception as exc:
+                self._report(failed("defer", params, exc))
+            return
+
+        async def make_deferred() -> None:
+            deadline = anyio.current_time() + self._timeout
+            try:
+                with anyio.fail_after(self._timeout):
+                    result = await self._transforms.run(plan, deadline, background=True)
+                    stored = not result.transient and await self._store.put_variant(
+                        vkey, variant_of(result)
+                    )
+                failure = unproduced(
+                    params, transient=result.transient, kind=result.kind, stored=stored
+                )
+            except Exception as exc:  # nobody awaits this task: every failure is reported
+                failure = failed("produce", params, exc)
+            finally:
+                self._deferred.discard(key)
+            if failure is not None:
+                self._report(failure)
+
+        self._deferred.add(key)
+        self._background.start(make_deferred())
