@@ -1,4 +1,5 @@
-"""Shared fixtures: a real loopback upstream server and a client for the real app."""
+"""Shared fixtures (a real loopback upstream server, a client for the real app, moto's S3 and
+redis-server), and each test's tier marker, read from its folder."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit.support import App, Clock, MakeApp, Upstream
-from kit.upstream_server import serve
 from starlette.testclient import TestClient
 
 from devtools.redis_server import start_redis, stop_redis
@@ -22,6 +21,20 @@ from handler.entry.wiring import build_optimizer
 from handler.http.app import create_app
 from handler.stores.base import Store
 from handler.stores.memory import MemoryStore
+from kit.support import App, Clock, MakeApp, Upstream
+from kit.upstream_server import serve
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "contract", "app", "system", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks each test with its tier, the first folder under ``tests/``: ``pytest -m unit``."""
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in TIERS:
+            item.add_marker(getattr(pytest.mark, folder))
 
 
 @pytest.fixture
@@ -87,8 +100,9 @@ def make_app(public_dir: Path) -> Iterator[MakeApp]:
 def endpoint() -> Iterator[str]:
     """moto's S3 server on loopback, boto3 pointed at it: S3 over real HTTP, as workers and
     Lambda handlers reach it."""
-    from kit.support import free_port, s3_at
     from moto.server import ThreadedMotoServer
+
+    from kit.support import free_port, s3_at
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

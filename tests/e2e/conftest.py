@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 from harness import APP, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, NEXT, REPORT, TIMINGS, timed
-from kit.local_cdn_process import stand_in_layers
-from kit.upstream_server import Handler, Server, serve
 from processes import LocalCdn, Proxy, free_port, local_cdn, logging_proxy, next_start
 
 from devtools.pictures import MOUNTAIN, Picture, draw, remote
+from kit.local_cdn_process import stand_in_layers
+from kit.upstream_server import Handler, Server, serve
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harness import NEXT
+
 from kit.local_cdn_process import LocalCdn
 from kit.local_cdn_process import local_cdn as run_local_cdn
 

@@ -19,10 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPORT, ROOT, timed
-from kit import imagegen
 from processes import LocalCdn, Proxy
 
 from devtools.pictures import HUGE, MOUNTAIN, Picture
+from kit import imagegen
 
 HIT = "Hit from cloudfront"
 MISS = "Miss from cloudfront"

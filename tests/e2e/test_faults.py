@@ -55,10 +55,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from harness import APP, ARTIFACTS, REPORT, timed
-from kit import imagegen
-from kit.local_cdn_process import LocalCdn, local_cdn
-from kit.support import wait_for
-from kit.upstream_server import Handler, Server
 from processes import Proxy, free_port
 
 from devtools.fault_proxy import FaultProxy, Mode, fault_proxy
@@ -68,6 +64,10 @@ from handler.pipeline.transform import PIPELINE_VERSION
 from handler.request.keys import pointer_key
 from handler.stores.records import decode_pointer
 from handler.stores.s3 import POINTERS, SOURCES, VARIANTS
+from kit import imagegen
+from kit.local_cdn_process import LocalCdn, local_cdn
+from kit.support import wait_for
+from kit.upstream_server import Handler, Server
 
 HANG_SECONDS = 120.0  # only a hang waits this long
 MARGIN = 5.0  # seconds over a configured bound that still count as prompt

@@ -30,12 +30,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import pyvips
 from harness import APP, ARTIFACTS, REPORT, ROOT, timed
-from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
-from kit.support import wait_for
-from kit.upstream_server import Handler, Server
 from processes import Proxy
 
 from devtools.pictures import MOUNTAIN, STREET, Picture, scene
+from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+from kit.support import wait_for
+from kit.upstream_server import Handler, Server
 
 STACK = "NextImageRedeployE2E"
 HIT, MISS = "Hit from cloudfront", "Miss from cloudfront"

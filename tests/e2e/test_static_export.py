@@ -32,10 +32,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 from harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HERE, NEXT, REPORT, ROOT, TIMINGS, timed
-from kit import imagegen
-from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
 
 from devtools.pictures import Picture, logo, scene
+from kit import imagegen
+from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
 
 EXPORT_APP = HERE / "export_app"
 LOADER_CASES = HERE.parent / "kit" / "data" / "loader_cases.json"

@@ -1,0 +1,67 @@
+"""The modules of ``handler/`` import one another one way: no circle, not even one that only
+type hints or a function-level import close. A circle means two modules that cannot be read, or
+moved, apart."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from kit.paths import REPO
+
+HANDLER = REPO / "handler"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(HANDLER.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module of ``handler`` and the modules of ``handler`` it imports, wherever the import
+    stands (top level, ``if TYPE_CHECKING``, inside a function)."""
+    modules = {module_name(path): path for path in HANDLER.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets = {alias.name for alias in node.names}
+            else:
+                continue
+            graph[name] |= {target for target in targets if target in modules} - {name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The circles through each module, as the path from it back to itself (depth first)."""
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        todo = [(start, [start])]
+        seen: set[str] = set()
+        while todo:
+            current, path = todo.pop()
+            for target in sorted(graph[current]):
+                if target == start:
+                    found.append([*path, start])
+                elif target not in seen:
+                    seen.add(target)
+                    todo.append((target, [*path, target]))
+    return found
+
+
+def test_the_graph_is_read_from_the_imports() -> None:
+    graph = import_graph()
+    assert "handler.request.coordinator" in graph["handler.http.app"]  # a top-level import
+    assert "handler.stores.base" in graph["handler.stores.guarded"]  # a package's module
+
+
+def test_a_circle_is_found() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert ["a", "b", "c", "a"] in circles(graph)
+    assert not any(path[0] == "d" for path in circles(graph))
+
+
+def test_handler_has_no_import_circle() -> None:
+    assert circles(import_graph()) == []
