@@ -1,21 +1,10 @@
-"""CloudFront's invalidation API on loopback: what ``next-image purge --distribution-id`` calls,
-served by ``next-image local-cdn`` (and the tests) so a real boto3 client reaches it through
-``AWS_ENDPOINT_URL_CLOUDFRONT``.
+"""CloudFront's invalidation API on loopback, for ``next-image purge --distribution-id`` through
+``AWS_ENDPOINT_URL_CLOUDFRONT``: served by ``next-image local-cdn`` and the tests.
 
-Two operations of the 2020-05-31 REST API, answered as CloudFront answers them (the shapes of
-AWS's API reference, which botocore parses):
-
-- ``CreateInvalidation``: ``POST /2020-05-31/distribution/{Id}/invalidation`` with an
-  ``InvalidationBatch``. The paths are applied before the answer (``201``, ``Location``, the
-  ``Invalidation`` with ``Status`` ``Completed``): a local edge has no propagation delay. A
-  ``CallerReference`` sent before with the same paths answers the earlier invalidation without
-  running it again; with other paths, ``409 InvalidationBatchAlreadyExists``. A path not starting
-  with ``/`` or with a ``*`` before its end is ``400 InvalidArgument``; an unknown distribution
-  ``404 NoSuchDistribution``.
-- ``GetInvalidation``: ``GET /2020-05-31/distribution/{Id}/invalidation/{InvalidationId}``.
-
-Requests are not authenticated (no account here to check a signature against).
-"""
+``CreateInvalidation`` and ``GetInvalidation`` of the 2020-05-31 REST API, in the shapes botocore
+parses. Paths are applied before the ``201`` (``Completed``: a local edge has no propagation); a
+repeated ``CallerReference`` answers the earlier invalidation, or ``409`` with other paths; a bad
+path is ``400 InvalidArgument``, an unknown distribution ``404``. Nothing is authenticated."""
 
 from __future__ import annotations
 

@@ -1,18 +1,11 @@
-"""picomatch ``makeRe`` semantics for the glob subset Next's image patterns use.
+"""picomatch ``makeRe`` semantics for the glob subset Next's image patterns use (there is no Python
+picomatch): hostnames with default options, pathnames with ``{dot: true}``, as Next calls it.
 
-Next matches ``remotePatterns``/``localPatterns`` with picomatch 4 (hostnames with default options,
-pathnames with ``{dot: true}``). There is no Python picomatch, so this mirrors the parts of its
-tokenizer that decide *which strings match*: ``*``, ``**`` (globstar), ``?``, ``[...]``, ``{a,b}``
-and ``\\`` escapes, including picomatch's quirks (``*`` crosses dots, ``/x/**`` also matches
-``/x``, ``/**/x`` does not match ``/x``, ``[ab]`` also matches the literal text ``[ab]``, a trailing
-``*`` or ``[...]`` allows one trailing slash). Extglobs, negation, quotes, ``|`` and brace ranges
-raise ``ValueError``: picomatch would turn them into regex syntax no allow-list should rely on.
-
-The regexes are anchored (use ``search``, like JS ``RegExp.test``), so a compiled glob and a regex
-source read from ``images-manifest.json`` are used the same way: the config matches URLs with their
-source through ``handler.contract.linear_regex``, never with ``re``, which backtracks on these lazy
-stars.
-"""
+Its quirks are kept: ``*`` crosses dots, ``/x/**`` also matches ``/x`` but ``/**/x`` not ``/x``,
+``[ab]`` also matches the text ``[ab]``, a trailing ``*`` or ``[...]`` allows one trailing slash.
+Extglobs, negation, quotes, ``|`` and brace ranges raise ``ValueError`` (regex syntax no allow-list
+should rely on). The anchored regexes are searched like a manifest's regex sources, through
+``handler.contract.linear_regex``, never ``re``, which backtracks on these lazy stars."""
 
 from __future__ import annotations
 

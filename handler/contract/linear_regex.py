@@ -1,24 +1,11 @@
 """Regex search in time linear in the text, for the image allow-lists.
 
-Python's ``re`` backtracks: picomatch's regex for ``*-*-*.example.com`` takes seconds to refuse a
-2,000-character hostname of dashes, on the event loop. RE2 (``google-re2``) is linear but has no
-lookarounds, and picomatch's regexes, ours and those in ``images-manifest.json`` alike, use them
-(``(?!\\.)``, ``(?=.)``, ``(?!(?:^|/)\\.{1,2}(?:/|$))``). So the same regex sources are parsed by
-CPython's own parser (same syntax, same character classes) and searched with a lazily built DFA:
-
-- a DFA state is a set of NFA positions; its transition on a character, given the outcome of the
-  position tests it meets, is built once (O(pattern size)) and cached, so a text character costs
-  one dict lookup once warm and at most one state construction when cold;
-- anchors and lookarounds are tests of a position, computed for every position of the text in one
-  pass each, the first time a state needs them: a lookbehind's body is searched left to right and
-  holds where a match ends, a lookahead's body is reversed and searched right to left and holds
-  where a match starts. Each pass is itself such a DFA search, so the whole search stays
-  O(len(text) * pattern size), whatever the pattern;
-- backreferences, conditionals, atomic groups, possessive repeats and flags have no place in a
-  DFA and raise ``ValueError``.
-
-Only whether a match exists is computed, so greedy and lazy repeats are the same thing here.
-"""
+``re`` backtracks (picomatch's regex for ``*-*-*.example.com`` takes seconds to refuse 2,000
+dashes, on the event loop) and RE2 has no lookarounds, which picomatch's regexes use. So the same
+sources are parsed by CPython's own parser and searched with a lazily built DFA, lookarounds
+included, in O(len(text) * pattern size) (how: docs/architecture.md, "Linear-time patterns"). Only
+whether a match exists is computed; backreferences, conditionals, atomic groups, possessive
+repeats and flags raise ``ValueError``."""
 
 from __future__ import annotations
 

@@ -1,16 +1,10 @@
 """One JSON log line and one set of CloudWatch EMF metrics per request, via Powertools.
 
 The app hands every ``/_next/image`` request's record to ``RequestObserver``; Powertools formats
-the log line (the handler's ``inject_lambda_context`` adds the request id) and the EMF blob
-flushed at the end of the invocation.
-Service and namespace come from ``POWERTOOLS_SERVICE_NAME`` / ``POWERTOOLS_METRICS_NAMESPACE``.
-
-Every record is one line, written whole: the log lines and the EMF blobs both go through
-``RECORDS``, which hands each complete line to stdout in one ``write()`` (and a flush) under one
-lock for the process. Powertools alone prints an EMF blob and its newline in two writes, so a
-log line written by another thread in between (local-cdn's instances are threads of one
-process) ran two records together on one line.
-"""
+the log line and the EMF blob flushed at the end of the invocation (service and namespace from
+``POWERTOOLS_SERVICE_NAME`` / ``POWERTOOLS_METRICS_NAMESPACE``). Both go through ``RECORDS``,
+which writes each complete line in one ``write()`` under a process lock: Powertools alone writes
+an EMF blob and its newline apart, and local-cdn's threads then ran two records onto one line."""
 
 from __future__ import annotations
 

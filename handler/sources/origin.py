@@ -1,16 +1,10 @@
-"""Relative URLs served by the Next.js app's own origin, like Next's ``fetchInternalImage``.
+"""Relative URLs served by the Next.js app's own origin, like Next's ``fetchInternalImage``
+(``packages/next/src/server/image-optimizer.ts``).
 
-Next's code: ``fetchInternalImage`` in ``packages/next/src/server/image-optimizer.ts``.
-
-Next runs the request through its own router with empty headers and no redirect following; over
-HTTP that is a plain GET with no client header, where a 3xx is an error (Next: 500; here 502, the
-origin's fault, like any status outside 2xx/4xx/5xx). The origin is the operator's own app, so
-there is no private-IP guard.
-
-A 404 raises ``SourceNotFound`` rather than an error, so a ``SourceChain`` can try its next source;
-the chain answers Next's ``404 "url" parameter is valid but internal response is invalid`` when
-every source missed.
-"""
+Next runs the request through its own router; over HTTP that is a plain GET with no client header
+and no redirect following, a 3xx being an error (Next: 500; here 502, the origin's fault). The
+origin is the operator's own app: no private-IP guard. A 404 raises ``SourceNotFound`` so that a
+``SourceChain`` can try its next source (it answers Next's 404 when every source missed)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,11 @@
-"""Absolute http(s) URLs, fetched as Next 16.4.6's ``fetchExternalImage`` does.
-
-Next's code: ``fetchExternalImage`` in ``packages/next/src/server/image-optimizer.ts``, with
-``isPrivateIp`` from ``packages/next/src/server/is-private-ip.ts``.
+"""Absolute http(s) URLs, fetched as Next 16.4.6's ``fetchExternalImage`` does
+(``packages/next/src/server/image-optimizer.ts``, ``is-private-ip.ts``).
 
 Each hop resolves the hostname once, refuses private addresses (unless
-``dangerouslyAllowLocalIP``) and connects to the checked address itself: the URL's host becomes the
-IP while ``Host``, TLS SNI and certificate verification keep the hostname, so a rebinding DNS
-answer cannot move the connection. Redirects are followed by hand, each hop re-checked; with
-``strict_redirects`` each hop must also match ``remotePatterns``/``domains``, so an allowed host
-cannot bounce the fetch to a public host the operator never allowed (Next does not check this).
-"""
+``dangerouslyAllowLocalIP``) and connects to the checked IP while ``Host``, SNI and certificate
+checks keep the hostname, so a rebinding DNS answer cannot move the connection. Redirects are
+followed by hand, each hop checked; ``strict_redirects`` also holds each hop to
+``remotePatterns``/``domains`` (Next does not)."""
 
 from __future__ import annotations
 

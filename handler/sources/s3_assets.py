@@ -1,17 +1,10 @@
 """Relative URLs read from an S3 bucket holding the app's ``public/`` and ``_next/static/media``.
 
-The bucket mirrors what Next's static server would serve: ``/img/a.png`` is the object
-``{prefix}img/a.png``. Paths are decoded and checked exactly as for the public folder. The
-object's own ``Cache-Control`` wins (the uploader's equivalent of a ``headers()`` rule); without
-one we assume what Next's static server sends. The size is checked on the response headers, before
-the body is read, and a revalidation is a conditional GET with the object's ETag. A failed read
-(access denied, throttling, a dropped connection) is 502: S3 failed, not us.
-
-A source has no fallback, so it is read with the source client (``s3_source_client``), whose
-attempts wait for S3 as long as the request has left, not with the store's tight timeouts: a
-slow S3 is only slow. If the request's deadline passes first, the request is answered then
-and the read ends by its own timeout; an S3 that did not answer in time is a 504.
-"""
+``/img/a.png`` is the object ``{prefix}img/a.png``, decoded and checked as for the public folder.
+The object's own ``Cache-Control`` wins, else Next's static server's; the size is checked on the
+headers before the body is read; a revalidation is a conditional GET. A source has no fallback,
+so it is read with the source client (``s3_source_client``), which waits as long as the request
+has left. A failed read is 502 (S3 failed, not us); one past the request's deadline, 504."""
 
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
-"""Records and the store interface.
+"""Records and the store interface every backend implements.
 
-Two kinds of record:
-- a *variant*: finished bytes, keyed on (source-bytes hash, width, quality, negotiated type,
-  pipeline version); immutable, so concurrent writers are harmless;
-- a *pointer*: from a source URL to the hash of its current bytes, with the upstream ETag and
-  an expiry, so a hit never touches the source and an expired one revalidates cheaply.
-
-And the *source* bytes themselves, keyed on their hash (the pointer's ``source_hash``), so a new
-width of an image already seen is transformed without fetching it again: those from the app's
-origin or a remote host (a nearby source, the public folder or the S3 assets bucket, is not
-copied).
-"""
+Three kinds of record: a *pointer* per source URL, immutable *variants* and kept *source* bytes
+(what each holds, and where each store keeps it: docs/architecture.md, "Store records")."""
 
 from __future__ import annotations
 

@@ -81,44 +81,15 @@ def _read_cached(fd: int, size: int) -> bytes:
 
 
 class FilesystemStore:
-    """Records are files under ``root``; the least recently used are evicted past ``max_bytes``.
+    """Records are files under ``root``; the least recently used are evicted past ``max_bytes``
+    (what ``du`` reports for ``root``: allocated blocks, folders included).
 
-    The bound is on what ``du`` reports for ``root``: each file counts its allocated blocks and
-    every folder (the root, ``pointers/``, ``variants/``, ``sources/`` and one per source) counts
-    too. A folder is removed when eviction empties it.
-
-    Each write goes to a temporary file that is renamed into place, so a crash leaves either the
-    old record or the new one, never a torn file; temporaries that crashed writers left and empty
-    folders are swept at start-up.
-
-    The processes of one machine (the workers of ``serve --workers N``) share a folder safely,
-    because all of its state lives in the folder, not in any process:
-
-    - The size is one number in ``root/.usage``. Every change to the folder (a folder and a
-      temporary file made, a record renamed into place, a record and its emptied folders
-      removed) runs under an ``flock`` of that file, which measures the entries it touches on
-      disk before and after and adds the difference, so the number stays exactly what the
-      folder holds whoever wrote it, and the bound holds for all processes together. (Writes in
-      flight are counted once renamed into place.) Re-scanning the folder instead would cost
-      about 0.3 s per 20,000 records on every write; a rescan only resets the number, at
-      start-up and whenever a process runs out of eviction candidates, so even a process killed
-      mid-change leaves no lasting error.
-    - Recency is each record's mtime, set to the nanosecond by every write and read, so the
-      least recently used record is the same for every process. A process evicts in the order
-      of its last scan, skipping records used since (their mtime moved on) or already gone;
-      records written since the scan are newer than all of those.
-    - A folder is made and its temporary file created under the lock, and eviction removes
-      empty folders under it too, so a write never finds its folder removed in between.
-    - A writer holds an ``flock`` on its temporary file until it is renamed into place, so the
-      start-up sweep of another process removes only temporaries whose writer died.
-    - Reads take no lock. A read is one whole-file read of an open file, and POSIX keeps an
-      unlinked or replaced file's data for whoever has it open, so eviction or a rewrite never
-      tears a record being served: the reader gets the whole old record or, if the file was gone
-      before it opened it, a miss.
-
-    A store must be opened in the process that uses it (its ``flock`` belongs to its own open
-    file), as each uvicorn worker does.
-    """
+    Each write goes to a temporary file renamed into place, so a crash leaves the old record or
+    the new one, never a torn file; start-up sweeps what crashed writers left. The workers of one
+    machine share a folder safely because all of its state lives in the folder: the size in
+    ``root/.usage`` under an ``flock``, recency in each record's mtime, and reads take no lock
+    (docs/architecture.md, "The filesystem store, shared by processes"). Open a store in the
+    process that uses it: its ``flock`` belongs to its own open file."""
 
     def __init__(self, root: str | Path, max_bytes: int = 1_000_000_000) -> None:
         self._root = Path(root)

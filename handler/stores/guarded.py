@@ -1,17 +1,10 @@
 """The optimizer's view of a blocking store: off the event loop, bounded in time, never an error.
 
-A store is a cache: when it fails, is slow or hangs, a request must still be answered (a miss
-costs a transform). So every call runs on the store's own threads (never queued behind
-transforms; only memory lookups, of an ``in_process`` store or of a ``MemoryTier``, run on the
-event loop), gives up after ``call_timeout`` or the request's deadline, whichever comes first,
-and counts as a miss (reads) or an unconfirmed write. After ``failure_threshold`` failures in a
-row, or at once when a call got no answer within its timeout (a hung store: every other call
-would wait as long), the store is skipped for ``cooldown`` seconds (a circuit breaker), so
-requests go straight to transform-and-answer instead of each paying the timeout; the outage is
-logged once per cooldown. A request thus pays at most one store timeout, and one more for a
-write its answer cannot do without (``put_variant(required=True)``: an oversize variant's
-redirect), which is tried even while the breaker is open and, confirmed, closes it.
-"""
+A store is a cache: failing, slow or hung, it must still let the request be answered (a miss costs
+a transform). Each call runs on the store's own threads, gives up after ``call_timeout`` or the
+request's deadline, and counts as a miss or an unconfirmed write; a circuit breaker skips the
+store for ``cooldown`` after ``failure_threshold`` failures in a row, or at once after a hung call.
+So a request pays at most one store timeout (docs/architecture.md, "A store is a cache")."""
 
 from __future__ import annotations
 

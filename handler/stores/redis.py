@@ -1,26 +1,10 @@
-"""Variants and pointers in Redis (or Valkey): one cache shared by every process and host.
+"""Variants, pointers and sources in Redis (or Valkey): one cache shared by every process and host.
 
-Same keys and meaning as the S3 store:
-
-- ``{prefix}_next/image-variants/{variant_key}``: one value, ``records.encode_variant`` (the
-  body and its metadata, the filesystem store's format). Written with ``SET NX EX variant_ttl``:
-  the key is content-addressed, so a value already there holds the same bytes and counts as a
-  confirmed write. A variant lives ``variant_ttl`` from its first write, as an S3 lifecycle rule
-  expires objects from their creation.
-- ``{prefix}_next/image-pointers/{pointer_key}``: ``records.encode_pointer``, overwritten on every
-  refresh. Redis drops it ``POINTER_GRACE`` after the pointer's own expiry, so a URL asked for
-  again within that day is still served ``STALE`` and revalidated with a conditional request;
-  later it is a miss (a fetch; the variant, found by the source's hash, is not transformed
-  again). Never kept longer than ``variant_ttl`` plus that day: a pointer is only worth the
-  variants it leads to, and a hostile upstream max-age cannot overflow Redis's expiry.
-- ``{prefix}_next/image-sources/{source_sha256}``: the bytes of a source from the origin or a
-  remote host, written like a variant (``SET NX EX variant_ttl``).
-- ``{prefix}_next/image-locks/{key}``: cross-process single-flight (``Locking``).
-
-Every call fails fast and is never retried here: short socket timeouts, no client-side retry.
-``GuardedStore`` bounds each call as well and opens its circuit breaker, so a Redis that is down
-or hung costs a transform, never the request.
-"""
+The S3 store's keys and meaning (docs/architecture.md, "Store records"), plus ``image-locks/`` for
+cross-process single flight (``Locking``). Variants and sources are written ``SET NX EX
+variant_ttl``; a pointer lives ``POINTER_GRACE`` past its own expiry, never longer than
+``variant_ttl`` plus that grace. Calls fail fast and are never retried here: ``GuardedStore``
+bounds each one, so a Redis that is down or hung costs a transform, never the request."""
 
 from __future__ import annotations
 

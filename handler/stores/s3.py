@@ -1,19 +1,9 @@
-"""Variants and pointers in S3, laid out so CloudFront can serve variants straight from the bucket.
+"""Variants, pointers and sources in S3, laid out so CloudFront serves variants straight from the
+bucket (the keys: docs/architecture.md, "Store records"; the objects: docs/lambda.md).
 
-- ``{prefix}_next/image-variants/{variant_key}``: the image bytes as the object body, with
-  ``Content-Type``, an immutable ``Cache-Control`` and our ETag and kind as user metadata. Written
-  with ``If-None-Match: *``: the key is content-addressed, so a concurrent writer's 412/409 means
-  the same bytes are already there.
-- ``{prefix}_next/image-pointers/{pointer_key}``: the pointer record (``records.encode_pointer``).
-- ``{prefix}_next/image-sources/{source_sha256}``: the bytes of a source from the origin or a
-  remote host, written like a variant (content-addressed, ``If-None-Match: *``); outside the
-  variants prefix, so CloudFront never serves them.
-
-boto3 is imported on first use, not at import: the Lambda init phase stays short. A warm process
-keeps pointers it read or wrote in the last ``POINTER_MEMORY_SECONDS`` in memory, so a hit then
-costs one GET (the variant), at most two.
-Nothing else is remembered: whether a variant exists is asked of S3 each time, so an object
-lost from the bucket is written back on the next miss instead of being believed in forever.
+boto3 is imported on first use: the Lambda init phase stays short. A warm process remembers the
+pointers it read or wrote for ``POINTER_MEMORY_SECONDS`` (a hit then costs one GET) and nothing
+else: whether a variant exists is asked each time, so a lost object is rewritten at the next miss.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """The process's two S3 clients: one for the store (a cache), one for sources.
 
-The store's client has tight timeouts: a variant or pointer not read within seconds is a miss
-that costs a transform, so waiting longer is never worth it. A source has no fallback: the
-source client waits for each attempt's answer as long as the request has left (``reads_until``,
-one request's deadline per call), so a slow but working S3 is only slow.
-
-boto3 is imported on first use, not at import: the Lambda init phase stays short. The Lambda
-handler creates the clients before a SnapStart snapshot and drops them after a restore.
-"""
+The store's client has tight timeouts: a record not read within seconds is a miss that costs a
+transform. A source has no fallback, so the source client waits for each attempt as long as the
+request has left (``reads_until``): a slow but working S3 is only slow. boto3 is imported on first
+use (a short Lambda init); the Lambda handler creates the clients before a SnapStart snapshot and
+drops them after a restore."""
 
 from __future__ import annotations
 

@@ -1,37 +1,10 @@
-"""A small in-memory tier in front of the filesystem store, so a hit costs no thread hop and,
-when hot, no file read.
+"""A small in-memory tier in front of the filesystem store: a hit costs no thread hop (which alone
+costs more than the rest of a hit) and, when hot, no file read.
 
-A hit from the filesystem store alone is two file reads, each on a worker thread: the hop to the
-thread and back costs more than the rest of the request. The tier keeps the records this process
-read or wrote most recently, bounded in bytes (least recently used evicted first; a quarter of
-the bytes for pointers, the rest for variants, so that variants cycling through do not push the
-pointers out), and the
-``GuardedStore`` asks it on the event loop (``cached_pointer``, ``cached_variant``) before going
-to the filesystem in a thread. What the event loop may do here is bounded: look at memory,
-``stat`` a file, and read a small file only as far as the page cache holds it (``RWF_NOWAIT``);
-anything that would wait for the disk is left to the thread.
-
-What the tier holds is what the filesystem holds:
-
-- Writes go to the filesystem first, then to the tier; a write that fails drops the key from
-  the tier, since the filesystem may hold either record now.
-- A pointer is not content-addressed: another process on the folder (a worker of
-  ``serve --workers N``, ``next-image purge``) can rewrite or remove it. So a pointer is kept
-  with its file's identity (inode, size, mtime, ctime: ``filesystem.Identity``) and used only
-  while a ``stat`` of the file still gives that identity: a pointer refreshed or purged by
-  another process is seen by the very next request here. A changed file is read again (on the
-  loop when cached), an absent one is a miss.
-- A variant is content-addressed (its key names the source bytes), so a copy of it is never
-  wrong and is used without a ``stat``.
-- Every record held is read from the folder again ``recency`` seconds (30) after it was last
-  read there: that read marks it recently used in the folder (its mtime), so the folder's LRU,
-  shared by every process, does not evict what this process serves hot, and a variant evicted
-  from the folder stops being served here too. Reads made because the file changed do not
-  touch it, so processes serving the same pointer do not keep changing it for each other.
-- A record read from the filesystem enters the tier only if the key is not there already: what
-  is there was written (or read) after the tier missed, so a slow read never overwrites a
-  newer write (and a pointer's identity would catch it anyway).
-"""
+``GuardedStore`` asks it on the event loop, which may only look at memory, ``stat`` a file and read
+a small one the page cache holds whole (``RWF_NOWAIT``). It holds only what the filesystem holds:
+a pointer while its file's identity is unchanged, a content-addressed variant as is (the rules,
+and why: docs/architecture.md, "The filesystem store's hot tier")."""
 
 from __future__ import annotations
 

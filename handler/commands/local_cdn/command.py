@@ -1,19 +1,11 @@
-"""``next-image local-cdn``: the synthesized stack, set up on this machine and served.
+"""``next-image local-cdn``: the synthesized stack, set up on this machine and served
+(docs/local-cdn.md).
 
-Reads the template (refusing what cannot be emulated), configures the process as the Lambda
-runtime would configure the function (the template's environment, the app's domain replaced by
-``--app-origin``, then ``--env-file``), creates the template's buckets in moto or on the endpoint
-in ``AWS_ENDPOINT_URL``, runs the template's BucketDeployments from the cloud assembly (the app's
-``public/`` and ``.next/static/media`` as synthesized) and uploads ``--seed-public`` to the assets
-bucket, starts the Node.js child for the CloudFront Functions, and serves until SIGINT or
-SIGTERM, cleaning all of it up after.
-
-SIGHUP redeploys the template in place (``redeploy.py``: changed uploads, the function's new
-environment, the deploy's CloudFront invalidations; the edge cache and buckets otherwise kept).
-A small CloudFront API (``handler/commands/cloudfront_api.py``) takes ``CreateInvalidation`` for the
-distribution, so ``next-image purge --distribution-id`` invalidates this edge cache through
-``AWS_ENDPOINT_URL_CLOUDFRONT``.
-"""
+It configures the process as Lambda would the function (the template's environment,
+``--app-origin``, ``--env-file``), creates the buckets (in moto or at ``AWS_ENDPOINT_URL``), runs
+the BucketDeployments and ``--seed-public``, starts the Node.js child for the CloudFront Functions
+and serves until SIGINT or SIGTERM, cleaning up after. SIGHUP redeploys (``redeploy.py``);
+``handler/commands/cloudfront_api.py`` takes ``next-image purge``'s invalidations."""
 
 from __future__ import annotations
 

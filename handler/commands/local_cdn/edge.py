@@ -1,18 +1,11 @@
 """What CloudFront does with one viewer request, from behaviour selection to the viewer response.
 
-In order: refuse a GET with a body; pick the behaviour; refuse methods it does not allow (403);
-run its viewer-request function; look the cache key up (a fresh entry is a hit, identical misses
-wait for the first); build the origin request from the cache and origin request policies (plus
-the headers CloudFront always adds, and the stored validators when revalidating an expired
-entry); store the answer for its TTL; compress it at the edge when the behaviour says so; answer
-the viewer's conditional and range requests from it; apply the response headers policy; and add
-``X-Cache``, ``Via``, ``X-Amz-Cf-Pop``, ``X-Amz-Cf-Id`` and, from the cache, ``Age``.
-
-The rules are those of AWS's CloudFront Developer Guide: "Request and response behavior for
-custom origins" (headers added and removed, conditional requests, traffic spikes, dropped
-bodies), "Serve compressed files", "How CloudFront processes partial requests for an object
-(range GETs)" and the pages cited in ``cache``.
-"""
+In order: refuse a GET with a body; pick the behaviour; refuse its disallowed methods (403); run
+its viewer-request function; look the cache key up (identical misses wait for the first); build
+the origin request from the policies, the headers CloudFront adds and, for an expired entry, its
+validators; store the answer for its TTL; compress; answer conditional and range requests; apply
+the response headers policy; add ``X-Cache``, ``Via``, ``X-Amz-Cf-Pop``, ``X-Amz-Cf-Id``, ``Age``.
+The rules are those of AWS's CloudFront Developer Guide, as cited here and in ``cache``."""
 
 from __future__ import annotations
 

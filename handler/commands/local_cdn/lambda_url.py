@@ -1,15 +1,11 @@
 """The Function URL origin: the optimizer's Lambda handler, invoked in-process.
 
-CloudFront's origin request becomes the event a Function URL builds (payload format 2.0: lower-case
-headers joined with commas, cookies apart, the raw query string and its decoded parameters, an
-IAM authorizer when the URL's AuthType is AWS_IAM), and the handler's answer becomes the URL's
-HTTP response: base64 bodies decoded, ``application/json`` when no type is given, and a 502 when
-the payload is over Lambda's synchronous limit, when the handler raises, or when it runs past
-the function's timeout ("Lambda quotas", "Invoking Lambda function URLs" in AWS's docs).
-
-Each instance is a thread with its own event loop, running one invocation at a time like a Lambda
-execution environment; instances are created on demand (a cold start) up to a bound.
-"""
+The origin request becomes a Function URL's event (payload 2.0: lower-case headers joined with
+commas, cookies apart, raw and decoded query, an IAM authorizer for ``AWS_IAM``), the answer its
+HTTP response: base64 decoded, ``application/json`` by default, 502 past Lambda's synchronous
+payload limit, on a raise or past the timeout ("Lambda quotas", "Invoking Lambda function URLs").
+Each instance is a thread with its own event loop running one invocation at a time, like an
+execution environment; instances start on demand (a cold start) up to a bound."""
 
 from __future__ import annotations
 

@@ -1,27 +1,11 @@
-"""``local-cdn`` redeploys in place: a newly synthesized template applied as ``cdk deploy`` would
-apply it to the stack, while the edge cache and the buckets are kept.
+"""``local-cdn`` redeploys in place on SIGHUP: a new synthesized template applied as ``cdk deploy``
+would, the edge cache and buckets kept (what it does: docs/local-cdn.md, "Redeploys in place").
+Uploads run before the function changes, as a deploy's assets are in place before its function;
+a change to behaviours, policies, origins or CloudFront Functions is logged, not applied.
 
-On SIGHUP (``kill -HUP <pid>`` once ``cdk synth`` has written the template again), local-cdn:
-
-1. reads the template again, refusing what it refuses at start (the running deploy then stays);
-2. runs the ``BucketDeployment``s that are new or whose staged sources changed, then uploads
-   ``--seed-public`` again (a deploy's assets are in place before its function changes);
-3. gives the function its new environment (and timeout and memory): later invocations start new
-   instances, as Lambda starts new execution environments for a new version; instances of the
-   earlier deploy finish what they are doing and are retired;
-4. runs the CloudFront invalidations the deploy makes: ``Custom::AWS`` resources (CDK's
-   ``AwsCustomResource``) calling CloudFront's ``createInvalidation`` on this distribution, with
-   their ``Create`` call when they are new in the template and their ``Update`` call when their
-   properties changed, as CloudFormation calls them. The matching edge cache entries are removed.
-
-Everything else is kept: cached answers that no invalidation named, the buckets' objects, the
-Node.js child. A change to the behaviours, policies, origins or CloudFront Functions is not
-applied in place (it is logged: restart local-cdn to serve it).
-
-Invalidation paths match as CloudFront's do: a path is the URI and query string of the cached
-request, ``*`` (only at the end) matching any rest; local-cdn keys its cache on the query pairs
-whatever their order, so a path matches an entry if it matches the entry's query in any order.
-"""
+Invalidation paths match as CloudFront's do (the cached request's URI and query string, ``*`` only
+at the end matching any rest); the cache keys on the query pairs whatever their order, so a path
+matches an entry whose query it matches in any order."""
 
 from __future__ import annotations
 

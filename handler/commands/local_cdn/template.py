@@ -1,13 +1,10 @@
 """The CloudFront distribution a synthesized template describes, or why it cannot be served.
 
-Every setting that changes what a viewer gets is either emulated or refused with ``Unsupported``
-naming the resource or behaviour: Lambda@Edge, viewer-response functions, signed URLs, field-level
-encryption, origin groups, geo restrictions, WAF, legacy cache settings, and any key this reader
-does not know. Custom error responses are emulated: the error caching minimum TTL, and an error
-page (``ResponsePagePath``) with its response code. Settings with no effect on one local viewer
-(aliases, certificates, price class, logging) are accepted; the few emulated only in part are
-listed in ``Distribution.notes`` and logged at startup.
-"""
+Every setting that changes what a viewer gets is emulated or refused with ``Unsupported`` naming
+the resource or behaviour (the list: docs/local-cdn.md). Custom error responses are emulated (the
+error caching minimum TTL, ``ResponsePagePath`` with its code); settings with no effect on one
+local viewer (aliases, certificates, price class, logging) are accepted; what is emulated only in
+part is listed in ``Distribution.notes`` and logged at startup."""
 
 from __future__ import annotations
 

@@ -1,28 +1,11 @@
-"""``next-image purge``: remove the pointers of some image URLs (``--url``, repeatable) or of all
-(``--all``) from the store, so that the next request for each re-checks its source, and with
-``--distribution-id`` invalidate them at CloudFront.
+"""``next-image purge``: remove the pointers of some image URLs (``--url``) or all (``--all``), so
+the next request re-checks the source, and with ``--distribution-id`` invalidate them at
+CloudFront (docs/deploy.md, "next-image purge": paths, waits, permissions, exit codes).
 
-A URL has one pointer, whatever the width, quality and format asked for
-(``handler/request/keys.py``:
-the key is the hash of the URL), so purging it is one deletion. Variants and kept sources stay:
-they are content-addressed, so a source whose bytes did not change finds its variants again,
-and a changed one gets new ones.
-
-Processes that read the store keep recent pointers in memory for a bounded time (the S3 store:
-``POINTER_MEMORY_SECONDS`` on each warm Lambda instance; the filesystem store's hot tier: one
-second; ``serve``'s replayed hits: one second). Once the pointers are deleted the command
-waits that long before it invalidates CloudFront and returns: an edge that asks again afterwards
-reaches a function that re-checks the source, rather than caching the old image again.
-
-The invalidation (boto3; ``AWS_ENDPOINT_URL_CLOUDFRONT`` overrides the endpoint, as local-cdn's
-does) has one path per URL, ``{basePath}/_next/image?url=<encoded>*`` (every width, quality and
-``dpl`` after it), or ``{basePath}/_next/image*`` for ``--all`` or for more URLs than CloudFront
-lets wildcard paths be in progress at once (15).
-
-Settings are ``warm``'s (the store flags and ``NEXT_IMAGE_*`` variables). Exit code: 0; 1 if
-the store or CloudFront failed; 2 for a command line that cannot work (memory store, no URL,
-a store that does not answer); 130 if interrupted.
-"""
+A URL has one pointer whatever the width, quality and format (its key is the URL's hash), so
+purging it is one deletion; content-addressed variants and sources stay. Before invalidating it
+waits out what processes hold in memory (``settle_seconds``): an edge asking again then reaches a
+function that re-checks the source, rather than caching the old image again."""
 
 from __future__ import annotations
 

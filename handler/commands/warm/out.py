@@ -1,20 +1,11 @@
-"""``next-image warm --out DIR``: every variant a static export's pages ask for, as plain files.
+"""``next-image warm --out DIR``: every variant a static export's pages ask for, as plain files, for
+a site that wants no function at all (docs/warm.md).
 
-For a site that wants no function at all: the variants are written under
-``DIR/_next/image-files/`` at the paths ``next-image-loader.js`` links in its files mode
-(``NEXT_PUBLIC_IMAGE_FILES``, or ``next-image loader --files``), e.g.
-``_next/image-files/images/a.jpg.w640q75.webp``, and that module, with the format fixed, beside
-them. Which variants: with ``--pages`` (the export's ``out/``), the image URLs its HTML holds in
-``src``, ``srcset`` and preload ``imagesrcset``, whether the loader built optimizer URLs
-(``/_next/image?url=…&w=…&q=…``) or file paths; without it, every image under ``--public-dir``
-at every width and quality of the config.
-
-A static host answers every browser the same bytes (it cannot negotiate ``Accept``), so one
-format is written: WebP by default, which every current browser decodes; ``--format avif`` is
-smaller but leaves out browsers without AVIF. The transforms are the optimizer's own, made by the
-same worker processes as ``warm`` (with serve's settings; any store, the memory one by default).
-Exit code: 0, 1 if any file could not be made, 2 for a command line that cannot work.
-"""
+The files sit under ``DIR/_next/image-files/`` at the paths ``next-image-loader.js`` links in its
+files mode, the loader beside them. With ``--pages``, the image URLs the export's HTML holds
+(``src``, ``srcset``, preload ``imagesrcset``), optimizer URLs or file paths; without it, every
+image under ``--public-dir`` at every configured width and quality. One format, since a static
+host cannot negotiate ``Accept``: WebP by default. The transforms are ``warm``'s own workers'."""
 
 from __future__ import annotations
 
