@@ -54,10 +54,10 @@ from bench_import import import_ms  # noqa: E402
 
 from handler.contract.config import load_images_config  # noqa: E402
 from handler.entry.settings import Settings  # noqa: E402
-from handler.entry.wiring import build_optimizer  # noqa: E402
+from handler.entry.wiring import build_coordinator  # noqa: E402
 from handler.http.app import create_app  # noqa: E402
 from handler.pipeline.transform import transform_image  # noqa: E402
-from handler.request import coordinator as optimizer_module  # noqa: E402
+from handler.request import transforms as transforms_module  # noqa: E402
 from handler.stores.memory import MemoryStore  # noqa: E402
 
 
@@ -105,23 +105,23 @@ def seconds_of(call: Callable[[], object]) -> float:
 class Held:
     """``run_transform`` held until released, as tests/test_overload.py holds it."""
 
-    name = "run_transform"  # as the optimizer imported it
+    name = "run_transform"  # as handler/request/transforms.py imported it
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        self.real: Callable[..., Any] = getattr(optimizer_module, self.name)
+        self.real: Callable[..., Any] = getattr(transforms_module, self.name)
 
     def __enter__(self) -> Held:
         def held(*args: Any, **kwargs: Any) -> Any:
             self.release.wait()
             return self.real(*args, **kwargs)
 
-        setattr(optimizer_module, self.name, held)
+        setattr(transforms_module, self.name, held)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
-        setattr(optimizer_module, self.name, self.real)
+        setattr(transforms_module, self.name, self.real)
 
 
 def public_folder(root: Path) -> Path:
@@ -132,14 +132,14 @@ def public_folder(root: Path) -> Path:
 
 
 def client_for(public: Path, **settings: Any) -> httpx.AsyncClient:
-    optimizer = build_optimizer(
+    coordinator = build_coordinator(
         Settings(public_dir=str(public), **settings),
         config=load_images_config('{"formats": ["image/avif", "image/webp"]}'),
         store=MemoryStore(),
     )
-    transport = httpx.ASGITransport(app=create_app(optimizer))
+    transport = httpx.ASGITransport(app=create_app(coordinator))
     client = httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120)
-    client.optimizer = optimizer  # type: ignore[attr-defined]
+    client.coordinator = coordinator  # type: ignore[attr-defined]
     return client
 
 
@@ -150,7 +150,7 @@ def heavy(seed: int) -> str:
 async def refused_503(public: Path) -> float:
     """A full queue (one running, one queued): how long the third request takes to be refused."""
     client = client_for(public, max_transforms=1, max_queue=1)
-    admission = client.optimizer.admission  # type: ignore[attr-defined]
+    admission = client.coordinator.admission  # type: ignore[attr-defined]
     avif = {"accept": "image/avif"}
     with Held():
         running = asyncio.ensure_future(client.get(heavy(0), headers=avif))
@@ -171,7 +171,7 @@ async def refused_503(public: Path) -> float:
 async def hit_in_a_burst(public: Path) -> float:
     """The slowest of 5 HITs asked while three AVIF transforms run, one at a time."""
     client = client_for(public, max_transforms=1)
-    admission = client.optimizer.admission  # type: ignore[attr-defined]
+    admission = client.coordinator.admission  # type: ignore[attr-defined]
     hit = "/_next/image?url=%2Fsmall.png&w=64&q=75"
     await client.get(hit)
     burst = [

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from devtools.redis_server import start_redis, stop_redis
 from handler.contract.config import ImagesConfig, load_images_config
 from handler.entry.settings import Settings
-from handler.entry.wiring import build_optimizer
+from handler.entry.wiring import build_coordinator
 from handler.http.app import create_app
 from handler.stores.base import Store
 from handler.stores.memory import MemoryStore
@@ -79,17 +79,17 @@ def make_app(public_dir: Path) -> Iterator[MakeApp]:
     ) -> App:
         clock = Clock()
         store = store or MemoryStore()
-        optimizer = build_optimizer(
+        coordinator = build_coordinator(
             Settings(public_dir=str(public_dir), **settings),
             config=config or load_images_config(None),
             store=store,
             revalidation=revalidation,  # type: ignore[arg-type]
             clock=clock,
         )
-        client = TestClient(create_app(optimizer))
+        client = TestClient(create_app(coordinator))
         client.__enter__()
         clients.append(client)
-        return App(client, optimizer, store, clock)
+        return App(client, coordinator, store, clock)
 
     yield make
     for client in clients:

@@ -26,7 +26,7 @@ from handler.entry.wiring import build_app
 from handler.http.observability import RequestObserver, make_logger, make_metrics
 from handler.model import ImageParams
 from handler.request import first_view
-from handler.request.coordinator import Optimizer
+from handler.request.coordinator import Coordinator
 from handler.stores.s3_client import reset_s3_client, s3_client, s3_source_client
 
 # Lambda's buffered response is 6 MB including base64 (x4/3) and headers: ~4.4 MB of image.
@@ -73,7 +73,7 @@ def build_handler(settings: Settings) -> LambdaHandler:
         report_first_view=report,
     )
     adapter = Mangum(app, lifespan="off")
-    optimizer: Optimizer = app.state.optimizer
+    coordinator: Coordinator = app.state.coordinator
 
     @logger.inject_lambda_context(clear_state=True)
     @metrics.log_metrics
@@ -83,21 +83,21 @@ def build_handler(settings: Settings) -> LambdaHandler:
             params = params_to_produce(event)
             if params is None:
                 return adapter(event, context)
-            return produce(optimizer, params, report)
+            return produce(coordinator, params, report)
         finally:
-            finish_invocation(optimizer, started)
+            finish_invocation(coordinator, started)
 
     return handle
 
 
 def produce(
-    optimizer: Optimizer, params: ImageParams, report: first_view.Report = first_view.report
+    coordinator: Coordinator, params: ImageParams, report: first_view.Report = first_view.report
 ) -> dict[str, Any]:
     """A produce event: serve the request in full (no fast first view), so its variant is stored.
     A failure, or an answer that left no AVIF stored, is reported with its category."""
     loop = asyncio.get_event_loop()
     try:
-        served = loop.run_until_complete(optimizer.serve(params))
+        served = loop.run_until_complete(coordinator.serve(params))
     except Exception as exc:
         report(first_view.failed("produce", params, exc))
         return {"produced": False}
@@ -109,7 +109,7 @@ def produce(
     return {"produced": served.stored, "variant": served.variant_key}
 
 
-def finish_invocation(optimizer: Optimizer, started: float) -> None:
+def finish_invocation(coordinator: Coordinator, started: float) -> None:
     """End the invocation's own work without delaying its response.
 
     Lambda freezes the process after the response: a task still running would wake up in a
@@ -131,7 +131,7 @@ def finish_invocation(optimizer: Optimizer, started: float) -> None:
         task.cancel()
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    abandoned = optimizer.store.running(since=started)
+    abandoned = coordinator.store.running(since=started)
     if abandoned:
         log.warning(
             "answered with %d abandoned store call(s) still running, left to their S3 timeouts: %s",

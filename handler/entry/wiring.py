@@ -1,4 +1,4 @@
-"""Builds the optimizer from settings: which store, which sources, which limits."""
+"""Builds the request coordinator from settings: which store, which sources, which limits."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from handler.model import Observer
 from handler.pipeline import allocator
 from handler.pipeline.animated import AnimatedOptions
 from handler.request.admission import Admission
-from handler.request.coordinator import Deferral, Optimizer, Revalidation
-from handler.request.first_view import Report, report
+from handler.request.coordinator import Coordinator
+from handler.request.first_view import Deferral, Report, report
+from handler.request.revalidation import RevalidationMode
 from handler.sources.base import Source
 from handler.sources.chain import SourceChain
 from handler.sources.origin import OriginSource
@@ -95,18 +96,18 @@ def build_admission(settings: Settings) -> Admission:
     )
 
 
-def build_optimizer(
+def build_coordinator(
     settings: Settings,
     *,
     config: ImagesConfig | None = None,
     store: Store | None = None,
-    revalidation: Revalidation = "background",
+    revalidation: RevalidationMode = "background",
     defer_first_view: Deferral | None = None,
     give_back_memory: bool = True,
     report_first_view: Report = report,
     isolate: bool = False,
     clock: Callable[[], float] = time.time,
-) -> Optimizer:
+) -> Coordinator:
     """``isolate``: whether transforms run in child processes when the settings do not say
     (``NEXT_IMAGE_ISOLATE_TRANSFORMS``): on for ``serve``, off on Lambda."""
     from handler.pipeline.transform import setup_libvips
@@ -130,7 +131,7 @@ def build_optimizer(
                 children=admission.max_running,  # one child per transform slot
                 transforms_per_child=settings.transforms_per_child,
             )
-    return Optimizer(
+    return Coordinator(
         config,
         GuardedStore(store or build_store(settings), call_timeout=settings.store_timeout),
         relative=build_relative_source(settings, config),
@@ -154,7 +155,7 @@ def build_optimizer(
 def build_app(
     settings: Settings,
     *,
-    revalidation: Revalidation = "background",
+    revalidation: RevalidationMode = "background",
     defer_first_view: Deferral | None = None,
     give_back_memory: bool = True,
     observer: Observer | None = None,
@@ -168,9 +169,9 @@ def build_app(
     A ``service`` also counts its requests for ``/metrics`` (then calls ``observer``, if any).
     ``report_first_view`` logs a failure of fast first view's deferred work (Lambda: its JSON
     logger). ``isolate``: transforms in child processes unless the settings say otherwise
-    (``build_optimizer``); their children stop with the app's lifespan.
+    (``build_coordinator``); their children stop with the app's lifespan.
     """
-    optimizer = build_optimizer(
+    coordinator = build_coordinator(
         settings,
         revalidation=revalidation,
         defer_first_view=defer_first_view,
@@ -181,20 +182,20 @@ def build_app(
     limit = settings.max_inline_bytes
     oversize = Oversize(limit, "/" + VARIANTS) if limit is not None else None
     if not service:
-        app = create_app(optimizer, observer=observer, oversize=oversize, docs=docs)
-        return _closing_children(app, optimizer)
+        app = create_app(coordinator, observer=observer, oversize=oversize, docs=docs)
+        return _closing_children(app, coordinator)
     from handler.http.metrics import PrometheusMetrics
 
-    prometheus = PrometheusMetrics(optimizer, also=observer)
-    app = create_app(optimizer, observer=prometheus, oversize=oversize, docs=docs, service=True)
+    prometheus = PrometheusMetrics(coordinator, also=observer)
+    app = create_app(coordinator, observer=prometheus, oversize=oversize, docs=docs, service=True)
     app.state.prometheus = prometheus
     app.router.lifespan_context = prometheus.around(app.router.lifespan_context)
-    return _closing_children(app, optimizer)
+    return _closing_children(app, coordinator)
 
 
-def _closing_children(app: FastAPI, optimizer: Optimizer) -> FastAPI:
+def _closing_children(app: FastAPI, coordinator: Coordinator) -> FastAPI:
     """Stop the transform children, if any, once the app's lifespan ends."""
-    isolation = optimizer.isolation
+    isolation = coordinator.isolation
     if isolation is None:
         return app
     lifespan = app.router.lifespan_context

@@ -33,7 +33,7 @@ from handler.http.openapi import image_route_docs
 from handler.http.replay import RecentHits as ReadyAnswers
 from handler.http.replay import ReplayedAnswer as ReadyAnswer
 from handler.model import ImageParams, Observer, RequestRecord, Served, Stats
-from handler.request.coordinator import Optimizer
+from handler.request.coordinator import Coordinator
 from handler.stores.byte_lru import ByteLRU
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Oversize:
 
 
 def create_app(
-    optimizer: Optimizer,
+    coordinator: Coordinator,
     *,
     observer: Observer | None = None,
     oversize: Oversize | None = None,
@@ -115,7 +115,7 @@ def create_app(
     ``observer`` gets one record per request (the Lambda handler logs it, emits metrics). Every
     error, FastAPI's own included, is a bare text body, never JSON.
     """
-    path = f"{optimizer.config.base_path}/_next/image"
+    path = f"{coordinator.config.base_path}/_next/image"
     app = NextImageApp(
         title="next-image",
         summary="A drop-in /_next/image optimizer",
@@ -129,7 +129,7 @@ def create_app(
             Exception: internal_error,
         },
     )
-    app.state.optimizer = optimizer
+    app.state.coordinator = coordinator
     app.state.observer = observer
     app.state.oversize = oversize
     app.state.known = KnownParams()
@@ -146,7 +146,7 @@ def create_app(
             next_image,
             methods=[method],
             operation_id=f"optimize_image_{method.lower()}",
-            **image_route_docs(optimizer.config),
+            **image_route_docs(coordinator.config),
         )
         for method in ("GET", "HEAD")
     ]
@@ -247,8 +247,8 @@ async def next_image(request: Request) -> Response:
 
 async def answer(request: Request, stats: Stats, record: RequestRecord) -> Response:
     """Validate in Next's order, serve, then send the image, a 304, a redirect or the error."""
-    optimizer: Optimizer = request.app.state.optimizer
-    config = optimizer.config
+    coordinator: Coordinator = request.app.state.coordinator
+    config = coordinator.config
     known_params: KnownParams = request.app.state.known
     key = known_key(request.scope)
     known = known_params.get(key)
@@ -263,7 +263,7 @@ async def answer(request: Request, stats: Stats, record: RequestRecord) -> Respo
             params = validate_params(query, request.headers.get("accept"), config)
             known_params.keep(key, query, params)
         record |= {"url": params.href, "w": params.width, "q": params.quality}
-        served = await optimizer.serve(params, stats, allow_fast_first_view=True)
+        served = await coordinator.serve(params, stats, first_view=True)
     except ImageError as exc:
         record |= {"error": exc.message, "error_category": exc.category}
         return text_response(exc.message, exc.status, exc.headers)
@@ -281,7 +281,7 @@ async def answer(request: Request, stats: Stats, record: RequestRecord) -> Respo
         return response
     oversize: Oversize | None = request.app.state.oversize
     if oversize is not None and len(served.variant.body) > oversize.limit:
-        return await variant_redirect(optimizer, params, served, oversize, record)
+        return await variant_redirect(coordinator, params, served, oversize, record)
     ready: ReadyAnswers | None = request.app.state.ready
     if ready is not None and served.cache == "HIT" and not served.transient:
         kept = ReadyAnswer(response.raw_headers, served.variant.body, record | {"status": 200})
@@ -313,7 +313,7 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 
 async def variant_redirect(
-    optimizer: Optimizer,
+    coordinator: Coordinator,
     params: ImageParams,
     served: Served,
     oversize: Oversize,
@@ -324,7 +324,7 @@ async def variant_redirect(
     The redirect is only sent for an object the store confirmed just now, never for one this
     process merely believes is there: a broken redirect becomes a clear, uncached error instead.
     """
-    if not await optimizer.ensure_stored(served):
+    if not await coordinator.ensure_stored(served):
         log.warning("oversize variant %s is not in the store", served.variant_key)
         record |= {"error": "OversizeNotStored", "error_category": "store"}
         return text_response(OVERSIZE_UNSTORED, 503, {"Cache-Control": "no-store"})

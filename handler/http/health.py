@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from handler.request.coordinator import Optimizer
+from handler.request.coordinator import Coordinator
 
 if TYPE_CHECKING:
     from handler.http.metrics import PrometheusMetrics
@@ -37,8 +37,8 @@ async def readyz(request: Request) -> Response:
     A load balancer stops sending traffic to a host whose shared cache is gone rather than
     letting every request pay a transform.
     """
-    optimizer: Optimizer = request.app.state.optimizer
-    if await optimizer.store.ready():
+    coordinator: Coordinator = request.app.state.coordinator
+    if await coordinator.store.ready():
         return PlainTextResponse("ready", headers=NEVER_CACHE)
     return PlainTextResponse("store unavailable", status_code=503, headers=NEVER_CACHE)
 

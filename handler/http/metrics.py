@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from handler.model import Observer, RequestRecord
-    from handler.request.coordinator import Optimizer
+    from handler.request.coordinator import Coordinator
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How often each worker writes its gauges for the others' scrapes (multiprocess mode only).
@@ -213,11 +213,11 @@ class PrometheusMetrics:
     process (tests) count apart. ``also`` is an observer to call after this one.
     """
 
-    def __init__(self, optimizer: Optimizer, *, also: Observer | None = None) -> None:
+    def __init__(self, coordinator: Coordinator, *, also: Observer | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        self._admission = optimizer.admission
+        self._admission = coordinator.admission
         self._also = also
         registry = CollectorRegistry()
         self._counters: dict[MetricSpec, Counter] = {}
@@ -250,7 +250,7 @@ class PrometheusMetrics:
                 target=_sample_gauges, args=(weakref.ref(self), self._stop), daemon=True
             )
             sampler.start()
-        optimizer.store.on_failure = self._store_failed
+        coordinator.store.on_failure = self._store_failed
 
     def __call__(self, request: Request, record: RequestRecord) -> None:
         for sample in measure(record):

@@ -68,7 +68,7 @@ class Miss:
         self._fetch = fetch
         self._transforms = transforms
         self._first_view = first_view
-        self._terms = terms
+        self.terms = terms
         self._clock = clock
 
     async def source(
@@ -77,7 +77,7 @@ class Miss:
         """The source; ``pointer`` is the URL's, if it has one (its variant was just found
         missing). While that pointer is fresh, the source it names is read from the store if kept
         there, and neither the pointer nor the source is written again."""
-        fresh = pointer is not None and freshness.trusted(pointer, self._terms, self._clock())
+        fresh = pointer is not None and freshness.trusted(pointer, self.terms, self._clock())
         known = pointer if fresh else None
         if known is not None and known.source_kept:
             kept = await self._kept_source(known.source_hash, stats)
@@ -90,7 +90,7 @@ class Miss:
             target, in_store = known, ("pointer",)
         else:
             now = self._clock()
-            target, in_store = freshness.pointer_for(source_hash, upstream, self._terms, now), ()
+            target, in_store = freshness.pointer_for(source_hash, upstream, self.terms, now), ()
         checked = pointer is not None and pointer.source_hash == source_hash
         return MissPlan(params, upstream.body, target, "MISS", in_store, checked, first_view)
 
@@ -190,7 +190,7 @@ class Miss:
             vkey,
             miss.pointer,
             miss.cache,
-            self._terms,
+            self.terms,
             now,
             stored=stored,
             transient=transient,

@@ -53,7 +53,7 @@ class Revalidation:
         self._miss = miss
         self._flights = flights
         self._background = background
-        self._terms = terms
+        self.terms = terms
         self._clock = clock
         self._timeout = timeout
 
@@ -110,21 +110,19 @@ class Revalidation:
             upstream = await self._fetch(params, stats, if_none_match=previous.upstream_etag)
         except ImageError as exc:
             log.warning("revalidation of %s failed: %s", params.href, exc.message)
-            retained = freshness.retained(previous, self._terms, self._clock())
+            retained = freshness.retained(previous, self.terms, self._clock())
             await self._store.put_pointer(pkey, retained)
             return self._served(variant, vkey, retained)
         if not upstream.not_modified:
             source_hash = await self._transforms.sha256_hex(upstream.body)
             if source_hash != previous.source_hash:
-                changed = freshness.pointer_for(source_hash, upstream, self._terms, self._clock())
+                changed = freshness.pointer_for(source_hash, upstream, self.terms, self._clock())
                 miss = MissPlan(params, upstream.body, changed, cache="STALE")
                 return await self._miss.answer(miss, stats, deadline)
         now = self._clock()
-        refreshed = freshness.pointer_for(
-            previous.source_hash, upstream, self._terms, now, previous
-        )
+        refreshed = freshness.pointer_for(previous.source_hash, upstream, self.terms, now, previous)
         await self._store.put_pointer(pkey, refreshed)
         return self._served(variant, vkey, refreshed)
 
     def _served(self, variant: Variant, vkey: str, pointer: Pointer) -> Served:
-        return freshness.served(variant, vkey, pointer, "STALE", self._terms, self._clock())
+        return freshness.served(variant, vkey, pointer, "STALE", self.terms, self._clock())

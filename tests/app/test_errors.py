@@ -24,11 +24,11 @@ from handler.contract import errors
 from handler.contract.config import ImagesConfig
 from handler.contract.errors import Category
 from handler.entry.settings import Settings
-from handler.entry.wiring import build_optimizer
+from handler.entry.wiring import build_coordinator
 from handler.http.app import OVERSIZE_UNSTORED, Oversize, create_app
 from handler.http.metrics import ERRORS, PrometheusMetrics
 from handler.model import RequestRecord, Variant
-from handler.request.coordinator import Optimizer
+from handler.request.coordinator import Coordinator
 from handler.stores.memory import MemoryStore
 from kit.prometheus import parse
 from kit.support import Route, Upstream
@@ -49,7 +49,7 @@ class Recorder:
 @dataclass
 class Service:
     client: httpx.AsyncClient
-    optimizer: Optimizer
+    coordinator: Coordinator
     metrics: PrometheusMetrics
     recorder: Recorder
 
@@ -93,18 +93,18 @@ async def service(
     oversize: Oversize | None = None,
     **settings: Any,
 ) -> AsyncIterator[Service]:
-    optimizer = build_optimizer(
+    coordinator = build_coordinator(
         Settings(public_dir=str(public_dir), **settings),
         config=config or ImagesConfig(),
         store=store or MemoryStore(),
     )
     recorder = Recorder()
-    metrics = PrometheusMetrics(optimizer, also=recorder)
-    app = create_app(optimizer, observer=metrics, oversize=oversize)
+    metrics = PrometheusMetrics(coordinator, also=recorder)
+    app = create_app(coordinator, observer=metrics, oversize=oversize)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as c:
         try:
-            yield Service(c, optimizer, metrics, recorder)
+            yield Service(c, coordinator, metrics, recorder)
         finally:
             metrics.close()
 
@@ -163,7 +163,7 @@ async def test_the_time_budget_is_timeout(public_dir: Path, upstream: Upstream) 
 @pytest.mark.anyio
 async def test_a_full_queue_is_overload(public_dir: Path) -> None:
     async with service(public_dir, max_transforms=1, max_queue=0) as app:
-        admission = app.optimizer.admission
+        admission = app.coordinator.admission
         async with admission.slot(0, deadline=anyio.current_time() + 60):
             await assert_error(app, "url=/test.jpg&w=640&q=75", 503, errors.OVERLOADED, "overload")
 
@@ -190,7 +190,7 @@ async def test_a_bug_of_ours_is_internal(public_dir: Path, monkeypatch: pytest.M
         async def broken(*args: object, **kwargs: object) -> None:
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr(app.optimizer, "serve", broken)
+        monkeypatch.setattr(app.coordinator, "serve", broken)
         response = await app.get("url=/test.jpg&w=640&q=75")
         assert (response.status_code, response.text) == (500, "Internal Server Error")
         assert response.headers["cache-control"] == "no-store"
@@ -205,10 +205,10 @@ def test_an_exception_escaping_the_route_is_a_plain_uncached_500(public_dir: Pat
     def failing_observer(request: Request, record: RequestRecord) -> None:
         raise RuntimeError("a bug in the observer")
 
-    optimizer = build_optimizer(
+    coordinator = build_coordinator(
         Settings(public_dir=str(public_dir)), config=ImagesConfig(), store=MemoryStore()
     )
-    app = create_app(optimizer, observer=failing_observer)
+    app = create_app(coordinator, observer=failing_observer)
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/_next/image?url=/test.jpg&w=640&q=75")
     assert (response.status_code, response.text) == (500, "Internal Server Error")

@@ -114,7 +114,7 @@ def test_serve_logs_a_timed_out_transform_and_stores_nothing(
             return Transformed(plan.source, "image/jpeg", "fallback", transient=True)
         return run_transform(plan, *args, **kwargs)
 
-    monkeypatch.setattr("handler.request.coordinator.run_transform", avif_times_out)
+    monkeypatch.setattr("handler.request.transforms.run_transform", avif_times_out)
     store = MemoryStore()
     app = make_app(AVIF_FIRST, store=store, fast_first_view=0.01)
     app.get(QUERY, accept=AVIF_ACCEPT)
@@ -133,7 +133,7 @@ def test_serve_logs_a_transform_that_raised(
             raise RuntimeError("encoder crashed")
         return run_transform(plan, *args, **kwargs)
 
-    monkeypatch.setattr("handler.request.coordinator.run_transform", avif_raises)
+    monkeypatch.setattr("handler.request.transforms.run_transform", avif_raises)
     app = make_app(AVIF_FIRST, fast_first_view=0.01)
     app.get(QUERY, accept=AVIF_ACCEPT)
     app.drain()

@@ -31,7 +31,7 @@ from handler.contract import errors
 from handler.contract.config import load_images_config
 from handler.entry.lambda_handler import build_handler
 from handler.entry.settings import Settings
-from handler.request import coordinator as optimizer_module
+from handler.request import transforms as transforms_module
 from handler.sources import netguard
 from kit import imagegen
 from kit.imagegen import _chunk
@@ -117,13 +117,13 @@ def transforms(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """The transforms run (decoded, resized, encoded), whichever app or handler asked: a bomb
     that is answered without one was never decoded."""
     ran: list[object] = []
-    real = optimizer_module.run_transform
+    real = transforms_module.run_transform
 
     def counted(plan: Any, *args: Any, **kwargs: Any) -> Any:
         ran.append(plan)
         return real(plan, *args, **kwargs)
 
-    monkeypatch.setattr(optimizer_module, "run_transform", counted)
+    monkeypatch.setattr(transforms_module, "run_transform", counted)
     return ran
 
 

@@ -19,10 +19,10 @@ from handler.commands.invoke import FakeContext, function_url_event
 from handler.contract.config import load_images_config
 from handler.entry.lambda_handler import build_handler
 from handler.entry.settings import Settings
-from handler.entry.wiring import build_app, build_optimizer
+from handler.entry.wiring import build_app, build_coordinator
 from handler.http.app import create_app
-from handler.request import coordinator as optimizer_module
-from handler.request.coordinator import Optimizer
+from handler.request import transforms as transforms_module
+from handler.request.coordinator import Coordinator
 from handler.stores.memory import MemoryStore
 from kit import imagegen
 from kit.support import HANG_SECONDS, Clock, wait_for, wait_until
@@ -42,8 +42,8 @@ def heavy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def optimizer_for(public: Path, store: MemoryStore | None = None, **settings: Any) -> Optimizer:
-    return build_optimizer(
+def coordinator_for(public: Path, store: MemoryStore | None = None, **settings: Any) -> Coordinator:
+    return build_coordinator(
         Settings(public_dir=str(public), **settings),
         config=load_images_config('{"formats": ["image/avif", "image/webp"]}'),
         store=store or MemoryStore(),
@@ -55,8 +55,8 @@ def optimizer_for(public: Path, store: MemoryStore | None = None, **settings: An
 async def client_for() -> AsyncIterator[Any]:
     clients: list[httpx.AsyncClient] = []
 
-    def make(optimizer: Optimizer) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=create_app(optimizer))
+    def make(coordinator: Coordinator) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=create_app(coordinator))
         client = httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60)
         clients.append(client)
         return client
@@ -79,14 +79,14 @@ class HeldTransforms:
         self.started = 0  # transforms that reached run_transform
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real = optimizer_module.run_transform
+        real = transforms_module.run_transform
 
         def held(*args: Any, **kwargs: Any) -> Any:
             self.started += 1
             self.release.wait()
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(optimizer_module, "run_transform", held)
+        monkeypatch.setattr(transforms_module, "run_transform", held)
 
 
 @pytest.fixture
@@ -101,9 +101,9 @@ async def test_a_burst_beyond_the_queue_gets_fast_503s_and_the_rest_correct_imag
     heavy: Path, client_for: Any, held: HeldTransforms
 ) -> None:
     # A budget only a hang reaches: the transforms run niced, and beside CPU hogs take long.
-    optimizer = optimizer_for(heavy, max_transforms=1, max_queue=1, timeout=2 * HANG_SECONDS)
-    admission = optimizer.admission
-    client = client_for(optimizer)
+    coordinator = coordinator_for(heavy, max_transforms=1, max_queue=1, timeout=2 * HANG_SECONDS)
+    admission = coordinator.admission
+    client = client_for(coordinator)
     answers: dict[int, httpx.Response] = {}
     most_running = 0
 
@@ -146,7 +146,7 @@ async def test_a_transform_whose_plan_alone_overruns_the_budget_is_refused_at_on
     by its plan, beyond a 3 s budget: 503 busy before its transform starts, not a 504 (or the
     original bytes) once the budget has run out."""
     (tmp_path / "big.jpg").write_bytes(imagegen.jpeg(4000, 4000))
-    client = client_for(optimizer_for(tmp_path, timeout=3.0))
+    client = client_for(coordinator_for(tmp_path, timeout=3.0))
     response = await client.get(query("big.jpg", 3840), headers={"accept": "image/avif"})
     assert (response.status_code, response.text) == (503, BUSY)
     assert response.headers["cache-control"] == "no-store"
@@ -157,8 +157,10 @@ async def test_a_transform_whose_plan_alone_overruns_the_budget_is_refused_at_on
 async def test_the_memory_budget_runs_big_transforms_one_at_a_time(
     heavy: Path, client_for: Any
 ) -> None:
-    optimizer = optimizer_for(heavy, max_transforms=2, memory_budget=1, timeout=2 * HANG_SECONDS)
-    client = client_for(optimizer)
+    coordinator = coordinator_for(
+        heavy, max_transforms=2, memory_budget=1, timeout=2 * HANG_SECONDS
+    )
+    client = client_for(coordinator)
     most_running = 0
     statuses: list[int] = []
 
@@ -170,7 +172,7 @@ async def test_the_memory_budget_runs_big_transforms_one_at_a_time(
         for seed in range(2):
             tg.start_soon(get, seed)
         while len(statuses) < 2:
-            most_running = max(most_running, optimizer.admission.running)
+            most_running = max(most_running, coordinator.admission.running)
             await anyio.sleep(0.005)
     assert statuses == [200, 200]
     assert most_running == 1
@@ -182,8 +184,8 @@ async def test_a_hit_never_waits_behind_running_transforms(
     """Before admission control a hit waited 15 s behind transforms. Here the transforms are held
     until the hits are answered, so a hit that waited for one would never be answered; how long a
     hit takes during a burst is bench/budgets.py's (and overload.py's)."""
-    optimizer = optimizer_for(heavy, max_transforms=1, timeout=2 * HANG_SECONDS)
-    client = client_for(optimizer)
+    coordinator = coordinator_for(heavy, max_transforms=1, timeout=2 * HANG_SECONDS)
+    client = client_for(coordinator)
     hit = query("small.png", 64)
     held.release.set()
     assert (await client.get(hit)).headers["x-nextjs-cache"] == "MISS"
@@ -196,7 +198,7 @@ async def test_a_hit_never_waits_behind_running_transforms(
     async with anyio.create_task_group() as tg:
         for seed in range(3):
             tg.start_soon(burst, seed)
-        admission = optimizer.admission
+        admission = coordinator.admission
         await wait_until(lambda: held.started == started + 1 and admission.queued == 2)
         with anyio.fail_after(HANG_SECONDS):
             for _ in range(5):
@@ -210,7 +212,7 @@ async def test_a_timeout_fallback_is_served_once_uncached_and_never_stored(
     heavy: Path, client_for: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = MemoryStore()
-    hurried = optimizer_for(heavy, store=store)
+    hurried = coordinator_for(heavy, store=store)
     hurried.config = dataclasses.replace(hurried.config, img_opt_timeout_seconds=0.001)
     source = (heavy / "heavy0.jpg").read_bytes()
 
@@ -224,7 +226,7 @@ async def test_a_timeout_fallback_is_served_once_uncached_and_never_stored(
     assert store.total_bytes == 0  # no variant, no pointer
 
     # The same store behind an unhurried instance: nothing wrong was kept, so this transforms.
-    unhurried = client_for(optimizer_for(heavy, store=store))
+    unhurried = client_for(coordinator_for(heavy, store=store))
     response = await unhurried.get(query("heavy0.jpg", 640), headers=webp)
     assert response.headers["x-nextjs-cache"] == "MISS"
     assert response.headers["cache-control"] == "public, max-age=14400, must-revalidate"
@@ -242,13 +244,13 @@ def test_memory_goes_back_once_transforms_stop_not_after_each(
     along, a slow machine's pause between two requests is idle time too.)
     """
     trims: list[float] = []
-    monkeypatch.setattr(optimizer_module, "release_free_memory", lambda: trims.append(1))
-    monkeypatch.setattr(optimizer_module, "IDLE_TRIM_SECONDS", 3600.0)
+    monkeypatch.setattr(transforms_module, "release_free_memory", lambda: trims.append(1))
+    monkeypatch.setattr(transforms_module, "IDLE_TRIM_SECONDS", 3600.0)
     with TestClient(build_app(Settings(public_dir=str(public_dir)), service=True)) as client:
         for width in (640, 384, 256):
             assert client.get(f"/_next/image?url=%2Ftest.jpg&w={width}&q=75").status_code == 200
             assert trims == []  # the transform's pages stay for the next one
-        monkeypatch.setattr(optimizer_module, "IDLE_TRIM_SECONDS", 0.05)
+        monkeypatch.setattr(transforms_module, "IDLE_TRIM_SECONDS", 0.05)
         assert client.get("/_next/image?url=%2Ftest.jpg&w=128&q=75").status_code == 200
         wait_for(lambda: trims, "memory given back after the burst")
     assert trims == [1]  # once, after the burst
@@ -257,8 +259,8 @@ def test_memory_goes_back_once_transforms_stop_not_after_each(
 def test_lambda_never_gives_memory_back(public_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The instance's memory is its own: pages given back would be faulted in again."""
     trims: list[float] = []
-    monkeypatch.setattr(optimizer_module, "release_free_memory", lambda: trims.append(1))
-    monkeypatch.setattr(optimizer_module, "IDLE_TRIM_SECONDS", 0.0)
+    monkeypatch.setattr(transforms_module, "release_free_memory", lambda: trims.append(1))
+    monkeypatch.setattr(transforms_module, "IDLE_TRIM_SECONDS", 0.0)
     handle = build_handler(Settings(public_dir=str(public_dir)))
     for width in (640, 384, 256):
         event = function_url_event(f"url=%2Ftest.jpg&w={width}&q=75", "image/webp")

@@ -32,7 +32,7 @@ def transforms(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         ran.append(plan.width)
         return run_transform(plan, *args, **kwargs)
 
-    monkeypatch.setattr("handler.request.coordinator.run_transform", counting)
+    monkeypatch.setattr("handler.request.transforms.run_transform", counting)
     return ran
 
 

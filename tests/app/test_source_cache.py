@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.request import coordinator as optimizer
+from handler.request import freshness
 from handler.request.keys import pointer_key
 from handler.stores.filesystem import FilesystemStore
 from handler.stores.memory import MemoryStore
@@ -86,7 +86,7 @@ def test_sources_over_the_cap_are_not_kept(
     make_app: MakeApp, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     body = imagegen.png(800, 600)
-    monkeypatch.setattr(optimizer, "SOURCE_KEEP_MAX_BYTES", len(body) - 1)
+    monkeypatch.setattr(freshness, "SOURCE_KEEP_MAX_BYTES", len(body) - 1)
     upstream.routes["/img.png"] = Route(body=body, headers={"ETag": '"v1"'})
     store = MemoryStore()
     app = make_app(remote_config(upstream), store=store)

@@ -314,7 +314,7 @@ def test_the_app_serves_a_pointer_another_worker_refreshed_at_once(
 def test_a_hit_at_hand_takes_no_thread_and_no_timer(
     make_app: MakeApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``Optimizer.hit_now``: the records in memory or the page cache, nothing is awaited."""
+    """``Coordinator.serve``'s first look-up: records in memory or the page cache, no await."""
     app = make_app(store=TieredStore(FilesystemStore(tmp_path / "cache")))
     assert app.get("url=%2Ftest.jpg&w=640&q=75").headers["x-nextjs-cache"] == "MISS"
     timers: list[float] = []

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from handler.contract.config import load_images_config
 from handler.entry.settings import Settings
-from handler.entry.wiring import build_optimizer
+from handler.entry.wiring import build_coordinator
 from handler.http import app as app_module
 from handler.http.app import create_app
 from handler.http.replay import RecentHits
@@ -32,24 +32,24 @@ class Service:
 
     def __init__(self, public_dir: Path, *, service: bool = True) -> None:
         self.clock = Clock()
-        self.optimizer = build_optimizer(
+        self.coordinator = build_coordinator(
             Settings(public_dir=str(public_dir)),
             config=load_images_config(json.dumps({"formats": ["image/avif", "image/webp"]})),
             store=MemoryStore(),
             clock=self.clock,
         )
         self.serves = 0
-        serve = self.optimizer.serve
+        serve = self.coordinator.serve
 
         def counting(*args: Any, **kwargs: Any) -> Awaitable[Served]:
             self.serves += 1
             return serve(*args, **kwargs)
 
-        self.optimizer.serve = counting  # type: ignore[method-assign]
+        self.coordinator.serve = counting  # type: ignore[method-assign]
         self.records: list[RequestRecord] = []
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(app_module, "ReadyAnswers", lambda: RecentHits(clock=self.clock))
-            self.app = create_app(self.optimizer, observer=self._observe, service=service)
+            self.app = create_app(self.coordinator, observer=self._observe, service=service)
         self.client = TestClient(self.app)
 
     def _observe(self, request: object, record: RequestRecord) -> None:

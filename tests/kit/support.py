@@ -14,7 +14,7 @@ import anyio
 import pytest
 from starlette.testclient import TestClient
 
-from handler.request.coordinator import Optimizer
+from handler.request.coordinator import Coordinator
 from handler.stores.base import Store
 from handler.stores.s3_client import reset_s3_client
 from kit.upstream_server import Handler
@@ -122,7 +122,7 @@ class Clock:
 @dataclass
 class App:
     client: TestClient
-    optimizer: Optimizer
+    coordinator: Coordinator
     store: Store
     clock: Clock
 
@@ -132,7 +132,7 @@ class App:
         return self.client.get(f"/_next/image?{query}", headers=headers)
 
     def drain(self) -> None:
-        self.client.portal.call(self.optimizer.drain)  # type: ignore[union-attr]
+        self.client.portal.call(self.coordinator.drain)  # type: ignore[union-attr]
 
 
 MakeApp = Callable[..., App]

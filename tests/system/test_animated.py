@@ -401,7 +401,7 @@ def test_in_an_isolated_child_too(make_app: MakeApp, public_dir: Path) -> None:
     put(public_dir, "a.webp", animation("webp"))
     put(public_dir, "flat.gif", animation("gif", noise=False))
     app = make_app(animated="webp", isolate_transforms=True)
-    pool = app.optimizer.isolation
+    pool = app.coordinator.isolation
     assert pool is not None
     try:
         moving = app.get("url=/a.webp&w=64&q=75")

@@ -28,12 +28,12 @@ from handler.contract import errors
 from handler.contract.config import ImagesConfig
 from handler.entry import service
 from handler.entry.settings import Settings
-from handler.entry.wiring import build_app, build_optimizer
+from handler.entry.wiring import build_app, build_coordinator
 from handler.http.app import create_app
 from handler.pipeline.animated import AnimatedOptions
 from handler.pipeline.isolation import Fault, FaultAction, IsolatedTransforms
 from handler.pipeline.transform import Plan, plan_transform, run_transform, setup_libvips
-from handler.request.coordinator import Optimizer
+from handler.request.coordinator import Coordinator
 from handler.request.keys import pointer_key, variant_key
 from handler.stores.memory import MemoryStore
 from kit import imagegen
@@ -57,15 +57,15 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Isolated:
     """An app whose transforms run in the real pool, its store, and a client."""
 
-    optimizer: Optimizer
+    coordinator: Coordinator
     store: MemoryStore
     client: httpx.AsyncClient
     public: Path
 
     @property
     def pool(self) -> IsolatedTransforms:
-        assert self.optimizer.isolation is not None
-        return self.optimizer.isolation
+        assert self.coordinator.isolation is not None
+        return self.coordinator.isolation
 
     async def get(self, name: str, width: int = 640) -> httpx.Response:
         query = f"/_next/image?url=%2F{name}&w={width}&q=75"
@@ -103,17 +103,17 @@ async def isolated_for(public: Path) -> AsyncIterator[Callable[..., Isolated]]:
     def make(config: ImagesConfig | None = None, **settings: Any) -> Isolated:
         settings = {"max_transforms": 2, **settings}
         store = MemoryStore()
-        optimizer = build_optimizer(
+        coordinator = build_coordinator(
             Settings(public_dir=str(public), **settings),
             config=config or ImagesConfig(),
             store=store,
             isolate=True,
         )
-        transport = httpx.ASGITransport(app=create_app(optimizer))
+        transport = httpx.ASGITransport(app=create_app(coordinator))
         client = httpx.AsyncClient(
             transport=transport, base_url="http://test", timeout=HANG_SECONDS
         )
-        made.append(Isolated(optimizer, store, client, public))
+        made.append(Isolated(coordinator, store, client, public))
         return made[-1]
 
     yield make
@@ -345,7 +345,7 @@ def test_serve_isolates_by_default_and_stops_its_children_with_the_app(
     serve_environment: None,
 ) -> None:
     app = service.worker_app()
-    pool = app.state.optimizer.isolation
+    pool = app.state.coordinator.isolation
     assert isinstance(pool, IsolatedTransforms)
     with TestClient(app) as client:
         response = client.get("/_next/image?url=%2Fhit.jpg&w=64&q=75")
@@ -359,13 +359,13 @@ def test_isolation_is_a_setting_and_off_on_lambda_unless_asked(
     serve_environment: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NEXT_IMAGE_ISOLATE_TRANSFORMS", "false")
-    assert service.worker_app().state.optimizer.isolation is None
+    assert service.worker_app().state.coordinator.isolation is None
     settings = Settings(public_dir="/nonexistent")
-    assert build_app(settings).state.optimizer.isolation is None  # Lambda's build
+    assert build_app(settings).state.coordinator.isolation is None  # Lambda's build
     asked = build_app(dataclasses.replace(settings, isolate_transforms=True))
-    assert isinstance(asked.state.optimizer.isolation, IsolatedTransforms)
-    asked.state.optimizer.isolation.close()
+    assert isinstance(asked.state.coordinator.isolation, IsolatedTransforms)
+    asked.state.coordinator.isolation.close()
     # A daemonic process (a multiprocessing.Pool worker, as warm runs) may have no children.
     monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
     daemonic = build_app(dataclasses.replace(settings, isolate_transforms=True))
-    assert daemonic.state.optimizer.isolation is None
+    assert daemonic.state.coordinator.isolation is None

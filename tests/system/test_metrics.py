@@ -31,8 +31,8 @@ from handler.http.metrics import (
     prepare_for_workers,
 )
 from handler.http.observability import RequestObserver, make_logger, make_metrics
-from handler.request import coordinator as optimizer_module
-from handler.request.coordinator import Optimizer
+from handler.request import transforms as transforms_module
+from handler.request.coordinator import Coordinator
 from kit import imagegen
 from kit.lambda_events import function_url, invoke
 from kit.paths import REPO
@@ -71,11 +71,11 @@ def small_picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @asynccontextmanager
-async def service(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Optimizer]]:
+async def service(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Coordinator]]:
     app = build_app(settings, service=True)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as c:
-        yield c, app.state.optimizer
+        yield c, app.state.coordinator
 
 
 @pytest.mark.anyio
@@ -83,22 +83,22 @@ async def test_gauges_during_a_transform_and_a_503_when_the_queue_is_full(
     small_picture: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     held = threading.Event()  # the transform waits for it: it runs as long as the test needs
-    real = optimizer_module.run_transform
+    real = transforms_module.run_transform
 
     def run_transform(*args: Any, **kwargs: Any) -> Any:
         held.wait()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(optimizer_module, "run_transform", run_transform)
+    monkeypatch.setattr(transforms_module, "run_transform", run_transform)
     settings = Settings(public_dir=str(small_picture), max_transforms=1, max_queue=1)
-    async with service(settings) as (client, optimizer):
+    async with service(settings) as (client, coordinator):
         # A light transform, held: a heavy one on the niced transform threads could outlast the
         # request's budget beside a CPU hog.
         running = asyncio.ensure_future(client.get("/_next/image?url=/small.png&w=384&q=75"))
         try:
-            await wait_until(lambda: optimizer.admission.running)
+            await wait_until(lambda: coordinator.admission.running)
             queued = asyncio.ensure_future(client.get("/_next/image?url=/small.png&w=640&q=75"))
-            await wait_until(lambda: optimizer.admission.queued)
+            await wait_until(lambda: coordinator.admission.queued)
             during = parse((await client.get("/metrics")).text)
             rejected = await client.get("/_next/image?url=/small.png&w=750&q=75")
             assert running.done() is False

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 from handler.contract.config import load_images_config
 from handler.entry.settings import Settings
-from handler.entry.wiring import build_optimizer, build_store
+from handler.entry.wiring import build_coordinator, build_store
 from handler.http.app import create_app
 from handler.model import Pointer, Variant
 from handler.stores.base import Locking
@@ -330,11 +330,11 @@ def make_redis_app(public_dir: Path, redis_url: str) -> Iterator[Callable[[str],
             public_dir=str(public_dir), store="redis", redis_url=redis_url, prefix=prefix
         )
         clock = Clock()
-        optimizer = build_optimizer(settings, config=load_images_config(None), clock=clock)
-        client = TestClient(create_app(optimizer))
+        coordinator = build_coordinator(settings, config=load_images_config(None), clock=clock)
+        client = TestClient(create_app(coordinator))
         client.__enter__()
         clients.append(client)
-        return App(client, optimizer, optimizer.store.store, clock)
+        return App(client, coordinator, coordinator.store.store, clock)
 
     yield make
     for client in clients:

@@ -11,7 +11,7 @@ import pytest
 
 from handler.contract.config import load_images_config
 from handler.entry.settings import Settings
-from handler.entry.wiring import build_optimizer
+from handler.entry.wiring import build_coordinator
 from handler.http.app import create_app
 from handler.stores.redis import RedisStore
 from kit import imagegen
@@ -33,13 +33,13 @@ async def hosts(redis_url: str, upstream: Server) -> AsyncIterator[list[httpx.As
         settings = Settings(
             origin=upstream.url(""), store="redis", redis_url=redis_url, timeout=BUDGET
         )
-        optimizer = build_optimizer(
+        coordinator = build_coordinator(
             settings,
             config=load_images_config(None),
             store=RedisStore(redis_url, prefix=prefix),
             clock=Clock(),
         )
-        transport = httpx.ASGITransport(app=create_app(optimizer))
+        transport = httpx.ASGITransport(app=create_app(coordinator))
         clients.append(httpx.AsyncClient(transport=transport, base_url="http://h", timeout=30))
     yield clients
     for client in clients:
