@@ -6,7 +6,7 @@ wall-clock budget fails on a loaded machine for no fault of the code. How fast i
 on this machine, each figure beside the budget the tests once held, best of ``--runs``:
 
   import          fastest import of ``handler.entry.lambda_handler`` in a fresh process (the Lambda
-                  init; ``bench_import.py`` has the breakdown)               budget 400 ms
+                  init; ``import_time.py`` has the breakdown)               budget 400 ms
   refused 503     a request refused with the queue full, while a transform runs   500 ms
   hit in a burst  slowest of 5 HITs while three ~1 s AVIF transforms run         1000 ms
   bomb header     a 10^10-pixel PNG (100 bytes) answered with its original bytes  500 ms
@@ -46,19 +46,16 @@ from typing import Any
 import httpx
 import pyvips
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: this checkout's handler, not the installed one
-sys.path.insert(0, str(REPO / "bench"))
-from bench_import import BUDGET_MS as IMPORT_BUDGET_MS  # noqa: E402
-from bench_import import import_ms  # noqa: E402
-
-from handler.contract.config import load_images_config  # noqa: E402
-from handler.entry.settings import Settings  # noqa: E402
-from handler.entry.wiring import build_coordinator  # noqa: E402
-from handler.http.app import create_app  # noqa: E402
-from handler.pipeline.transform import transform_image  # noqa: E402
-from handler.request import transforms as transforms_module  # noqa: E402
-from handler.stores.memory import MemoryStore  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import BUDGET_MS as IMPORT_BUDGET_MS
+from bench.common import import_ms
+from handler.contract.config import load_images_config
+from handler.entry.settings import Settings
+from handler.entry.wiring import build_coordinator
+from handler.http.app import create_app
+from handler.pipeline.transform import transform_image
+from handler.request import transforms as transforms_module
+from handler.stores.memory import MemoryStore
 
 
 @dataclass
@@ -80,7 +77,7 @@ class Figure:
 
 
 def noise_jpeg(width: int, height: int, seed: int) -> bytes:
-    """A photo-like JPEG whose AVIF encode costs real time (as tests/imagegen.py makes them)."""
+    """A photo-like JPEG whose AVIF encode costs real time (as tests/kit/imagegen.py makes them)."""
     bands = [pyvips.Image.gaussnoise(width, height, sigma=60, mean=128 + seed % 64) for _ in "rgb"]
     image = bands[0].bandjoin(bands[1:]).cast("uchar").copy(interpretation="srgb")
     return bytes(image.jpegsave_buffer(Q=90))
@@ -103,7 +100,7 @@ def seconds_of(call: Callable[[], object]) -> float:
 
 
 class Held:
-    """``run_transform`` held until released, as tests/test_overload.py holds it."""
+    """``run_transform`` held until released, as tests/app/test_overload.py holds it."""
 
     name = "run_transform"  # as handler/request/transforms.py imported it
 

@@ -58,16 +58,17 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: the repo
-from bench.bench_miss import unique  # noqa: E402
-from bench.overload import (  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import (
     CACHE,
+    REPO,
     Photo,
     Target,
     prepare_photos,
+    print_table,
     start_server,
     stop_server,
+    unique,
     wait_ready,
 )
 
@@ -411,36 +412,51 @@ def _slash(*values: Any, spec: str = ".2f") -> str:
 
 def report(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
     """A row per server, then a row per w with off and on side by side."""
-    print(
-        f"{'mode':<5}{'rep':>4}{'load':>6}{'first p50/p95/mean s':>22}{'total s':>9}"
-        f"{'WebP':>7}{'bad':>5}{'KiB':>7}{'AVIF after p50/max s':>22}{'drain s':>9}"
-        f"{'HIT ms':>8}{'bad2':>6}{'polls':>7}"
-    )
-    for r in runs:
-        f, a = r["first"], r["avif_after_s"]
-        print(
-            f"{r['mode']:<5}{r['rep']:>4}{r['loadavg_1m']:>6.2f}"
-            f"{_slash(f['p50'], f['p95'], f['mean']):>22}{r['first_total_s']:>9.1f}"
-            f"{str(r['first_webp']) + '/' + str(r['n']):>7}{r['first_bad']:>5}"
-            f"{r['first_bytes'] // 1024:>7}{_slash(a['p50'], a['max']):>22}"
-            f"{_fmt(r['drain_s'], '.1f'):>9}{_fmt(r['second_hit_ms']['p50'], '.1f'):>8}"
-            f"{r['second_bad']:>6}{r['webp_polls']:>7}"
-        )
+    servers = [
+        ("mode", -5), ("rep", 4), ("load", 6), ("first p50/p95/mean s", 22), ("total s", 9),
+        ("WebP", 7), ("bad", 5), ("KiB", 7), ("AVIF after p50/max s", 22), ("drain s", 9),
+        ("HIT ms", 8), ("bad2", 6), ("polls", 7),
+    ]  # fmt: skip
+    print_table(servers, [_server_row(r) for r in runs])
     print()
-    print(
-        f"{'w':>5}{'off p50/p95/mean s':>21}{'on p50/p95/mean s':>21}{'on/off p50/p95/mean':>22}"
-        f"{'WebP':>7}{'WebP/AVIF bytes':>17}{'SSIMU2 WebP/AVIF':>18}"
-    )
-    for row in rows:
-        off, on = row["off"], row["on"]
-        print(
-            f"{row['w']!s:>5}{_slash(off['p50'], off['p95'], off['mean']):>21}"
-            f"{_slash(on['p50'], on['p95'], on['mean']):>21}"
-            f"{_slash(row['p50_ratio'], row['p95_ratio'], row['mean_ratio']):>22}"
-            f"{str(row['webp_first']) + '/' + str(row['n_on']):>7}"
-            f"{_fmt(_ratio(row['webp_bytes'], row['avif_bytes'])):>17}"
-            f"{_slash(row['ssimulacra2_webp'], row['ssimulacra2_avif'], spec='.1f'):>18}"
-        )
+    widths = [
+        ("w", 5), ("off p50/p95/mean s", 21), ("on p50/p95/mean s", 21),
+        ("on/off p50/p95/mean", 22), ("WebP", 7), ("WebP/AVIF bytes", 17),
+        ("SSIMU2 WebP/AVIF", 18),
+    ]  # fmt: skip
+    print_table(widths, [_width_row(row) for row in rows])
+
+
+def _server_row(r: dict[str, Any]) -> list[object]:
+    f, a = r["first"], r["avif_after_s"]
+    return [
+        r["mode"],
+        r["rep"],
+        f"{r['loadavg_1m']:.2f}",
+        _slash(f["p50"], f["p95"], f["mean"]),
+        f"{r['first_total_s']:.1f}",
+        f"{r['first_webp']}/{r['n']}",
+        r["first_bad"],
+        r["first_bytes"] // 1024,
+        _slash(a["p50"], a["max"]),
+        _fmt(r["drain_s"], ".1f"),
+        _fmt(r["second_hit_ms"]["p50"], ".1f"),
+        r["second_bad"],
+        r["webp_polls"],
+    ]
+
+
+def _width_row(row: dict[str, Any]) -> list[object]:
+    off, on = row["off"], row["on"]
+    return [
+        row["w"],
+        _slash(off["p50"], off["p95"], off["mean"]),
+        _slash(on["p50"], on["p95"], on["mean"]),
+        _slash(row["p50_ratio"], row["p95_ratio"], row["mean_ratio"]),
+        f"{row['webp_first']}/{row['n_on']}",
+        _fmt(_ratio(row["webp_bytes"], row["avif_bytes"])),
+        _slash(row["ssimulacra2_webp"], row["ssimulacra2_avif"], spec=".1f"),
+    ]
 
 
 def main() -> None:

@@ -74,7 +74,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -92,18 +91,16 @@ from urllib.parse import urlencode
 import httpx
 import pyvips
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: the repo
-from bench.bench_miss import PHOTOS, PICKS, download_ukui  # noqa: E402
-from bench.stacks import summary  # noqa: E402
-from devtools.pictures import draw, scene  # noqa: E402
-from devtools.redis_server import RedisServer, start_redis, stop_redis  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import HOT_WIDTHS, PHOTOS, PICKS, REPO, download_ukui, free_port
+from bench.stacks import summary
+from devtools.pictures import draw, scene
+from devtools.redis_server import RedisServer, start_redis, stop_redis
 
 E2E_APP = REPO / "tests" / "e2e" / "app"
 NEXT = ["node", "node_modules/next/dist/bin/next"]
 IMAGES = ("street.jpg", "harbour.jpg", "meadow.jpg", "dunes.jpg", "logo.png", "huge.png")
 EXTRA = "bench.jpg"  # drawn here: the seventh image
-HOT_WIDTHS = (64, 128, 256, 384, 640, 828, 1080)  # Next's default imageSizes and deviceSizes
 PHOTO_WIDTHS = (640, 750, 828, 1080)
 ACCEPT = "image/webp,*/*"
 TARGETS = ("next", "ours-1", "ours-2", "redis-1", "redis-2")
@@ -216,12 +213,6 @@ def image_path(file: str, width: int) -> str:
 
 def next_env() -> dict[str, str]:
     return {**os.environ, "NEXT_TELEMETRY_DISABLED": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -33,13 +33,18 @@ from typing import Any
 import httpx
 import pyvips
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: this checkout's handler, not the installed one
-from bench.bench_miss import download_ukui, free_port, unique  # noqa: E402
-from handler.contract.config import ImagesConfig  # noqa: E402
-from handler.pipeline.transform import Plan, plan_transform  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import (
+    PHOTOS,
+    REPO,
+    download_ukui,
+    free_port,
+    unique,
+    wait_answering,
+)
+from handler.contract.config import ImagesConfig
+from handler.pipeline.transform import Plan, plan_transform
 
-PHOTOS = Path(__file__).parent / "photos"
 ORIGINALS = ("rhythm.jpg", "string.jpg", "calla.png", "goldfish.png")
 UPLOADS = tuple(f"{Path(name).stem}-1600.jpg" for name in ORIGINALS)
 WEBP, AVIF = "image/webp", "image/avif"
@@ -91,17 +96,6 @@ def start(target: str, port: int, public: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_ready(client: httpx.Client) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            client.get("/healthz")
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit("a server did not start")
-
-
 def cpu_seconds(root: int) -> float:
     """User + system seconds of ``root`` and every live process below it."""
     parents: dict[int, int] = {}
@@ -138,7 +132,7 @@ def run(rounds: int, sources: dict[str, bytes]) -> list[Job]:
         }
         try:
             for client in clients.values():
-                wait_ready(client)
+                wait_answering(client, "/healthz", 60, "a server")
             for round_ in range(rounds + 1):  # round 0 warms both up and is not counted
                 order = list(TARGETS) if round_ % 2 else list(reversed(TARGETS))
                 for i, job in enumerate(jobs):

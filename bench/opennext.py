@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -94,7 +93,7 @@ def image_event(path: str, width: int, accept: str) -> dict[str, Any]:
 
 
 def make_events(names: list[str], accept: str) -> list[dict[str, Any]]:
-    from bench.hits import HOT_WIDTHS
+    from bench.common import HOT_WIDTHS
 
     return [image_event(f"/photos/{name}", w, accept) for name in names for w in HOT_WIDTHS]
 
@@ -111,9 +110,9 @@ def moto_server() -> Iterator[str]:
     """moto's S3 server on a free loopback port, as bench_lambda runs it; yields its URL."""
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from bench.common import free_port
+
+    port = free_port()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -217,7 +216,7 @@ def ours(events_path: Path, out: Path) -> int:
     init_ms = (time.perf_counter() - started) * 1000
     import resource
 
-    from bench.bench_lambda import Recorder, summary
+    from bench.common import Recorder, summary
     from handler.commands.invoke import FakeContext, response_body, response_headers
     from handler.stores.s3_client import s3_client, s3_source_client
 
@@ -413,12 +412,12 @@ def report(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace) -> int:
-    from bench.overload import CACHE, prepare_photos
+    from bench.common import CACHE, prepare_photos
 
     build_opennext()
     photos = [(p.name, p.data) for p in prepare_photos(None, CACHE / "ukui", 0)[:PHOTO_COUNT]]
     names = [name for name, _ in photos]
-    from bench.bench_lambda import ACCEPTS
+    from bench.common import ACCEPTS
 
     runs: list[dict[str, Any]] = []
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:

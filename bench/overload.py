@@ -53,8 +53,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,28 +60,33 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: the repo
-from bench.bench_miss import download_ukui, unique  # noqa: E402
-
-CACHE = Path(__file__).resolve().parent / "photos" / "overload"
-# The richest of the package's pictures (the flat vector ones compress to almost nothing).
-UKUI_PICKS = (
-    "2004default.jpg",
-    "calla.png",
-    "firstgeneration.jpg",
-    "fluent-color.png",
-    "goldfish.png",
-    "rhythm.jpg",
-    "string.jpg",
-    "the-mouse.jpg",
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import (
+    CACHE,
+    REPO,
+    Job,
+    Photo,
+    Result,
+    Sample,
+    Target,
+    params,
+    prepare_photos,
+    read_tree,
+    request,
+    server_env,
+    start_server,
+    stop_server,
+    unique,
+    verify,
+    wait_ready,
 )
+
 # (w, Accept): every fourth request of a photo gets each.
 COMBOS = (
     (1920, "image/avif"),
@@ -91,8 +94,6 @@ COMBOS = (
     (3840, "image/avif"),
     (3840, "image/webp"),
 )
-LOADER = {"image/avif": "heifload", "image/webp": "webpload"}
-FORMATS = '{"formats": ["image/avif", "image/webp"]}'  # Next's default negotiates WebP only
 PROBE_WIDTH = 640
 MIB = 1 << 20
 
@@ -100,65 +101,7 @@ MIB = 1 << 20
 # --- photos ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Photo:
-    name: str
-    data: bytes
-    width: int
-    height: int
-    upscaled: bool
-
-
-def prepare_photos(photos_dir: Path | None, cache: Path, upscale_width: int) -> list[Photo]:
-    """The source set: picks from ``photos_dir`` (or ukui-wallpapers), every other one upscaled."""
-    import pyvips
-
-    folder = photos_dir or _ukui(cache / "ukui")
-    if all((folder / name).exists() for name in UKUI_PICKS):
-        paths = [folder / name for name in UKUI_PICKS]
-    else:
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if not paths:
-        raise SystemExit(f"no JPEG or PNG photos in {folder}")
-    photos = []
-    for i, path in enumerate(paths):
-        image = pyvips.Image.new_from_file(str(path))
-        if upscale_width and i % 2 == 1 and image.width < upscale_width:
-            target = cache / f"upscaled-{upscale_width}" / path.name
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                bigger = image.resize(upscale_width / image.width, kernel="lanczos3")
-                options = {"Q": 90} if path.suffix.lower() != ".png" else {"compression": 6}
-                bigger.write_to_file(str(target), **options)
-            path = target
-            image = pyvips.Image.new_from_file(str(path))
-        photos.append(
-            Photo(path.name, path.read_bytes(), image.width, image.height, path.parent != folder)
-        )
-    return photos
-
-
-def _ukui(folder: Path) -> Path:
-    if not all((folder / name).exists() for name in UKUI_PICKS):
-        try:
-            download_ukui(folder, UKUI_PICKS)
-        except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
-            raise SystemExit(
-                f"could not fetch ukui-wallpapers ({exc}); pass --photos DIR with JPEG/PNG photos"
-            ) from None
-    return folder
-
-
 # --- configurations ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    label: str
-    repo: Path
-    cmd: tuple[str, ...]  # what ``serve ...`` is appended to
-    env: tuple[tuple[str, str], ...]
-    args: tuple[str, ...]
 
 
 def parse_target(spec: str, base: Target) -> Target:
@@ -183,13 +126,6 @@ def parse_target(spec: str, base: Target) -> Target:
     return Target(tokens[0], repo, cmd, tuple(env), tuple(args))
 
 
-def server_env(target: Target) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target.repo), env.get("PYTHONPATH")]))
-    env.update(target.env)
-    return env
-
-
 def code_path(target: Target) -> str:
     """Which ``handler`` package the default command imports (checks --repo took effect)."""
     if target.cmd != (sys.executable, "-m", "handler.commands.cli"):
@@ -205,55 +141,6 @@ def code_path(target: Target) -> str:
 
 
 # --- /proc sampling ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    t: float  # time.monotonic()
-    rss: int  # bytes, summed over the process tree
-    hwm: int
-    threads: int
-    cpu: float  # user + system seconds of the live processes
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except OSError:
-            continue
-    return pids
-
-
-def read_tree(pid: int) -> Sample | None:
-    rss = hwm = threads = 0
-    cpu = 0.0
-    seen = False
-    for p in _tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                status = f.read()
-            with open(f"/proc/{p}/stat") as f:
-                stat = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        fields = {k: v for k, _, v in (line.partition(":") for line in status.splitlines())}
-        if "VmRSS" not in fields:  # a zombie
-            continue
-        seen = True
-        rss += int(fields["VmRSS"].split()[0]) * 1024
-        hwm += int(fields["VmHWM"].split()[0]) * 1024
-        threads += int(fields["Threads"])
-        cpu += (int(stat[11]) + int(stat[12])) / _TICK
-    return Sample(time.monotonic(), rss, hwm, threads, cpu) if seen else None
 
 
 class Sampler(threading.Thread):
@@ -285,30 +172,6 @@ class Sampler(threading.Thread):
 # --- one run ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Job:
-    file: str
-    photo: Photo
-    width: int
-    accept: str
-
-
-@dataclass
-class Result:
-    job: Job
-    status: int  # 0: no HTTP answer (error says why)
-    seconds: float
-    size: int = 0
-    retry_after: str | None = None
-    cache_control: str | None = None
-    x_cache: str | None = None
-    content_type: str | None = None
-    body: bytes = b""
-    error: str | None = None
-    verdict: str = ""
-    got: str = ""  # what a 200 decoded as: loader (and AV1) and width
-
-
 @dataclass
 class Options:
     fast: float
@@ -317,14 +180,6 @@ class Options:
     probe_interval: float
     sample_interval: float
     logs: Path | None = None
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    cmd: list[str] = field(default_factory=list)
 
 
 def make_jobs(photos: list[Photo], n: int, tag: str, public: Path) -> list[Job]:
@@ -338,89 +193,6 @@ def make_jobs(photos: list[Photo], n: int, tag: str, public: Path) -> list[Job]:
         (public / name).write_bytes(unique(photo.data, name))
         jobs.append(Job(name, photo, width, accept))
     return jobs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(target: Target, public: Path, tmp: Path) -> Server:
-    port = free_port()
-    cmd = [
-        *target.cmd,
-        "serve",
-        "--store",
-        "memory",
-        "--public-dir",
-        str(public),
-        "--port",
-        str(port),
-        "--config",
-        FORMATS,
-        *target.args,
-    ]
-    log = tmp / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            cmd,
-            cwd=target.repo,
-            env=server_env(target),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Server(process, port, log, cmd)
-
-
-def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait()
-
-
-async def wait_ready(client: httpx.AsyncClient, server: Server) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            break
-        try:
-            await client.get("/_next/image")  # a 400 is an answer
-            return
-        except httpx.TransportError:
-            await asyncio.sleep(0.1)
-    tail = server.log.read_text(errors="replace")[-2000:]
-    raise SystemExit(f"the server did not start: {server.cmd}\n{tail}")
-
-
-def params(file: str, width: int) -> dict[str, str | int]:
-    return {"url": f"/{file}", "w": width, "q": 75}
-
-
-async def request(client: httpx.AsyncClient, job: Job) -> Result:
-    started = time.monotonic()
-    try:
-        response = await client.get(
-            "/_next/image", params=params(job.file, job.width), headers={"accept": job.accept}
-        )
-    except httpx.HTTPError as exc:
-        return Result(job, 0, time.monotonic() - started, error=type(exc).__name__)
-    return Result(
-        job,
-        response.status_code,
-        time.monotonic() - started,
-        len(response.content),
-        response.headers.get("retry-after"),
-        response.headers.get("cache-control"),
-        response.headers.get("x-nextjs-cache"),
-        response.headers.get("content-type"),
-        response.content,
-    )
 
 
 async def probe(
@@ -445,37 +217,6 @@ async def probe(
         except TimeoutError:
             pass
     return answers
-
-
-def verify(result: Result, fast: float) -> str:
-    """The result's category: correct_200, bad_200, fast_503, slow_503, 504, error, other."""
-    import pyvips
-
-    if result.status == 0:
-        return "error"
-    if result.status == 503:
-        return "fast_503" if result.seconds < fast else "slow_503"
-    if result.status == 504:
-        return "504"
-    if result.status != 200:
-        return "other"
-    try:
-        image: Any = pyvips.Image.new_from_buffer(result.body, "")
-        loader = str(image.get("vips-loader"))
-        width = int(image.width)
-        if image.get_typeof("heif-compression"):
-            loader += "/" + str(image.get("heif-compression"))
-    except pyvips.Error:
-        result.got = "undecodable"
-        return "bad_200"
-    result.got = f"{loader} {width}"
-    job = result.job
-    expected_width = min(job.width, job.photo.width)
-    if job.accept == "image/avif":
-        right_type = loader.startswith("heifload") and loader.endswith("/av1")
-    else:
-        right_type = loader.startswith(LOADER[job.accept])
-    return "correct_200" if right_type and width == expected_width else "bad_200"
 
 
 async def run_once(

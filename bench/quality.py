@@ -47,13 +47,11 @@ import numpy as np
 import numpy.typing as npt
 import pyvips
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: the repo
-from bench.bench_miss import PHOTOS, download_ukui  # noqa: E402
-from bench.overload import UKUI_PICKS  # noqa: E402
-from handler.contract.config import ImagesConfig  # noqa: E402
-from handler.pipeline import transform as pipeline  # noqa: E402
-from handler.pipeline.sniff import AVIF, WEBP  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import PHOTOS, UKUI_PICKS, download_ukui
+from handler.contract.config import ImagesConfig
+from handler.pipeline import transform as pipeline
+from handler.pipeline.sniff import AVIF, WEBP
 
 # overload's pictures (the package's richest) and its dark gradient, where banding shows first.
 PICKS = (*UKUI_PICKS, "focal-ubuntukylin.png")

@@ -22,16 +22,15 @@ import argparse
 import json
 import logging
 import os
-import socket
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script: this checkout's devtools (the fault proxy)
-from devtools.fault_proxy import fault_proxy  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import REPO, free_port
+from devtools.fault_proxy import fault_proxy
 
 ASSETS_PREFIX = "_assets/"
 WIDTHS = (640, 750, 828, 1080)  # in Next's default deviceSizes
@@ -43,7 +42,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--slow-budget", type=float, default=20.0, help="slow-s3 request budget")
     parser.add_argument("--delay", type=float, default=3.0, help="slow-s3: seconds late")
     parser.add_argument("--requests", type=int, default=2, help="hung-store: invocations")
-    parser.add_argument("--checkout", type=Path, default=ROOT, help="whose handler/ to run")
+    parser.add_argument("--checkout", type=Path, default=REPO, help="whose handler/ to run")
     parser.add_argument("--json", action="store_true")
     return parser.parse_args()
 
@@ -69,9 +68,7 @@ def main() -> int:
 
     assert Path(handler.__file__).resolve().parent.parent == args.checkout.resolve()
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     results: dict[str, Any] = {}
@@ -82,7 +79,7 @@ def main() -> int:
             variants, assets = f"v-{uuid.uuid4().hex[:8]}", f"a-{uuid.uuid4().hex[:8]}"
             for bucket in (variants, assets):
                 s3_client().create_bucket(Bucket=bucket)
-            body = (ROOT / "public" / "a.jpg").read_bytes()
+            body = (REPO / "public" / "a.jpg").read_bytes()
             s3_client().put_object(Bucket=assets, Key=f"{ASSETS_PREFIX}photo.jpg", Body=body)
 
             def invoke(instance: Any, query: str) -> tuple[int, float]:
@@ -97,7 +94,7 @@ def main() -> int:
                 lambda_settings(
                     {
                         "NEXT_IMAGE_BUCKET": variants,
-                        "NEXT_IMAGE_PUBLIC_DIR": str(ROOT / "public"),
+                        "NEXT_IMAGE_PUBLIC_DIR": str(REPO / "public"),
                         "NEXT_IMAGE_TIMEOUT": str(args.budget),
                     }
                 )

@@ -60,8 +60,8 @@ from urllib.parse import urlencode
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repo
-from bench.overload import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import (
     CACHE,
     FORMATS,
     REPO,

@@ -154,7 +154,7 @@ LEFT_OUT_OF_INIT = (
 def test_the_lambda_init_leaves_heavy_modules_out() -> None:
     """Importing ``handler.entry.lambda_handler`` as Lambda does (S3 store and assets bucket named)
     builds the app without the modules that only some requests, or only serve, need."""
-    from bench.bench_import import LAMBDA_ENV  # the environment the bench times it in
+    from bench.common import LAMBDA_ENV  # the environment the bench times it in
 
     script = (
         "import json, sys, handler.entry.lambda_handler; "

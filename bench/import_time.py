@@ -10,48 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BUDGET_MS = 400.0  # with FastAPI; SnapStart restores do not pay it
-LAMBDA_ENV = {
-    "NEXT_IMAGE_BUCKET": "next-image-variants",
-    "NEXT_IMAGE_ASSETS_BUCKET": "next-image-assets",
-    "NEXT_IMAGE_ASSETS_PREFIX": "_assets/",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-_TIMED = (
-    "import time; t = time.perf_counter(); import handler.entry.lambda_handler; "
-    "print((time.perf_counter() - t) * 1000)"
-)
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXT_IMAGE_")}
-    return env | LAMBDA_ENV
-
-
-def import_ms(runs: int) -> list[float]:
-    """Wall-clock milliseconds of the import, one fresh process per run."""
-    times = []
-    for _ in range(runs):
-        out = subprocess.run(
-            [sys.executable, "-c", _TIMED], cwd=ROOT, env=_env(), check=True, capture_output=True
-        )
-        times.append(float(out.stdout.decode().strip().splitlines()[-1]))
-    return times
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import BUDGET_MS, REPO, import_ms, lambda_env
 
 
 def heaviest_imports(top: int) -> list[tuple[int, str]]:
     """``-X importtime`` cumulative microseconds of the slowest top-level imports."""
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import handler.entry.lambda_handler"],
-        cwd=ROOT,
-        env=_env(),
+        cwd=REPO,
+        env=lambda_env(),
         check=True,
         capture_output=True,
     )

@@ -21,25 +21,18 @@ import argparse
 import json
 import logging
 import os
-import socket
 import sys
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from moto.server import ThreadedMotoServer
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script: this checkout's handler, not the installed one
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import ACCEPTS, REPO, Recorder, free_port, summary
+
 IMAGES = ("a.jpg", "b.png")
 WIDTHS = (384, 640, 828, 1080, 1920)
-ACCEPTS = {
-    "webp": "image/webp,image/apng,image/*,*/*;q=0.8",
-    "avif": "image/avif,image/webp,image/apng,image/*,*/*;q=0.8",
-}
 ENV = {
     "NEXT_IMAGE_BUCKET": "bench-variants",
     "NEXT_IMAGE_ASSETS_BUCKET": "bench-assets",
@@ -70,72 +63,6 @@ def events() -> list[dict[str, Any]]:
         for width in WIDTHS
         for accept in ACCEPTS.values()
     ]
-
-
-def record_of(key: str) -> str:
-    """Which kind of object an S3 call touched, from its key."""
-    for kind in ("pointer", "variant", "source"):
-        if f"_next/image-{kind}s/" in key:
-            return kind
-    return "asset"
-
-
-@dataclass
-class Recorder:
-    """Every S3 call of the shared client (its operation, record and duration) and every
-    request's stage times, as the request log reports them."""
-
-    calls: list[tuple[str, float]] = field(default_factory=list)
-    stages: list[dict[str, float]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def install(self, *clients: Any) -> None:
-        """Record the calls of ``clients`` (the store's and the sources' S3 clients)."""
-        for client in clients:
-            client.meta.events.register("before-call.s3", self._before)
-            for event in ("after-call.s3", "after-call-error.s3"):
-                client.meta.events.register(event, self._after)
-        from handler.http.observability import RequestObserver
-
-        observe = RequestObserver.__call__
-
-        def observed(observer: RequestObserver, request: Any, record: Any) -> None:
-            self.stages.append(dict(record.get("stages_ms", {})))
-            observe(observer, request, record)
-
-        RequestObserver.__call__ = observed  # type: ignore[method-assign,assignment]
-
-    def _before(self, model: Any, params: dict[str, Any], context: Any, **_: Any) -> None:
-        context["bench"] = (model.name, params.get("url_path", ""), time.perf_counter())
-
-    def _after(self, context: Any, **_: Any) -> None:
-        name, path, started = context.pop("bench")
-        with self._lock:
-            self.calls.append((f"{name} {record_of(path)}", (time.perf_counter() - started) * 1e3))
-
-    def take(self) -> tuple[list[tuple[str, float]], dict[str, float]]:
-        """The calls and stage times of the request just answered; the recorder starts over."""
-        calls, stages = list(self.calls), (self.stages[-1] if self.stages else {})
-        self.calls.clear()
-        self.stages.clear()
-        return calls, stages
-
-
-def summary(requests: list[tuple[list[tuple[str, float]], dict[str, float]]]) -> dict[str, Any]:
-    """Per request: S3 calls by kind, their summed time, and each stage's mean time."""
-    n = len(requests)
-    calls = [call for request_calls, _ in requests for call in request_calls]
-    kinds = Counter(kind for kind, _ in calls)
-    stage_names = sorted({name for _, stages in requests for name in stages})
-    return {
-        "s3_calls_per_request": round(len(calls) / n, 2),
-        "s3_calls": {kind: round(count / n, 2) for kind, count in sorted(kinds.items())},
-        "s3_ms_per_request": round(sum(ms for _, ms in calls) / n, 1),
-        "stages_ms": {
-            name: round(sum(stages.get(name, 0.0) for _, stages in requests) / n, 1)
-            for name in stage_names
-        },
-    }
 
 
 def timed_pass(handle: Any, batch: list[dict[str, Any]], recorder: Recorder) -> dict[str, Any]:
@@ -172,9 +99,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -187,7 +112,7 @@ def main() -> int:
         for bucket in (ENV["NEXT_IMAGE_BUCKET"], ENV["NEXT_IMAGE_ASSETS_BUCKET"]):
             client.create_bucket(Bucket=bucket)
         for name in IMAGES:
-            body = (ROOT / "public" / name).read_bytes()
+            body = (REPO / "public" / name).read_bytes()
             key = ENV["NEXT_IMAGE_ASSETS_PREFIX"] + name
             client.put_object(Bucket=ENV["NEXT_IMAGE_ASSETS_BUCKET"], Key=key, Body=body)
 

@@ -16,27 +16,29 @@ Photos: real JPEG/PNG photographs from Debian's ``ukui-wallpapers`` (fetched onc
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import httpx
 import pyvips
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a script: this checkout's handler, not the installed one
-from handler.contract.config import ImagesConfig  # noqa: E402
-from handler.pipeline.transform import encode  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
+from bench.common import (
+    PHOTOS,
+    PICKS,
+    REPO,
+    download_ukui,
+    free_port,
+    unique,
+    wait_answering,
+)
+from handler.contract.config import ImagesConfig
+from handler.pipeline.transform import encode
 
-PHOTOS = Path(__file__).parent / "photos"
-PICKS = ("rhythm.jpg", "string.jpg", "calla.png", "goldfish.png")
 # (photo, width, Accept) -> output: webp, or the source type when Accept names nothing we make.
 JOBS = [
     (photo, width, accept)
@@ -49,22 +51,6 @@ JOBS = [
     )
 ] + [("string.jpg", 640, "image/avif"), ("calla.png", 640, "image/avif")]
 OUTPUT = {"image/webp": "image/webp", "image/avif": "image/avif"}
-
-
-def download_ukui(folder: Path, names: tuple[str, ...]) -> None:
-    """Copy ``names`` out of Debian's ukui-wallpapers (real photographs) into ``folder``.
-
-    Raises OSError, CalledProcessError or StopIteration when the package cannot be had.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            ["apt-get", "download", "ukui-wallpapers"], cwd=tmp, check=True, capture_output=True
-        )
-        deb = next(Path(tmp).glob("*.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
-        for name in names:
-            shutil.copy(Path(tmp) / "usr/share/backgrounds" / name, folder / name)
 
 
 def fetch_photos() -> list[Path]:
@@ -80,27 +66,11 @@ def fetch_photos() -> list[Path]:
     return [PHOTOS / name for name in PICKS]
 
 
-def unique(data: bytes, tag: str) -> bytes:
-    """The same picture with different bytes: a JPEG COM segment or a PNG tEXt chunk."""
-    payload = tag.encode()
-    if data[:2] == b"\xff\xd8":
-        return data[:2] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
-    chunk = b"tEXt" + b"bench\0" + payload
-    crc = struct.pack(">I", zlib.crc32(chunk))
-    return data[:33] + struct.pack(">I", len(chunk) - 4) + chunk + crc + data[33:]
-
-
 def raw(path: Path, width: int, accept: str, config: ImagesConfig) -> bytes:
     data = path.read_bytes()
     image = pyvips.Image.thumbnail_buffer(data, width, height=10_000_000, size="down")
     source_type = "image/jpeg" if path.suffix == ".jpg" else "image/png"
     return encode(image, OUTPUT.get(accept, source_type), 75, config)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
@@ -149,7 +119,7 @@ def run(
         job: ([], []) for job in JOBS
     }
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-        wait_ready(client)
+        wait_answering(client, "/_next/image", 30, "the service")
         for round_ in range(rounds + 1):  # round 0 warms both sides up and is not counted
             for i, job in enumerate(JOBS):
                 photo, width, accept = job
@@ -172,17 +142,6 @@ def run(
                     results[job][0].append(service)
                     results[job][1].append(direct)
     return results
-
-
-def wait_ready(client: httpx.Client) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            client.get("/_next/image")
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit("the service did not start")
 
 
 def report(results: dict[tuple[str, int, str], tuple[list[float], list[float]]]) -> None:
