@@ -82,7 +82,7 @@ dist: setup
 	$(BIN)/python -m release.build --out-dir dist
 
 bench: setup
-	$(BIN)/python bench/bench_miss.py
+	$(BIN)/python bench/miss_cost.py
 
 # The time budgets the tests no longer assert (import, fast 503s, hits in a burst, bombs...),
 # measured on this machine and reported beside them.
