@@ -1,5 +1,5 @@
-"""Ready-made repeat hits on ``next-image serve``: a repeated HIT is sent as the route sent it,
-without the route, and only while the variant is fresh (``handler.http.ready``)."""
+"""Replayed hits on ``next-image serve``: a repeated HIT is sent again as the route sent it,
+without the route, and only while the variant is fresh (``handler.http.replay``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from handler.contract.config import load_images_config
 from handler.entry.settings import Settings
 from handler.entry.wiring import build_app
-from handler.http.ready import READY_SECONDS, ReadyAnswer, ReadyAnswers
+from handler.http.replay import REPLAY_SECONDS, RecentHits, ReplayedAnswer
 from kit.prometheus import requests_by_label, scrape
 from kit.service_app import AVIF, IMAGE, WEBP, Service
 from kit.support import Clock
@@ -32,20 +32,20 @@ def width_of(body: bytes) -> tuple[str, int]:
     return image.get("vips-loader"), image.width
 
 
-def test_a_repeated_hit_is_sent_ready_as_the_route_sent_it(service: Service) -> None:
+def test_a_repeated_hit_is_replayed_as_the_route_sent_it(service: Service) -> None:
     miss = service.client.get(IMAGE, headers=WEBP)
     hit = service.client.get(IMAGE, headers=WEBP)
-    ready = service.client.get(IMAGE, headers=WEBP)
+    replayed = service.client.get(IMAGE, headers=WEBP)
 
-    assert [r.headers["x-nextjs-cache"] for r in (miss, hit, ready)] == ["MISS", "HIT", "HIT"]
+    assert [r.headers["x-nextjs-cache"] for r in (miss, hit, replayed)] == ["MISS", "HIT", "HIT"]
     assert service.serves == 2  # the third never reached the route
-    assert ready.status_code == 200
-    assert ready.headers.items() == hit.headers.items()  # same names, values and order
-    assert ready.content == hit.content == miss.content
-    assert width_of(ready.content) == ("webpload_buffer", 640)
+    assert replayed.status_code == 200
+    assert replayed.headers.items() == hit.headers.items()  # same names, values and order
+    assert replayed.content == hit.content == miss.content
+    assert width_of(replayed.content) == ("webpload_buffer", 640)
 
 
-def test_a_head_repeat_is_sent_ready_without_a_body(service: Service) -> None:
+def test_a_head_repeat_is_replayed_without_a_body(service: Service) -> None:
     service.client.get(IMAGE, headers=WEBP)
     hit = service.client.get(IMAGE, headers=WEBP)
     head = service.client.head(IMAGE, headers=WEBP)
@@ -99,26 +99,26 @@ def test_a_miss_is_not_kept(service: Service) -> None:
     assert service.serves == 2
 
 
-def test_ready_answers_are_observed_like_the_routes(service: Service) -> None:
+def test_replayed_answers_are_observed_like_the_routes(service: Service) -> None:
     for _ in range(3):
         service.client.get(IMAGE, headers=WEBP)
-    route, ready = service.records[1], service.records[2]
-    assert ready["cache"] == route["cache"] == "HIT"
-    assert ready["status"] == route["status"] == 200
-    assert ready["output_bytes"] == route["output_bytes"] > 0
-    assert (ready["url"], ready["w"], ready["q"]) == ("/test.jpg", 640, 75)
-    assert ready["stages_ms"] == {}
-    assert ready["total_ms"] >= 0
+    route, replayed = service.records[1], service.records[2]
+    assert replayed["cache"] == route["cache"] == "HIT"
+    assert replayed["status"] == route["status"] == 200
+    assert replayed["output_bytes"] == route["output_bytes"] > 0
+    assert (replayed["url"], replayed["w"], replayed["q"]) == ("/test.jpg", 640, 75)
+    assert replayed["stages_ms"] == {}
+    assert replayed["total_ms"] >= 0
 
 
-def test_the_services_metrics_count_ready_hits(public_dir: Path) -> None:
+def test_the_services_metrics_count_replayed_hits(public_dir: Path) -> None:
     client = TestClient(build_app(Settings(public_dir=str(public_dir)), service=True))
     for _ in range(4):
         assert client.get(IMAGE, headers=WEBP).status_code == 200
     assert requests_by_label(scrape(client)) == {("200", "miss"): 1, ("200", "hit"): 3}
 
 
-def test_lambda_keeps_no_ready_answers(public_dir: Path) -> None:
+def test_lambda_replays_no_hits(public_dir: Path) -> None:
     made = Service(public_dir, service=False)
     assert made.app.state.ready is None
     with made.client as client:
@@ -136,26 +136,26 @@ SCOPE = {
 }
 
 
-def answer(size: int) -> ReadyAnswer:
-    return ReadyAnswer([(b"content-length", str(size).encode())], b"x" * size, {"query": ""})
+def answer(size: int) -> ReplayedAnswer:
+    return ReplayedAnswer([(b"content-length", str(size).encode())], b"x" * size, {"query": ""})
 
 
 def scope(query: bytes) -> dict[str, Any]:
     return SCOPE | {"query_string": query}
 
 
-def test_kept_answers_expire_after_ready_seconds() -> None:
+def test_kept_answers_expire_after_replay_seconds() -> None:
     clock = Clock(0.0)
-    answers = ReadyAnswers(clock=clock)
+    answers = RecentHits(clock=clock)
     answers.keep(SCOPE, answer(10), fresh_for=3600)
-    clock.now = READY_SECONDS - 0.01
+    clock.now = REPLAY_SECONDS - 0.01
     assert answers.find(SCOPE) is not None
-    clock.now = READY_SECONDS
+    clock.now = REPLAY_SECONDS
     assert answers.find(SCOPE) is None
 
 
 def test_kept_answers_stay_within_their_byte_bound() -> None:
-    answers = ReadyAnswers(max_bytes=25_000)
+    answers = RecentHits(max_bytes=25_000)
     for query in (b"a", b"b", b"c"):
         answers.keep(scope(query), answer(10_000), fresh_for=60)
     assert answers.find(scope(b"a")) is None  # the least recently used went first
@@ -166,7 +166,7 @@ def test_kept_answers_stay_within_their_byte_bound() -> None:
 
 
 def test_the_key_is_path_query_and_accept() -> None:
-    answers = ReadyAnswers()
+    answers = RecentHits()
     answers.keep(SCOPE, answer(10), fresh_for=60)
     assert answers.find(SCOPE | {"method": "HEAD"}) is not None
     assert answers.find(SCOPE | {"path": "/other/_next/image"}) is None

@@ -19,7 +19,7 @@ from handler.commands.cloudfront_api import CloudFrontApi, cloudfront_api
 from handler.commands.invoke import mocked_s3
 from handler.commands.purge import command
 from handler.entry.settings import Settings
-from handler.http.ready import READY_SECONDS
+from handler.http.replay import REPLAY_SECONDS
 from handler.model import Pointer, Variant
 from handler.request.keys import pointer_key
 from handler.stores.filesystem import FilesystemStore
@@ -74,7 +74,7 @@ def test_a_purged_url_is_checked_at_its_source_again(
     assert main(["purge", *flags, "--url", "/test.jpg"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("purge: 1 URL: 1 pointer deleted from the filesystem store in ")
-    assert waits == [READY_SECONDS]  # the ready-made repeats (the tier checks each pointer)
+    assert waits == [REPLAY_SECONDS]  # the replayed hits (the tier checks each pointer)
 
     after = app.get(QUERY)
     assert after.headers["x-nextjs-cache"] == "MISS"
@@ -104,7 +104,7 @@ def test_purge_all_on_redis_leaves_variants_and_other_prefixes(
     assert [store.get_pointer(k) for k in ("a", "b", "c")] == [None, None, None]
     assert neighbour.get_pointer("a") == pointer()
     assert store.get_variant("ab/640w") == variant  # content-addressed: still right
-    assert waits == [READY_SECONDS]
+    assert waits == [REPLAY_SECONDS]
 
 
 def test_purge_on_s3_invalidates_at_cloudfront(
@@ -136,7 +136,7 @@ def test_purge_on_s3_invalidates_at_cloudfront(
     out = capsys.readouterr().out
     assert "2 URLs: 2 pointers deleted (the s3 store does not say which existed)" in out
     assert f"CloudFront invalidation {made.id} of 2 paths on {DISTRIBUTION}" in out
-    assert waits == [POINTER_MEMORY_SECONDS + READY_SECONDS]
+    assert waits == [POINTER_MEMORY_SECONDS + REPLAY_SECONDS]
 
 
 def test_paths_with_a_base_path_and_past_the_wildcard_limit(tmp_path: Path) -> None:
