@@ -35,7 +35,7 @@ def pair(public_dir: Path) -> Iterator[tuple[Service, Service]]:
 
 def ask(service: Service, method: str, url: str, headers: dict[str, str]) -> Answer:
     response = service.client.request(method, url, headers=headers)
-    service.client.portal.call(service.optimizer.drain)  # type: ignore[union-attr]
+    service.client.portal.call(service.coordinator.drain)  # type: ignore[union-attr]
     return response.status_code, list(response.headers.items()), response.content
 
 
