@@ -30,8 +30,7 @@ from handler.contract.headers import cache_control, content_disposition, is_fres
 from handler.contract.validate import validate_params
 from handler.http.health import add_health_routes
 from handler.http.openapi import image_route_docs
-from handler.http.replay import RecentHits as ReadyAnswers
-from handler.http.replay import ReplayedAnswer as ReadyAnswer
+from handler.http.replay import RecentHits, ReplayedAnswer
 from handler.model import ImageParams, Observer, RequestRecord, Served, Stats
 from handler.request.coordinator import Coordinator
 from handler.stores.byte_lru import ByteLRU
@@ -109,7 +108,7 @@ def create_app(
     service: bool = False,
 ) -> FastAPI:
     """The ``/_next/image`` route on FastAPI, with OpenAPI docs served only when ``docs`` is set,
-    and the health routes and ready-made repeat hits (``handler.http.ready``) only when running as a
+    and the health routes and replayed repeat hits (``handler.http.replay``) only when running as a
     ``service`` (``next-image serve``).
 
     ``observer`` gets one record per request (the Lambda handler logs it, emits metrics). Every
@@ -133,9 +132,9 @@ def create_app(
     app.state.observer = observer
     app.state.oversize = oversize
     app.state.known = KnownParams()
-    app.state.ready = ReadyAnswers() if service else None
-    if app.state.ready is not None:
-        app.front = ImageFront(path, app.state.ready, observer)
+    app.state.recent_hits = RecentHits() if service else None
+    if app.state.recent_hits is not None:
+        app.front = ImageFront(path, app.state.recent_hits, observer)
     app.add_api_route(path, next_image, methods=ROUTE_METHODS, include_in_schema=False)
     app.add_api_route(path + "/", trailing_slash, methods=ROUTE_METHODS, include_in_schema=False)
     if service:
@@ -195,12 +194,12 @@ class NextImageApp(FastAPI):
 
 
 class ImageFront:
-    """The image route as plain ASGI: a ready-made repeat (``handler.http.ready``) when one is kept,
+    """The image route as plain ASGI: a replayed repeat (``handler.http.replay``) when one is kept,
     else ``next_image`` itself. An exception it raises is answered as FastAPI's outermost
     middleware answers one (``internal_error``'s plain 500), then raised for the server to log.
     """
 
-    def __init__(self, path: str, answers: ReadyAnswers, observer: Observer | None) -> None:
+    def __init__(self, path: str, answers: RecentHits, observer: Observer | None) -> None:
         self.path = path
         self.telemetry: bool | None = None  # FastAPI's native telemetry on: not known yet
         self._answers = answers
@@ -208,8 +207,8 @@ class ImageFront:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        ready = self._answers.find(scope)
-        if ready is None:
+        replayed = self._answers.find(scope)
+        if replayed is None:
             request = Request(scope, receive)
             try:
                 response = await next_image(request)
@@ -218,12 +217,12 @@ class ImageFront:
                 raise
             await response(scope, receive, send)
             return
-        body = b"" if scope["method"] == "HEAD" else ready.body
-        await send({"type": "http.response.start", "status": 200, "headers": ready.headers})
+        body = b"" if scope["method"] == "HEAD" else replayed.body
+        await send({"type": "http.response.start", "status": 200, "headers": replayed.headers})
         await send({"type": "http.response.body", "body": body})
         if self._observer is not None:
             elapsed = round((time.perf_counter() - started) * 1000, 2)
-            record = ready.record | {"stages_ms": {}, "total_ms": elapsed}
+            record = replayed.record | {"stages_ms": {}, "total_ms": elapsed}
             self._observer(Request(scope, receive), record)
 
 
@@ -282,10 +281,10 @@ async def answer(request: Request, stats: Stats, record: RequestRecord) -> Respo
     oversize: Oversize | None = request.app.state.oversize
     if oversize is not None and len(served.variant.body) > oversize.limit:
         return await variant_redirect(coordinator, params, served, oversize, record)
-    ready: ReadyAnswers | None = request.app.state.ready
-    if ready is not None and served.cache == "HIT" and not served.transient:
-        kept = ReadyAnswer(response.raw_headers, served.variant.body, record | {"status": 200})
-        ready.keep(request.scope, kept, served.fresh_for)
+    recent: RecentHits | None = request.app.state.recent_hits
+    if recent is not None and served.cache == "HIT" and not served.transient:
+        kept = ReplayedAnswer(response.raw_headers, served.variant.body, record | {"status": 200})
+        recent.keep(request.scope, kept, served.fresh_for)
     return response
 
 

@@ -44,7 +44,7 @@ def test_the_front_answers_as_fastapis_route(pair: tuple[Service, Service]) -> N
     steps: list[tuple[str, str, dict[str, str]]] = [
         ("GET", IMAGE, WEBP),  # MISS
         ("GET", IMAGE, WEBP),  # HIT
-        ("GET", IMAGE, WEBP),  # HIT (ready-made, on the service)
+        ("GET", IMAGE, WEBP),  # HIT (replayed, on the service)
         ("HEAD", IMAGE, WEBP),
         ("GET", IMAGE, AVIF),
         ("GET", IMAGE, {}),  # no Accept: the source's type

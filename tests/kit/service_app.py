@@ -48,7 +48,7 @@ class Service:
         self.coordinator.serve = counting  # type: ignore[method-assign]
         self.records: list[RequestRecord] = []
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(app_module, "ReadyAnswers", lambda: RecentHits(clock=self.clock))
+            patch.setattr(app_module, "RecentHits", lambda: RecentHits(clock=self.clock))
             self.app = create_app(self.coordinator, observer=self._observe, service=service)
         self.client = TestClient(self.app)
 

@@ -120,7 +120,7 @@ def test_the_services_metrics_count_replayed_hits(public_dir: Path) -> None:
 
 def test_lambda_replays_no_hits(public_dir: Path) -> None:
     made = Service(public_dir, service=False)
-    assert made.app.state.ready is None
+    assert made.app.state.recent_hits is None
     with made.client as client:
         for _ in range(3):
             client.get(IMAGE, headers=WEBP)
