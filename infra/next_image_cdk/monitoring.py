@@ -1,10 +1,10 @@
 """Alarms and a dashboard for the optimizer: the function's Lambda metrics and its own EMF.
 
-The EMF metrics are the ones ``handler/http/observability.py`` writes: namespace ``NextImage``, one
-dimension, ``service`` (``POWERTOOLS_METRICS_NAMESPACE`` / ``POWERTOOLS_SERVICE_NAME``, which
+The EMF metrics are the ones ``handler/http/observability.py`` writes: namespace ``NextImage``,
+one dimension, ``service`` (``POWERTOOLS_METRICS_NAMESPACE`` / ``POWERTOOLS_SERVICE_NAME``, which
 the construct sets on the function to the values read here), and the names of the EMF views in
-``handler/http/metrics.py``. ``tests/test_infra.py`` holds these names to that module, so a renamed
-metric fails the synth tests instead of leaving an alarm that never fires.
+``handler/http/metrics.py``. ``tests/system/test_infra.py`` holds these names to that module, so
+a renamed metric fails the synth tests instead of leaving an alarm that never fires.
 """
 
 from __future__ import annotations
