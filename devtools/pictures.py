@@ -90,6 +90,12 @@ def draw(app: Path) -> dict[str, Picture]:
         LOGO: logo(LOGO.width),
         HUGE: noise(HUGE.width, HUGE.height),
     }
+    return save(app, made)
+
+
+def save(app: Path, made: dict[Picture, Any]) -> dict[str, Picture]:
+    """Write each drawn image to its path under ``app`` (PNG or JPEG by its ending), leaving a
+    file that already holds the same bytes untouched; the pictures by path."""
     for picture, image in made.items():
         target = app / picture.path
         target.parent.mkdir(parents=True, exist_ok=True)

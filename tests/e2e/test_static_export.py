@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -33,7 +32,8 @@ import httpx
 import pytest
 from harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HERE, NEXT, REPORT, ROOT, TIMINGS, timed
 
-from devtools.pictures import Picture, logo, scene
+from devtools.pictures import Picture, logo, save, scene
+from handler.commands.loopback import serving
 from kit import imagegen
 from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
 
@@ -76,16 +76,7 @@ def draw() -> dict[str, Picture]:
     """The app's images (git-ignored), the same bytes every run."""
     made: dict[Picture, Any] = {p: scene(p.width, p.height, *a) for p, a in PICTURES.items()}
     made[LOGO] = logo(LOGO.width)
-    for picture, image in made.items():
-        target = EXPORT_APP / picture.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.suffix == ".png":
-            data = bytes(image.pngsave_buffer(compression=1))
-        else:
-            data = bytes(image.jpegsave_buffer(Q=88))
-        if not target.is_file() or target.read_bytes() != data:
-            target.write_bytes(data)
-    return {p.path: p for p in made}
+    return save(EXPORT_APP, made)
 
 
 def source_width(src: str, pictures: dict[str, Picture]) -> int:
@@ -428,17 +419,8 @@ def plain_host(files_site: Path) -> Iterator[PlainHost]:
         def log_request(self, code: Any = "-", size: Any = "-") -> None:
             host.paths.append((urlsplit(self.path).path, int(code)))
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
-    server.daemon_threads = True
-    host.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)) as host.url:
         yield host
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_the_warm_out_site_shows_every_image_as_webp_files(
