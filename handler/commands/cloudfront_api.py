@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NoReturn
 from xml.sax.saxutils import escape
 
+from handler.commands.loopback import serving
+
 VERSION = "2020-05-31"
 NAMESPACE = f"http://cloudfront.amazonaws.com/doc/{VERSION}/"
 MAX_PATH = 4000
@@ -204,16 +206,5 @@ def cloudfront_api(
         def log_message(self, *_: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    api.url = f"http://{shown}:{bound_port}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer((host, port), Handler)) as api.url:
         yield api
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

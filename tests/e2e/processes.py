@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from harness import NEXT
 
+from handler.commands.loopback import serving
 from kit.local_cdn_process import LocalCdn
 from kit.local_cdn_process import local_cdn as run_local_cdn
 
@@ -166,17 +167,8 @@ def logging_proxy(upstream: str) -> Iterator[Proxy]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-    server.daemon_threads = True
-    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Forward)) as proxy.url:
         yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @contextmanager

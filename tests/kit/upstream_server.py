@@ -15,6 +15,8 @@ from typing import Any
 
 import brotli
 
+from handler.commands.loopback import serving
+
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8  # sniffing is not this module's job
 IMAGE_ETAG = 'W/"800-18f"'
 IMAGE_CACHE_CONTROL = "public, max-age=100"
@@ -239,17 +241,11 @@ def serve(tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> Iterato
     handler = type("BoundHandler", (Handler,), {"server_state": state})
     httpd = _QuietServer((host, 0), handler)
     httpd.state = state
-    httpd.daemon_threads = True
     httpd.block_on_close = False
     if tls is not None:
         tls.sni_callback = lambda _sock, name, _ctx: state.sni.append(name)
         httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     state.port = httpd.server_address[1]
     # A short poll: shutdown() waits for it, once per server and test.
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(httpd, poll=0.05):
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
