@@ -31,11 +31,9 @@ import dataclasses
 import json
 import os
 import socket
-import struct
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +47,7 @@ import pyvips
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
 from bench.common import BUDGET_MS as IMPORT_BUDGET_MS
 from bench.common import import_ms
+from devtools.crafted import png_claiming
 from handler.contract.config import load_images_config
 from handler.entry.settings import Settings
 from handler.entry.wiring import build_coordinator
@@ -81,16 +80,6 @@ def noise_jpeg(width: int, height: int, seed: int) -> bytes:
     bands = [pyvips.Image.gaussnoise(width, height, sigma=60, mean=128 + seed % 64) for _ in "rgb"]
     image = bands[0].bandjoin(bands[1:]).cast("uchar").copy(interpretation="srgb")
     return bytes(image.jpegsave_buffer(Q=90))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def seconds_of(call: Callable[[], object]) -> float:

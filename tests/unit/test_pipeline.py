@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import struct
 import time
-import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import pyvips
 
+from devtools.crafted import png_claiming
 from handler.contract import errors
 from handler.contract.config import ImagesConfig, load_images_config
 from handler.contract.errors import ImageError
@@ -331,16 +331,6 @@ def test_undecodable_bytes_with_an_image_signature_fall_back() -> None:
     _assert_fallback(run(source), source, "image/jpeg")
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def _decided_from_the_header(source: bytes, mime: str) -> Transformed:
     """What the plan says: a Transformed rather than a Plan means nothing is decoded."""
     plan = plan_transform(source, width=128, quality=75, mime_type=mime, config=CONFIG)
@@ -349,7 +339,7 @@ def _decided_from_the_header(source: bytes, mime: str) -> Transformed:
 
 
 def test_decompression_bomb_falls_back_from_the_header() -> None:
-    source = _png_claiming(100_000, 100_000)  # 10^10 pixels in ~100 bytes
+    source = png_claiming(100_000, 100_000)  # 10^10 pixels in ~100 bytes
     _assert_fallback(_decided_from_the_header(source, "image/webp"), source, "image/png")
     _assert_fallback(run(source), source, "image/png")
 
