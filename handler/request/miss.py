@@ -23,6 +23,7 @@ from handler.request.fetch import Fetch
 from handler.request.first_view import FirstView
 from handler.request.freshness import Terms
 from handler.request.keys import pointer_key
+from handler.request.step import Step
 from handler.request.transforms import Transforms, variant_of
 from handler.stores.guarded import GuardedStore
 
@@ -54,7 +55,7 @@ class MissPlan:
         return replace(self, params=params, checked=False, first_view=False)
 
 
-class Miss:
+class Miss(Step):
     def __init__(
         self,
         store: GuardedStore,
@@ -64,12 +65,8 @@ class Miss:
         terms: Terms,
         clock: Callable[[], float],
     ) -> None:
-        self._store = store
-        self._fetch = fetch
-        self._transforms = transforms
+        super().__init__(store, fetch, transforms, terms, clock)
         self._first_view = first_view
-        self.terms = terms
-        self._clock = clock
 
     async def source(
         self, params: ImageParams, pointer: Pointer | None, stats: Stats, *, first_view: bool
@@ -140,7 +137,7 @@ class Miss:
                 stats.timed("store", started)
                 if found is not None:
                     await self._store.put_pointer(pointer_key(miss.params.href), miss.pointer)
-                    return self._served(miss, found, vkey)
+                    return self._served(found, vkey, miss.pointer, miss.cache)
         finally:
             if lookup is not None:
                 lookup.cancel()  # still running only if planning failed: no longer needed
@@ -160,7 +157,9 @@ class Miss:
             log.warning(
                 "transform of %s timed out; serving the original once, uncached", miss.params.href
             )
-            return self._served(miss, variant, vkey, stored=False, transient=True)
+            return self._served(
+                variant, vkey, miss.pointer, miss.cache, stored=False, transient=True
+            )
         started = time.perf_counter()
         pointer = miss.pointer
         writes: list[Awaitable[bool]] = []
@@ -170,28 +169,7 @@ class Miss:
             writes.append(self._store.put_source(pointer.source_hash, miss.body))
         stored, *_ = await asyncio.gather(self._store.put_variant(vkey, variant), *writes)
         stats.timed("store", started)
-        return self._served(miss, variant, vkey, stored=stored)
+        return self._served(variant, vkey, miss.pointer, miss.cache, stored=stored)
 
     def _variant_key(self, miss: MissPlan) -> str:
         return self._transforms.variant_key(miss.pointer.source_hash, miss.params)
-
-    def _served(
-        self,
-        miss: MissPlan,
-        variant: Variant,
-        vkey: str,
-        *,
-        stored: bool = True,
-        transient: bool = False,
-    ) -> Served:
-        now = self._clock()
-        return freshness.served(
-            variant,
-            vkey,
-            miss.pointer,
-            miss.cache,
-            self.terms,
-            now,
-            stored=stored,
-            transient=transient,
-        )

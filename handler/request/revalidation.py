@@ -23,6 +23,7 @@ from handler.request.freshness import Terms
 from handler.request.keys import pointer_key
 from handler.request.miss import Miss, MissPlan
 from handler.request.single_flight import SingleFlight, flight_key
+from handler.request.step import Step
 from handler.request.transforms import Transforms
 from handler.stores.guarded import GuardedStore
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 RevalidationMode = Literal["background", "inline"]
 
 
-class Revalidation:
+class Revalidation(Step):
     def __init__(
         self,
         mode: RevalidationMode,
@@ -46,15 +47,11 @@ class Revalidation:
         clock: Callable[[], float],
         timeout: float,
     ) -> None:
+        super().__init__(store, fetch, transforms, terms, clock)
         self.mode = mode
-        self._store = store
-        self._fetch = fetch
-        self._transforms = transforms
         self._miss = miss
         self._flights = flights
         self._background = background
-        self.terms = terms
-        self._clock = clock
         self._timeout = timeout
 
     async def stale(
@@ -74,7 +71,7 @@ class Revalidation:
             )
         if not self._flights.running(key):
             self._background.start(self._in_background(key, params, pointer, variant))
-        return self._served(variant, vkey, pointer)
+        return self._served(variant, vkey, pointer, "STALE")
 
     async def _in_background(
         self, key: str, params: ImageParams, pointer: Pointer, variant: Variant
@@ -112,7 +109,7 @@ class Revalidation:
             log.warning("revalidation of %s failed: %s", params.href, exc.message)
             retained = freshness.retained(previous, self.terms, self._clock())
             await self._store.put_pointer(pkey, retained)
-            return self._served(variant, vkey, retained)
+            return self._served(variant, vkey, retained, "STALE")
         if not upstream.not_modified:
             source_hash = await self._transforms.sha256_hex(upstream.body)
             if source_hash != previous.source_hash:
@@ -122,7 +119,4 @@ class Revalidation:
         now = self._clock()
         refreshed = freshness.pointer_for(previous.source_hash, upstream, self.terms, now, previous)
         await self._store.put_pointer(pkey, refreshed)
-        return self._served(variant, vkey, refreshed)
-
-    def _served(self, variant: Variant, vkey: str, pointer: Pointer) -> Served:
-        return freshness.served(variant, vkey, pointer, "STALE", self.terms, self._clock())
+        return self._served(variant, vkey, refreshed, "STALE")
