@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import statistics
@@ -50,6 +49,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from devtools.moto_server import moto_server
 
 if TYPE_CHECKING:
     from devtools.lambda_api import Invocation
@@ -103,23 +104,6 @@ def asked_width(event: dict[str, Any]) -> int:
 
 
 # --- S3 -------------------------------------------------------------------------------------
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's S3 server on a free loopback port, as bench_lambda runs it; yields its URL."""
-    from moto.server import ThreadedMotoServer
-
-    from bench.common import free_port
-
-    port = free_port()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def seeded_buckets(endpoint: str, label: str, photos: list[tuple[str, bytes]]) -> dict[str, str]:

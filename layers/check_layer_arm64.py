@@ -30,7 +30,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -43,6 +42,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from devtools.moto_server import loopback_client, moto_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -570,11 +571,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--python-version", choices=sorted(SUITES), default="3.13")
     args = parser.parse_args(argv)
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
-
     qemu = find_qemu()
     timer = Timer()
     sysroot = choose_sysroot(args.python_version)
@@ -592,18 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             name: json.loads((EVENTS / file).read_text()) for name, (file, _, _) in CASES.items()
         }
         (tmp / "events.json").write_text(json.dumps(events))
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            )
+        with moto_server() as endpoint:
+            s3 = loopback_client("s3", endpoint)
             for bucket in (BUCKET, ASSETS_BUCKET):
                 s3.create_bucket(Bucket=bucket)
             s3.put_object(Bucket=ASSETS_BUCKET, Key=ASSETS_PREFIX + "a.jpg", Body=source_image())
@@ -618,8 +604,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name: check_response(name, response, s3)
                 for name, response in result["responses"].items()
             }
-        finally:
-            server.stop()
     print(f"python {result['python'].split()[0]} on {result['machine']} ({result['prefix']})")
     print(f"libvips {result['libvips']} from {result['pyvips']}; handler from {result['handler']}")
     print(f"encoded {json.dumps(result['encoded'])} in {result['encode_seconds']:.1f}s")

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 from harness import APP, ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, NEXT, REPORT, TIMINGS, timed
-from processes import LocalCdn, Proxy, free_port, local_cdn, logging_proxy, next_start
+from processes import LocalCdn, Proxy, local_cdn, logging_proxy, next_start
 
+from devtools.moto_server import moto_server
 from devtools.pictures import MOUNTAIN, Picture, draw, remote
 from kit.local_cdn_process import stand_in_layers
 from kit.upstream_server import Handler, Server, serve
@@ -173,15 +174,8 @@ def cdn(
 def moto_s3() -> Iterator[str]:
     """moto's S3 server on a free loopback port, for a module whose local-cdn reaches S3 over
     real HTTP (through a fault proxy, or to watch its requests)."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

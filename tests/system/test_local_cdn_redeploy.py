@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.moto_server import loopback_client
 from handler.commands.local_cdn.redeploy import path_matches
 from kit import imagegen
 from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
@@ -92,7 +93,6 @@ def test_invalidation_paths_match_as_cloudfronts_do() -> None:
 
 
 def test_the_cloudfront_api_invalidates_the_edge_cache(site: tuple[Path, Path, LocalCdn]) -> None:
-    import boto3
     from botocore.exceptions import ClientError
 
     _, _, cdn = site
@@ -101,13 +101,7 @@ def test_the_cloudfront_api_invalidates_the_edge_cache(site: tuple[Path, Path, L
     for name in ("a.png", "b.png"):
         assert get(cdn, name)[:2] == (MISS, "MISS")
         assert get(cdn, name)[0] == HIT
-    client = boto3.client(
-        "cloudfront",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = loopback_client("cloudfront", url)
     batch = {"Paths": {"Quantity": 1, "Items": ["/_next/image?url=%2Fb.png*"]}}
     made = client.create_invalidation(
         DistributionId=distribution, InvalidationBatch={**batch, "CallerReference": "r1"}
