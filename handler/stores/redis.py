@@ -27,7 +27,7 @@ from redis.retry import Retry
 
 from handler.model import Pointer, Variant
 from handler.stores.records import decode_pointer, decode_variant, encode_pointer, encode_variant
-from handler.stores.s3 import POINTERS, SOURCES, VARIANTS
+from handler.stores.s3 import KeyLayout
 
 if TYPE_CHECKING:
     from handler.entry.settings import Settings
@@ -80,7 +80,7 @@ def _check_url(url: str) -> None:
     _ = parts.port  # raises ValueError if the port is not a number in range
 
 
-class RedisStore:
+class RedisStore(KeyLayout):
     """``url``: ``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS, or ``unix://``.
 
     The connection pool is created on first use in each process: uvicorn forks its workers, and
@@ -144,14 +144,9 @@ class RedisStore:
         """No connection yet (the pool connects on first command); failures are not retried."""
         return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), **CLIENT_OPTIONS)
 
-    def variant_redis_key(self, key: str) -> str:
-        return f"{self.prefix}{VARIANTS}{key}"
-
-    def pointer_redis_key(self, key: str) -> str:
-        return f"{self.prefix}{POINTERS}{key}"
-
-    def source_redis_key(self, key: str) -> str:
-        return f"{self.prefix}{SOURCES}{key}"
+    variant_redis_key = KeyLayout.variant_at
+    pointer_redis_key = KeyLayout.pointer_at
+    source_redis_key = KeyLayout.source_at
 
     def lock_redis_key(self, key: str) -> str:
         return f"{self.prefix}{LOCKS}{key}"

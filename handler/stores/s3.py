@@ -34,6 +34,22 @@ POINTER_MEMORY_SECONDS = 10.0
 DELETE_BATCH = 1000  # keys per DeleteObjects, S3's maximum
 
 
+class KeyLayout:
+    """Where a record of each kind is kept: its folder under the store's ``prefix``. The S3
+    objects' keys, and the Redis store's keys (``redis.py``) the same way."""
+
+    prefix: str
+
+    def variant_at(self, key: str) -> str:
+        return f"{self.prefix}{VARIANTS}{key}"
+
+    def pointer_at(self, key: str) -> str:
+        return f"{self.prefix}{POINTERS}{key}"
+
+    def source_at(self, key: str) -> str:
+        return f"{self.prefix}{SOURCES}{key}"
+
+
 class PointerCache:
     """A small LRU of pointers, each kept until it expires or ``POINTER_MEMORY_SECONDS`` after it
     was read or written here, whichever comes first: a pointer another instance refreshed, or
@@ -82,7 +98,7 @@ class PointerCache:
                 self._entries.popitem(last=False)
 
 
-class S3Store:
+class S3Store(KeyLayout):
     def __init__(
         self,
         bucket: str,
@@ -105,14 +121,9 @@ class S3Store:
         """One HeadBucket: reachable, and allowed to use the bucket."""
         self.client.head_bucket(Bucket=self.bucket)
 
-    def variant_object_key(self, key: str) -> str:
-        return f"{self.prefix}{VARIANTS}{key}"
-
-    def pointer_object_key(self, key: str) -> str:
-        return f"{self.prefix}{POINTERS}{key}"
-
-    def source_object_key(self, key: str) -> str:
-        return f"{self.prefix}{SOURCES}{key}"
+    variant_object_key = KeyLayout.variant_at
+    pointer_object_key = KeyLayout.pointer_at
+    source_object_key = KeyLayout.source_at
 
     def get_pointer(self, key: str) -> Pointer | None:
         pointer = self._pointers.get(key)
