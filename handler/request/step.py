@@ -4,6 +4,7 @@ terms and the clock, and the answer they make of a stored or new variant."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from handler.model import CacheStatus, Pointer, Served, Variant
 from handler.request import freshness
@@ -13,22 +14,15 @@ from handler.request.transforms import Transforms
 from handler.stores.guarded import GuardedStore
 
 
+@dataclass(eq=False)
 class Step:
     """A step of the request path that reads the source and writes the store."""
 
-    def __init__(
-        self,
-        store: GuardedStore,
-        fetch: Fetch,
-        transforms: Transforms,
-        terms: Terms,
-        clock: Callable[[], float],
-    ) -> None:
-        self._store = store
-        self._fetch = fetch
-        self._transforms = transforms
-        self.terms = terms
-        self._clock = clock
+    _store: GuardedStore
+    _fetch: Fetch
+    _transforms: Transforms
+    terms: Terms
+    _clock: Callable[[], float]
 
     def _served(
         self, variant: Variant, vkey: str, pointer: Pointer, cache: CacheStatus, **flags: bool
