@@ -30,12 +30,11 @@ servers are stopped, each WebP first view and its AVIF (w up to ``--score-max-wi
 the Python SSIMULACRA2 takes ~30 s for a 3840 px image) are scored with SSIMULACRA2 (the
 ``ssimulacra2`` package) against the same thumbnail uncompressed; bytes are compared at every w.
 
-Photos: ``bench.overload``'s set (ukui-wallpapers, every other one upscaled to 5120 px; cached
-in bench/photos/overload) or ``--photos DIR``. The server is
-``python -m handler.commands.cli serve`` from
-``--repo`` (default: this checkout; a ``git worktree`` of a commit keeps a run away from files
-being edited). Prints a row per server, a row per w with off and on side by side, and one JSON
-line with every figure and the load average.
+Photos: ``bench.overload``'s set (ukui-wallpapers, every other one upscaled to 5120 px; cached in
+bench/photos/overload) or ``--photos DIR``. The server is ``python -m handler.commands.cli serve``
+from ``--repo`` (default: this checkout; a ``git worktree`` of a commit keeps a run away from files
+being edited). Prints a row per server, a row per w with off and on side by side, and one JSON line
+with every figure and the load average.
 
     .venv/bin/python bench/first_view.py [--reps 2] [--fast-first-view 0.5] [--poll requests]
 """

@@ -66,10 +66,9 @@ PASSES = ("cold", "warm")
 PRODUCTS = ("opennext", "ours")
 FAST_FIRST_VIEW = "ours-ffv"
 REGION = "us-east-1"
-# Our transforms run on threads at nice 10 (handler/request/low_priority.py), so that hits are
-# answered
-# first. On Lambda nothing else competes; on this shared machine other work would take their
-# CPU. Both functions run at nice 10, so that neither gets a larger share of the machine.
+# Our transforms run on threads at nice 10 (handler/pipeline/low_priority.py), so that hits are
+# answered first. On Lambda nothing else competes; on this shared machine other work would take
+# their CPU. Both functions run at nice 10, so that neither gets a larger share of the machine.
 LOW_PRIORITY = 10
 
 

@@ -25,10 +25,9 @@ other photo is upscaled once with pyvips (lanczos3) to 5120 px wide in the cache
 set spans 3.6K-5K px; the output says which.
 
 The server is ``python -m handler.commands.cli serve`` run from ``--repo`` (default: this checkout,
-put
-first on PYTHONPATH), or ``--server-cmd``; extra serve flags and environment pass through.
-Several configurations in one run, interleaved: ``--target 'LABEL [repo=DIR] [cmd=CMD]
-[env=K=V]... [arg=--flag=V]...'``. Prints a compact table and one JSON line with every figure.
+put first on PYTHONPATH), or ``--server-cmd``; extra serve flags and environment pass through.
+Several configurations in one run, interleaved: ``--target 'LABEL [repo=DIR] [cmd=CMD] [env=K=V]...
+[arg=--flag=V]...'``. Prints a compact table and one JSON line with every figure.
 
     .venv/bin/python bench/overload.py                       # this checkout, N=64 and 8, 2 reps
     .venv/bin/python bench/overload.py --repo /tmp/before    # another checkout (git worktree)

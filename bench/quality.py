@@ -50,8 +50,8 @@ import pyvips
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
 from bench.common import PHOTOS, UKUI_PICKS, download_ukui
 from handler.contract.config import ImagesConfig
+from handler.formats import AVIF, WEBP
 from handler.pipeline import transform as pipeline
-from handler.pipeline.sniff import AVIF, WEBP
 
 # overload's pictures (the package's richest) and its dark gradient, where banding shows first.
 PICKS = (*UKUI_PICKS, "focal-ubuntukylin.png")

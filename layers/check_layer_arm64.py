@@ -8,8 +8,7 @@ from Debian's arm64 packages, emulated by ``qemu-aarch64-static -cpu neoverse-n1
 
 - pyvips encodes JPEG, PNG, WebP and AVIF with the layer's libvips and decodes them back;
 - ``handler.entry.lambda_handler.handler`` answers two Function URL events (``events/``: AVIF and
-WebP
-  Accept) against moto's S3 server on this machine's loopback, reading a source image seeded in
+  WebP Accept) against moto's S3 server on this machine's loopback, reading a source image seeded in
   the assets bucket and storing the variant in the variants bucket.
 
 This machine then decodes the bodies (format, width) and finds each variant in the bucket.

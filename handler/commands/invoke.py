@@ -1,8 +1,7 @@
 """``next-image invoke``: run the Lambda handler on a sample event, like a console test invoke.
 
 The event goes through ``build_handler`` (what ``handler.entry.lambda_handler`` runs at init), so
-this
-is the deployed code path with a fake Lambda context. S3 is either moto in-process (``--moto``,
+this is the deployed code path with a fake Lambda context. S3 is either moto in-process (``--moto``,
 buckets created, a folder optionally uploaded as assets) or whatever endpoint boto3 is given by
 ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``.
 """

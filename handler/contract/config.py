@@ -31,7 +31,7 @@ import ada_url
 
 from handler.contract.globs import compile_glob
 from handler.contract.linear_regex import LinearRegex
-from handler.pipeline.formats import NEGOTIABLE
+from handler.formats import NEGOTIABLE
 
 DEFAULT_CSP = "script-src 'none'; frame-src 'none'; sandbox;"
 STATIC_MEDIA_GLOBS = ("/_next/static/media/**", "/_next/static/immutable/media/**")

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from handler.pipeline.formats import OUTPUT_FORMATS
+from handler.formats import OUTPUT_FORMATS
 
 # Next's header for an image whose url is under ``/_next/static/media`` (``isStatic``): ten years.
 NEXT_STATIC_MEDIA_CACHE_CONTROL = "public, max-age=315360000, immutable"

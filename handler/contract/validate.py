@@ -20,8 +20,8 @@ from handler.contract.accept import negotiate
 from handler.contract.config import ImagesConfig
 from handler.contract.errors import ImageError
 from handler.contract.patterns import has_local_match, has_remote_match
+from handler.formats import AVIF, WEBP
 from handler.model import ImageParams
-from handler.pipeline.sniff import AVIF, WEBP
 
 _DIGITS = re.compile(r"[0-9]+")
 _RECURSIVE = re.compile(r"/_next/image(?:\Z|/)")  # JS `$` without /m: the very end only

@@ -1,4 +1,4 @@
-"""The AWS Lambda entry point, ``handler.entry.lambda_handler.handler``: the serve app behind
+"""The AWS Lambda entry point (``handler.entry.lambda_handler.handler``): the serve app behind
 Mangum.
 
 Mangum adapts Function URL, API Gateway (HTTP API and REST) and ALB events to the same ASGI app

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from handler.sources.retry import RetryingSource
 from handler.stores import registry
 from handler.stores.base import Store
 from handler.stores.guarded import GuardedStore
+from handler.stores.registry import StoreOptions
 from handler.stores.s3 import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,10 @@ BUILD_CONFIG_FILES = ("required-server-files.json", "images-manifest.json")
 
 
 def build_store(settings: Settings) -> Store:
-    """The store ``settings.store`` names, built by its module (``handler.stores.registry``)."""
-    return registry.build(settings.store, settings)
+    """The store ``settings.store`` names (``handler.stores.registry``), given the settings of
+    the same names as its options."""
+    options = {field.name: getattr(settings, field.name) for field in fields(StoreOptions)}
+    return registry.build(settings.store, StoreOptions(**options))
 
 
 def build_media_dir(images_config: str | None) -> Path | None:

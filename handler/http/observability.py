@@ -35,7 +35,7 @@ NAMESPACE = "NextImage"
 class RequestObserver:
     """The app's ``observer``: logs the record and adds its metrics to the invocation's EMF.
 
-    The metrics are the EMF views of ``handler.http.metrics``, the ones ``/metrics`` exposes on
+    The metrics are the EMF views of ``handler.http.metrics``: what ``/metrics`` exposes on
     serve.
     """
 

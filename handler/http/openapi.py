@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from handler.contract.config import ImagesConfig
-from handler.pipeline.formats import OUTPUT_FORMATS
-from handler.pipeline.sniff import SVG
+from handler.formats import OUTPUT_FORMATS, SVG
 
 # What a 200 may carry: every output format, and SVG (served as it is, when allowed).
 _IMAGE_TYPES = (*(output.mime_type for output in OUTPUT_FORMATS), SVG)

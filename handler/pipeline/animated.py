@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from handler.pipeline.sniff import AVIF, GIF, WEBP
+from handler.formats import AVIF, GIF, WEBP
 
 if TYPE_CHECKING:  # loaded by the pipeline; the settings import this module without libvips
     import pyvips

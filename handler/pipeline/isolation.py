@@ -67,8 +67,8 @@ from handler.contract.config import ImagesConfig
 from handler.contract.errors import ImageError
 from handler.model import VariantKind
 from handler.pipeline import allocator
+from handler.pipeline.low_priority import NICENESS
 from handler.pipeline.transform import Plan, Transformed, run_transform, setup_libvips
-from handler.request.low_priority import NICENESS
 
 log = logging.getLogger(__name__)
 

@@ -16,20 +16,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-JPEG = "image/jpeg"
-PNG = "image/png"
-GIF = "image/gif"
-WEBP = "image/webp"
-SVG = "image/svg+xml"
-AVIF = "image/avif"
-ICO = "image/x-icon"
-ICNS = "image/x-icns"
-TIFF = "image/tiff"
-BMP = "image/bmp"
-JXL = "image/jxl"
-HEIC = "image/heic"
-PDF = "application/pdf"
-JP2 = "image/jp2"
+from handler.formats import (
+    AVIF,
+    BMP,
+    GIF,
+    HEIC,
+    ICNS,
+    ICO,
+    JP2,
+    JPEG,
+    JXL,
+    PDF,
+    PNG,
+    SVG,
+    TIFF,
+    WEBP,
+)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -16,12 +16,11 @@ the original bytes (kind "fallback"), marked transient when a timeout caused it.
 
 Animated GIF and WebP are passed through as Next does unless ``animated`` (``NEXT_IMAGE_ANIMATED``)
 says ``webp``: then ``handler.pipeline.animated`` decides and sizes the plan, and its ``thumbnail``
-stands
-in for the still image's.
+stands in for the still image's.
 
 The pyvips work is one ``thumbnail_buffer`` (shrink-on-load, ICC import/export to sRGB, 16 -> 8
 bit, premultiplied resize) and one save with sharp 0.35.5's encoder parameters, which
-``handler.pipeline.formats`` describes, one descriptor per output format. EXIF rotation is
+``handler.formats`` describes, one descriptor per output format. EXIF rotation is
 done by us rather than by ``thumbnail`` so that the in-memory copy it needs stays cancellable.
 
 Importing this module changes nothing in libvips: ``setup_libvips`` (the loader allow-list, no
@@ -41,26 +40,28 @@ import pyvips
 from handler.contract import errors
 from handler.contract.config import ImagesConfig
 from handler.contract.errors import ImageError
-from handler.model import VariantKind
-from handler.pipeline import animated as animation
-from handler.pipeline.animated import PASSTHROUGH, AnimatedOptions
-from handler.pipeline.formats import FORMATS, OUTPUT_FORMATS, OutputFormat, pipeline_version
-from handler.pipeline.formats import avif_quality as avif_quality  # re-exported
-from handler.pipeline.sniff import (
+from handler.formats import (
     AVIF,
     BMP,
+    FORMATS,
     GIF,
     HEIC,
     ICNS,
     ICO,
     JPEG,
     JXL,
+    OUTPUT_FORMATS,
     PNG,
     SVG,
     WEBP,
-    detect_content_type,
-    is_animated,
+    OutputFormat,
+    pipeline_version,
 )
+from handler.formats import avif_quality as avif_quality
+from handler.model import VariantKind
+from handler.pipeline import animated as animation
+from handler.pipeline.animated import PASSTHROUGH, AnimatedOptions
+from handler.pipeline.sniff import detect_content_type, is_animated
 
 # The libvips version is part of it: another libvips build may encode different bytes.
 PIPELINE_VERSION = pipeline_version()
@@ -393,7 +394,7 @@ def _cancel_after(image: pyvips.Image, deadline: float) -> None:
     image.signal_connect("eval", on_eval)
 
 
-# --- Encoders: each output format's saver, options and quality (``handler.pipeline.formats``) ---
+# --- Encoders: each output format's saver, options and quality (``handler.formats``) ---
 
 _Saver = Callable[[pyvips.Image, int, ImagesConfig], bytes]
 

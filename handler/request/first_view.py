@@ -33,8 +33,8 @@ from typing import Literal, TypeGuard, get_args
 import anyio
 
 from handler.contract.errors import ImageError
+from handler.formats import AVIF, WEBP
 from handler.model import ImageParams, Served, VariantKind
-from handler.pipeline.sniff import AVIF, WEBP
 from handler.pipeline.transform import Plan, Transformed
 from handler.request.background import Background
 from handler.request.single_flight import flight_key

@@ -1,7 +1,7 @@
 """Store keys: content-addressed variants, and pointers by source URL.
 
 Importing this loads no pyvips: a variant key names the pipeline's version
-(``handler.pipeline.formats.pipeline_version``), which loads libvips for its version once, on the
+(``handler.formats.pipeline_version``), which loads libvips for its version once, on the
 first variant key made.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from handler.pipeline.formats import pipeline_version
+from handler.formats import pipeline_version
 
 
 def pointer_key(href: str) -> str:

@@ -17,10 +17,10 @@ from handler.model import ImageParams, Variant
 from handler.pipeline import animated
 from handler.pipeline.allocator import release_free_memory
 from handler.pipeline.animated import PASSTHROUGH, AnimatedOptions
+from handler.pipeline.low_priority import LowPriorityThreads
 from handler.pipeline.transform import Plan, Transformed, plan_transform, run_transform
 from handler.request.admission import Admission
 from handler.request.keys import etag_of, variant_key
-from handler.request.low_priority import LowPriorityThreads
 
 if TYPE_CHECKING:
     from handler.pipeline.isolation import IsolatedTransforms

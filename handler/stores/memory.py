@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from handler.model import Pointer, Variant
 from handler.stores.record_lru import RecordLRU
-
-if TYPE_CHECKING:
-    from handler.entry.settings import Settings
-    from handler.stores.base import Store
 
 
 class MemoryStore:
@@ -62,8 +57,3 @@ class MemoryStore:
     def delete_all_pointers(self) -> int:
         pointers = [key for kind, key in self._records.held() if kind == "pointer"]
         return self.delete_pointers(pointers)
-
-
-def from_settings(settings: Settings) -> Store:
-    """``--store memory``: bounded by ``--cache-max-bytes``."""
-    return MemoryStore(settings.cache_max_bytes)

@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -28,10 +28,6 @@ from redis.retry import Retry
 from handler.model import Pointer, Variant
 from handler.stores.records import decode_pointer, decode_variant, encode_pointer, encode_variant
 from handler.stores.s3 import KeyLayout
-
-if TYPE_CHECKING:
-    from handler.entry.settings import Settings
-    from handler.stores.base import Store
 
 LOCKS = "_next/image-locks/"
 DEFAULT_VARIANT_TTL = 30 * 24 * 3600  # seconds: the S3 lifecycle's 30 days
@@ -209,16 +205,3 @@ class RedisStore(KeyLayout):
         if batch:
             removed += int(self.client.delete(*batch))
         return removed
-
-
-def from_settings(settings: Settings) -> Store:
-    """``--store redis``: each process keeps its recent variants in memory (``HeldVariants``)
-    unless ``--hot-cache-bytes`` is 0."""
-    from handler.stores.tiered import HeldVariants
-
-    if not settings.redis_url:
-        raise ValueError("the redis store needs NEXT_IMAGE_REDIS_URL")
-    store = RedisStore(settings.redis_url, settings.prefix, variant_ttl=settings.variant_ttl)
-    if settings.hot_cache_bytes <= 0:
-        return store
-    return HeldVariants(store, settings.hot_cache_bytes)

@@ -1,33 +1,77 @@
 """The store backends by name: what ``--store`` (``NEXT_IMAGE_STORE``) accepts, how each is built.
 
-Each name maps to ``"module:function"``, the backend module's ``from_settings(settings)``,
-imported only when that store is built: the Lambda init never loads redis or the filesystem
-store, and the settings list the names without importing a backend (nor a backend the settings).
-A new backend is its module with ``from_settings`` and one line here.
+Each factory imports its backend only when that store is built, so the Lambda init never loads
+redis or the filesystem store. A backend sees the settings as a ``StoreOptions`` record, which
+keeps ``handler.stores`` free of the entry points. A new backend is its module and one factory
+here (and, for options of its own, their fields in ``StoreOptions``).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-if TYPE_CHECKING:
-    from handler.stores.base import Store
+from handler.stores.base import Store
 
-STORES: Mapping[str, str] = {
-    "memory": "handler.stores.memory:from_settings",
-    "filesystem": "handler.stores.tiered:from_settings",  # the folder behind its in-memory tier
-    "s3": "handler.stores.s3:from_settings",
-    "redis": "handler.stores.redis:from_settings",
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """What the settings say about the store (``handler.entry.settings``' fields of these names)."""
+
+    cache_max_bytes: int
+    cache_dir: str
+    hot_cache_bytes: int
+    bucket: str | None
+    prefix: str
+    redis_url: str | None
+    variant_ttl: int
+
+
+def _memory(options: StoreOptions) -> Store:
+    from handler.stores.memory import MemoryStore
+
+    return MemoryStore(options.cache_max_bytes)
+
+
+def _filesystem(options: StoreOptions) -> Store:
+    """The folder, behind an in-memory tier unless ``--hot-cache-bytes`` is 0."""
+    from handler.stores.filesystem import FilesystemStore
+    from handler.stores.tiered import TieredStore
+
+    folder = FilesystemStore(options.cache_dir, options.cache_max_bytes)
+    return TieredStore(folder, options.hot_cache_bytes) if options.hot_cache_bytes > 0 else folder
+
+
+def _s3(options: StoreOptions) -> Store:
+    from handler.stores.s3 import S3Store
+
+    if not options.bucket:
+        raise ValueError("the s3 store needs NEXT_IMAGE_BUCKET")
+    return S3Store(options.bucket, options.prefix)
+
+
+def _redis(options: StoreOptions) -> Store:
+    """Each process keeps its recent variants in memory unless ``--hot-cache-bytes`` is 0."""
+    from handler.stores.redis import RedisStore
+    from handler.stores.tiered import HeldVariants
+
+    if not options.redis_url:
+        raise ValueError("the redis store needs NEXT_IMAGE_REDIS_URL")
+    store = RedisStore(options.redis_url, options.prefix, variant_ttl=options.variant_ttl)
+    return HeldVariants(store, options.hot_cache_bytes) if options.hot_cache_bytes > 0 else store
+
+
+STORES: Mapping[str, Callable[[StoreOptions], Store]] = {
+    "memory": _memory,
+    "filesystem": _filesystem,
+    "s3": _s3,
+    "redis": _redis,
 }
 NAMES: tuple[str, ...] = tuple(STORES)
 
 
-def build(name: str, settings: object) -> Store:
-    """The ``name`` store, built by its module's ``from_settings`` from ``settings``."""
+def build(name: str, options: StoreOptions) -> Store:
+    """The ``name`` store, built from ``options``."""
     if name not in STORES:
         raise ValueError(f"no store named {name!r}: {', '.join(NAMES)}")
-    module, _, function = STORES[name].partition(":")
-    store: Store = getattr(importlib.import_module(module), function)(settings)
-    return store
+    return STORES[name](options)

@@ -12,15 +12,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from handler.model import Pointer, Variant
 from handler.stores.records import decode_pointer, encode_pointer
 from handler.stores.s3_client import error_code, s3_client
-
-if TYPE_CHECKING:
-    from handler.entry.settings import Settings
-    from handler.stores.base import Store
 
 VARIANTS = "_next/image-variants/"
 POINTERS = "_next/image-pointers/"
@@ -222,10 +218,3 @@ class S3Store(KeyLayout):
                 return None
             raise
         return response
-
-
-def from_settings(settings: Settings) -> Store:
-    """``--store s3`` (or a named bucket on Lambda): ``NEXT_IMAGE_BUCKET`` under ``prefix``."""
-    if not settings.bucket:
-        raise ValueError("the s3 store needs NEXT_IMAGE_BUCKET")
-    return S3Store(settings.bucket, settings.prefix)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from handler.model import Pointer, Variant
 from handler.stores.base import Locking, Purging, Store
@@ -19,9 +19,6 @@ from handler.stores.byte_lru import ByteLRU
 from handler.stores.filesystem import FilesystemStore, Identity, NotCached
 from handler.stores.guarded import AwaitedReads
 from handler.stores.record_lru import Index, record_bytes
-
-if TYPE_CHECKING:
-    from handler.entry.settings import Settings
 
 RECENCY_SECONDS = 30.0  # between reads of a held record from the folder (its LRU recency)
 # The share of the tier's bytes for pointers (16 MB of 64: about 17,000), kept apart from the
@@ -258,13 +255,3 @@ class HeldVariants(PassedThrough):
 
     def delete_all_pointers(self) -> int | None:
         return self.backing.delete_all_pointers()
-
-
-def from_settings(settings: Settings) -> Store:
-    """``--store filesystem``: the folder, behind this tier unless ``--hot-cache-bytes`` is 0.
-
-    Here rather than in ``filesystem``, which this module imports."""
-    folder = FilesystemStore(settings.cache_dir, settings.cache_max_bytes)
-    if settings.hot_cache_bytes <= 0:
-        return folder
-    return TieredStore(folder, settings.hot_cache_bytes)

@@ -2,9 +2,8 @@
 
 Nobody waits for the deferred AVIF, so its failures are reported as structured records
 (``handler/request/first_view.py``): under ``serve`` a warning of ``handler.request.first_view``
-whose fields are
-the record's attributes; on Lambda a JSON line of the handler's logger, for the produce event
-(the invocation that makes the AVIF) and for the request that could not queue it.
+whose fields are the record's attributes; on Lambda a JSON line of the handler's logger, for the
+produce event (the invocation that makes the AVIF) and for the request that could not queue it.
 """
 
 from __future__ import annotations

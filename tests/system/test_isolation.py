@@ -1,6 +1,5 @@
 """Transforms in child processes (handler/pipeline/isolation.py): a native crash, a transform over
-its
-memory limit or past its deadline fails its own request (503 or 504, nothing stored) while hits
+its memory limit or past its deadline fails its own request (503 or 504, nothing stored) while hits
 and other misses on the same worker go on; the child is replaced and the next miss succeeds.
 
 The real pool and the real app; the children misbehave through the pool's test hook (``Fault``),

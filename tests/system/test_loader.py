@@ -1,5 +1,5 @@
-"""The shipped ``next/image`` loader (``handler/commands/loader/next-image-loader.js``) under
-Node.js.
+"""The shipped ``next/image`` loader, ``handler/commands/loader/next-image-loader.js``, run
+under Node.js.
 
 Its URLs must be the ones Next.js 16.4.6's default loader builds:
 ``tests/kit/data/loader_cases.json`` holds what Next's own loader returns for a table of inputs

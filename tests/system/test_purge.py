@@ -1,7 +1,7 @@
 """``next-image purge``: the pointers of some URLs (or all) removed from the filesystem, Redis or
 S3 store, so the next request re-checks the source; the matching CloudFront invalidation made
-with boto3 through ``AWS_ENDPOINT_URL_CLOUDFRONT`` (``handler/commands/cloudfront_api.py`` answers
-it).
+with boto3 through ``AWS_ENDPOINT_URL_CLOUDFRONT``, which ``handler/commands/cloudfront_api.py``
+answers.
 """
 
 from __future__ import annotations

@@ -65,3 +65,37 @@ def test_a_circle_is_found() -> None:
 
 def test_handler_has_no_import_circle() -> None:
     assert circles(import_graph()) == []
+
+
+def part_of(module: str) -> str:
+    """The part of the floor plan a module belongs to: its subpackage of ``handler``, or the
+    module itself for the neutral top-level ones (``handler.model``, ...)."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def parts_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Which parts of ``handler`` import which others."""
+    parts: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        here = part_of(module)
+        parts.setdefault(here, set())
+        parts[here] |= {part_of(target) for target in targets} - {here}
+    return parts
+
+
+def test_the_parts_import_one_another_one_way() -> None:
+    """Subpackages stand in layers: commands → entry → http → request → sources, pipeline →
+    stores, contract → the neutral top-level modules (model, formats); no two reach each other."""
+    assert circles(parts_graph(import_graph())) == []
+
+
+def test_the_neutral_modules_import_no_part() -> None:
+    graph = parts_graph(import_graph())
+    neutral = {
+        part
+        for part in graph
+        if (HANDLER.parent / part.replace(".", "/")).with_suffix(".py").is_file()
+    }
+    assert "handler.model" in neutral
+    assert {part: graph[part] - neutral for part in neutral} == {part: set() for part in neutral}

@@ -16,8 +16,8 @@ from typing import Any
 
 from handler.contract.config import DEFAULT_CSP, ImagesConfig
 from handler.entry.settings import SETTINGS, Settings
+from handler.formats import NEGOTIABLE
 from handler.pipeline.animated import MODES
-from handler.pipeline.formats import NEGOTIABLE
 from handler.stores import registry, s3
 
 ROOT = Path(__file__).resolve().parents[2]

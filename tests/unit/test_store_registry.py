@@ -4,12 +4,13 @@ contract suite's parameters all follow it."""
 from __future__ import annotations
 
 import ast
-import importlib
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from handler.entry.settings import SETTINGS, Settings
+from handler.entry.wiring import build_store
 from handler.stores import registry
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -21,16 +22,15 @@ def test_the_store_setting_accepts_the_registrys_names() -> None:
     assert store.default in registry.NAMES
 
 
-@pytest.mark.parametrize("name", registry.NAMES)
-def test_each_name_leads_to_a_from_settings(name: str) -> None:
-    module, _, function = registry.STORES[name].partition(":")
-    assert function == "from_settings"
-    assert callable(getattr(importlib.import_module(module), function))
+def test_the_options_are_settings() -> None:
+    """``build_store`` fills each option from the setting of its name."""
+    names = {setting.name for setting in SETTINGS}
+    assert {field.name for field in fields(registry.StoreOptions)} <= names
 
 
 def test_an_unknown_name_is_refused() -> None:
     with pytest.raises(ValueError, match="no store named 'tape'"):
-        registry.build("tape", Settings())
+        build_store(Settings(store="tape"))
 
 
 def test_the_contract_suite_runs_against_every_store() -> None:

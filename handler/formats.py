@@ -13,7 +13,21 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from handler.pipeline.sniff import AVIF, GIF, JPEG, PNG, TIFF, WEBP
+# The media types every layer names: sniffed sources, negotiated outputs, headers.
+JPEG = "image/jpeg"
+PNG = "image/png"
+GIF = "image/gif"
+WEBP = "image/webp"
+SVG = "image/svg+xml"
+AVIF = "image/avif"
+ICO = "image/x-icon"
+ICNS = "image/x-icns"
+TIFF = "image/tiff"
+BMP = "image/bmp"
+JXL = "image/jxl"
+HEIC = "image/heic"
+PDF = "application/pdf"
+JP2 = "image/jp2"
 
 # Bump on any change of output bytes; the libvips version is added (``pipeline_version``).
 PIPELINE_REVISION = "1"
