@@ -129,3 +129,32 @@ def test_a_repeated_heading_is_numbered_and_a_wrong_anchor_is_broken(tmp_path: P
         "other.md: no such file",
         "#wrapped: no heading with that anchor on page.md",
     ]
+
+
+# A file of the repository named in inline code: `handler/request/miss.py`, `tests/kit/`…
+NAMED_PATH = re.compile(
+    r"`((?:handler|infra|layers|tests|bench|devtools|events|docs|release)/[A-Za-z0-9_./-]+)`"
+)
+GENERATED = ("layers/dist", "bench/photos/")  # what a make target or a bench writes, not tracked
+READMES = [
+    REPO / "events" / "README.md",
+    REPO / "bench" / "README.md",
+    REPO / "infra" / "README.md",
+]
+
+
+@pytest.mark.parametrize("page", PAGES + READMES, ids=lambda page: str(page.relative_to(REPO)))
+def test_every_named_file_exists(page: Path) -> None:
+    """A moved module leaves no stale path behind in the prose that points readers at it."""
+    named = {match[1].rstrip("/") for match in NAMED_PATH.finditer(page.read_text())}
+    missing = {
+        path
+        for path in named
+        if "<" not in path and not path.startswith(GENERATED) and not (REPO / path).exists()
+    }
+    assert missing == set()
+
+
+def test_the_readme_stays_short() -> None:
+    """The README is what a user needs first (issue #20: at most 200 lines); depth is in docs/."""
+    assert len((REPO / "README.md").read_text().splitlines()) <= 200
