@@ -11,8 +11,8 @@ Each is priced at the construct's default memory and architecture (read from
 ``infra/next_image_cdk/construct.py``) and at OpenNext's default image function (1536 MB, arm64:
 SST's ``Nextjs`` component and OpenNext's build, which installs sharp for arm64), on both
 architectures: Lambda duration (each request rounded up to 1 ms) x memory, the request charge,
-and S3 requests (ours: the GETs and PUTs ``bench/bench_lambda.py``'s recorder counted per miss and
-per hit; OpenNext: one GET of the source).
+and S3 requests (ours: the GETs and PUTs ``bench/lambda_cold_warm.py``'s recorder counted per
+miss and per hit; OpenNext: one GET of the source).
 
 Durations: ``--basis wall`` (default) takes the wall times measured on this machine as they are,
 at every memory size: the assumption is that a Lambda function at that memory runs as fast as

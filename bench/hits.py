@@ -13,7 +13,7 @@ photos of the larger working sets are written into its ``public/bench/`` before 
              target takes minutes, not an hour; a hit's cost does not depend on the source
 
 The photos are crops (at random scales and places, seeded) of Debian's ``ukui-wallpapers``
-photographs (fetched once into ``bench/photos/``, as ``bench_miss.py`` does), or of drawn
+photographs (fetched once into ``bench/photos/``, as ``miss_cost.py`` does), or of drawn
 scenes when the package cannot be had. Every variant is WebP at q=75 (``Accept:
 image/webp,*/*``).
 

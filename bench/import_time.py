@@ -3,7 +3,7 @@
 Each run is a new interpreter with a Lambda-like environment (S3 store and assets bucket named),
 timing the import itself; ``-X importtime`` is run once more to show where the time goes.
 
-    python bench/bench_import.py [-n 11] [--json] [--top 15]
+    python bench/import_time.py [-n 11] [--json] [--top 15]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ is the time a request waited on the store: the S3 calls on its critical path). T
 reports them apart for the first request of each image (a new URL) and the others (a new width
 of an image already seen).
 
-    python bench/bench_lambda.py [--json]
+    python bench/lambda_cold_warm.py [--json]
 """
 
 from __future__ import annotations

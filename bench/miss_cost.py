@@ -10,7 +10,7 @@ miss. Prints per-job medians and the total ratio service / raw.
 Photos: real JPEG/PNG photographs from Debian's ``ukui-wallpapers`` (fetched once with
 ``apt-get download`` into bench/photos/), else generated ones.
 
-    .venv/bin/python bench/bench_miss.py [--rounds 3]
+    .venv/bin/python bench/miss_cost.py [--rounds 3]
 """
 
 from __future__ import annotations

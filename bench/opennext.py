@@ -26,7 +26,8 @@ before the warm pass, which must find every AVIF.
 Rounds alternate which product goes first. Every answer must be a 200 image of the asked width in
 the negotiated format (decoded with pyvips). Reports per pass the seconds for 49 requests, the
 per-request p50, bytes out, and ours/OpenNext; ours also reports its S3 calls and stage times
-(``bench/bench_lambda.py``'s recorder). ``--json-out`` keeps every duration for ``bench/cost.py``.
+(``bench/lambda_cold_warm.py``'s recorder). ``--json-out`` keeps every duration for
+``bench/cost.py``.
 
     .venv/bin/python bench/opennext.py [--rounds 2] [--accept webp --accept avif]
         [--cpus 1] [--ours-env VIPS_CONCURRENCY=1] [--fast-first-view 0.25]

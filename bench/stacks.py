@@ -9,7 +9,7 @@ Each line of that format is ``frame;frame;...;frame count``, outermost first, a 
              server's and the event loop's entry points, a thread's bootstrap)
 
 Frames are grouped by function and file (their line numbers dropped), and files are shown from
-their last ``site-packages/`` or repository folder, so a stage reads as ``handler/front.py``.
+their last ``site-packages/`` or repository folder, so a stage reads as ``handler/http/app.py``.
 
     .venv/bin/python bench/stacks.py profile.txt [--top 20]
 """

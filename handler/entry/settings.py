@@ -3,8 +3,8 @@
 Every setting has one environment variable, so ``next-image serve`` and the Lambda function are
 configured the same way. Each is declared once, on its ``Settings`` field: variable, parser,
 default, ``serve`` flag and help. The flags, the environment reading and the tables of
-docs/configuration.md all follow from that declaration (tests/test_settings_docs.py holds them
-to it).
+docs/configuration.md all follow from that declaration (tests/unit/test_settings_docs.py holds
+them to it).
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ class _Header:
     """What ``run_transform`` reads of a plan's header (its orientation and colour handling:
     the interpretation, the EXIF orientation, whether there is an ICC profile), sent with the
     job so that the child need not read the header again: for a JPEG with Photoshop's extended
-    XMP (5 MB of APP1 segments) that costs 10 ms of CPU. tests/test_isolation.py holds the
+    XMP (5 MB of APP1 segments) that costs 10 ms of CPU. tests/system/test_isolation.py holds the
     child's bytes to the worker's."""
 
     interpretation: str
