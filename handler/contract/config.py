@@ -1,21 +1,9 @@
 """Next.js ``images`` config: 16.4.6 defaults, normalisation, and loading from a build or JSON file.
 
-Interface (used across the package):
-- ``ImagesConfig()`` is Next 16.4.6's resolved default config.
-- ``load_images_config(path_or_inline_json | None) -> ImagesConfig``.
-- ``ImagesConfig.to_json() -> dict`` in Next's camelCase shape (what ``next-image config`` prints).
-
-Accepted sources: a ``.next`` directory, its ``required-server-files.json`` or
-``images-manifest.json``, a JSON file or inline JSON holding a Next config (``{"images": ...}``,
-optionally with ``basePath``/``experimental``/``output``) or the bare images object. Build outputs
-are already normalised by Next; user configs get Next's ``assignDefaults`` normalisation here.
-
-A static export (``output: 'export'``) is built like any app: Next 16.4.6 writes the same
-``.next/required-server-files.json`` (with ``output``) and ``images-manifest.json``, and
-``export-detail.json`` beside them. Its images use a custom loader (an export has no image
-server), whose URLs are this optimizer's when that loader is ours; so a ``loader: 'custom'``
-config is served, not answered 404 as Next's own server does, when it comes from an export or
-its ``loaderFile`` is ``next-image-loader.*`` (``next-image loader``).
+``ImagesConfig()`` is Next's resolved default; ``load_images_config`` reads a ``.next`` build
+(normalised by Next already) or a user's JSON config, normalised here as Next's
+``assignDefaults`` does. Unlike Next's server, a ``loader: 'custom'`` config is served when its
+loader builds this optimizer's URLs: docs/architecture.md, "The images config".
 """
 
 from __future__ import annotations

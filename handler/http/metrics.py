@@ -1,12 +1,10 @@
 """The metrics, defined once: Prometheus on ``next-image serve``, CloudWatch EMF on Lambda.
 
 Each ``MetricSpec`` is one Prometheus metric, and its ``emf`` views are the CloudWatch metrics
-that count the same samples (the EMF names and units of the first release, so Lambda dashboards
-keep working). ``measure`` turns one request's record into samples; the EMF observer
-(``handler.http.observability``) and ``PrometheusMetrics`` both read them, so the two cannot drift.
-
-prometheus_client is imported only inside the serve-only code: the Lambda cold start never pays
-for it.
+that count the same samples (the first release's EMF names and units, so Lambda dashboards keep
+working). ``measure`` turns one request's record into samples; the EMF observer
+(``handler.http.observability``) and ``PrometheusMetrics`` both read them, so the two cannot
+drift. prometheus_client is imported only by serve-only code: Lambda's cold start never pays.
 """
 
 from __future__ import annotations

@@ -1,26 +1,9 @@
 """Animated GIF and WebP to animated WebP, opt-in (``NEXT_IMAGE_ANIMATED=webp``). Pure, no I/O.
 
 Next 16.4.6 serves every animated GIF, WebP and PNG as it is, whatever ``w`` asks for (its
-``isAnimated`` check, before sharp). That stays the default (``passthrough``). With ``webp``, an
-animation the browser may receive as WebP is resized frame by frame (one libvips ``thumbnail``
-over every page: libvips stacks the frames vertically, with ``page-height``, ``delay`` and
-``loop``) and written as animated WebP with the pipeline's WebP encoder, frame count, delays and
-loop kept. Everything else is served as Next serves it:
-
-- APNG: libvips 8.18's PNG loader (libspng) reads only the default image, no frames;
-- an animation over ``max_frames`` frames or ``max_pixels`` decoded pixels (all frames), over
-  ``imgOptMaxInputPixels`` per frame, with an EXIF orientation, or that libvips cannot read;
-- an animated WebP that comes out no smaller than its source (``worth_keeping``): flat,
-  few-colour GIFs (stickers, screen recordings) often compress better as GIF than as lossy WebP.
-
-Interface (``handler.pipeline.transform`` calls it when planning and when running a transform):
-    AnimatedOptions(mode, max_frames, max_pixels), PASSTHROUGH
-    for_request(options, mime_type, also_webp) -> AnimatedOptions  -- what this request may get
-    key_suffix(options) -> str  -- for variant keys: the two modes never share a stored answer
-    inspect(source, upstream, header, options, max_input_pixels) -> Animation | None
-    Animation.memory(width) / Animation.seconds(width)  -- the plan, for admission control
-    thumbnail(source, width) -> pyvips.Image  -- every frame resized, ready for ``webpsave``
-    worth_keeping(body, source) -> bool
+``isAnimated`` check, before sharp): that stays the default (``passthrough``). With ``webp``, an
+animation the browser may receive as WebP is resized frame by frame and written as animated
+WebP; what is still served as it is, and why: docs/architecture.md, "Animated WebP".
 """
 
 from __future__ import annotations

@@ -1,40 +1,10 @@
 """Transforms in child processes (``serve``): a native crash, a runaway decode or a transform
 over its memory fails its own request, not the worker with every request in flight on it.
 
-One child per admission slot (``Admission.max_running``: a transform runs in a child only while
-it holds a slot, so one is always free for it), forked from a forkserver that has pyvips loaded
-(a child is ready in about 10 ms) and started ahead of need: a child that died, was killed or
-has run ``transforms_per_child`` transforms is replaced at once, before the next transform asks.
-A transform sends the plan's figures, the header fields the transform reads (``_Header``) and
-the source bytes over a socket pair; the child builds the same ``Plan`` and calls the pipeline's
-own ``run_transform``. Only the encoded image comes back (a fallback or an original is the
-source, which the parent has).
-
-Each transform runs under two memory limits derived from its plan (``Plan.memory``, what
-admission control reserved for it):
-
-- the child's resident memory (anonymous pages), polled every 10 ms by the parent's thread that
-  waits for the answer, may grow by 1.5x the plan plus 64 MiB: past that the child is killed.
-  Measured on 3640-3840 px photos and 1600 px uploads to WebP, AVIF, JPEG and PNG at 640-3840
-  px, the peak growth was at most 0.82x the plan, 0.41 of this limit (fresh children: 1.34x,
-  0.55);
-- its address space (``RLIMIT_AS``, set by the child before the transform) may grow by 3x the
-  plan plus 256 MiB, a backstop against one allocation too large for the poll to see. Address
-  space grows by up to 1.7x the plan (643 MiB for a 377 MiB AVIF plan: thread stacks, malloc's
-  arena reservations, encoder buffers never touched), and an allocation it refuses inside
-  libvips comes back as an ordinary libvips error ("Undefined AOM error", "quantisation
-  failed") that cannot be told from a corrupt file, and is answered as one (the original
-  bytes): that is why the enforced limit is the resident one, whose breach is a kill.
-
-What a request gets: the encoded image; the original bytes when libvips fails or stops at its
-own timeout, as in-process (a child still working a second past that timeout is killed, with
-the same answer); ``503 TRANSFORM_FAILED`` (``Retry-After: 1``, never stored) when the child
-crashed, was killed for memory or ran out of it in Python. Past the request's deadline the
-caller is cancelled (the optimizer answers 504) and the child is killed at once: its slot and
-its memory are free again, where a thread would run on to the end of its transform.
-
-A child imports its worker's main module (``next-image``'s, small): Python 3.11's forkserver
-does not preload it.
+One child per admission slot, forked from a forkserver that has pyvips loaded and replaced
+before the next transform asks. Each transform runs under a resident-memory limit derived from
+its plan, whose breach is a kill; a child that crashed or was killed answers 503. The limits,
+the answers and why: docs/architecture.md, "Transforms in child processes".
 """
 
 from __future__ import annotations

@@ -2,13 +2,9 @@
 
 Next's code: ``detectContentType`` in
 ``packages/next/src/server/image-optimizer/detect-content-type.ts``, and the bundled
-``is-animated`` that ``imageOptimizerTransform`` (``transform.ts`` beside it) calls.
-
-Interface:
-    detect_content_type(buf: bytes) -> str | None   -- ``detectContentType``; never raises
-    is_animated(buf: bytes, content_type: str) -> bool  -- ``isAnimated`` for GIF/PNG/WebP
-
-The upstream ``Content-Type`` header is never consulted; these bytes decide everything.
+``is-animated`` that ``imageOptimizerTransform`` (``transform.ts`` beside it) calls. The
+upstream ``Content-Type`` header is never consulted: these bytes decide everything, and
+``detect_content_type`` never raises.
 """
 
 from __future__ import annotations

@@ -1,30 +1,10 @@
-"""The image pipeline: pure bytes -> bytes with pyvips. No I/O.
+"""The image pipeline, Next 16.4.6's ``imageOptimizerTransform`` and ``optimizeImage``
+(``packages/next/src/server/image-optimizer/transform.ts``): pure bytes -> bytes, no I/O.
 
-Interface:
-    PIPELINE_VERSION: str  -- goes into variant keys (``formats.pipeline_version()``)
-    plan_transform(source, *, width, quality, mime_type, config, animated) -> Transformed | Plan
-        -- the decision and its memory and time estimates, from the header alone
-    run_transform(plan, config, *, deadline=None) -> Transformed  -- the pixel work
-    transform_image(...) -> Transformed  -- both at once
-    setup_libvips() -> None  -- process-wide libvips settings, once, by the composition root
-    output_type(mime_type: str, upstream: str) -> str  -- the output format
-    avif_quality(quality: int) -> int  -- the AVIF quality for ``q`` (``formats``)
-Implements Next 16.4.6 ``imageOptimizerTransform`` and ``optimizeImage``
-(``packages/next/src/server/image-optimizer/transform.ts``): sniff, policy
-(reject / pass-through), choose output type and quality, then pyvips; on a pyvips failure serve
-the original bytes (kind "fallback"), marked transient when a timeout caused it.
-
-Animated GIF and WebP are passed through as Next does unless ``animated`` (``NEXT_IMAGE_ANIMATED``)
-says ``webp``: then ``handler.pipeline.animated`` decides and sizes the plan, and its ``thumbnail``
-stands in for the still image's.
-
-The pyvips work is one ``thumbnail_buffer`` (shrink-on-load, ICC import/export to sRGB, 16 -> 8
-bit, premultiplied resize) and one save with sharp 0.35.5's encoder parameters, which
-``handler.formats`` describes, one descriptor per output format. EXIF rotation is
-done by us rather than by ``thumbnail`` so that the in-memory copy it needs stays cancellable.
-
-Importing this module changes nothing in libvips: ``setup_libvips`` (the loader allow-list, no
-operation cache) is called once by the composition root, ``handler.entry.wiring``.
+Sniff, reject or pass through, choose the output type and quality, then one libvips
+``thumbnail`` and one save with sharp 0.35.5's encoder settings (``handler.formats``); on a
+pyvips failure, the original bytes, as Next serves them. Planning reads only the header, so
+admission control can reserve a transform's memory and time before a pixel is decoded.
 """
 
 from __future__ import annotations

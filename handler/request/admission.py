@@ -1,36 +1,10 @@
 """Admission control for transforms: a few at once, within a memory budget, first come first served.
 
-Without it a burst starts one libvips pipeline per request: threads and resident memory grow with
-the burst, every transform slows down, and they all run out of time together (measured: 64
-concurrent misses, 3.5 GiB and a third of them 504 after 30 s). Here a transform reserves a slot
-and the memory its plan says it needs before it decodes a pixel; the others wait in arrival
-order. A request that finds the queue full, or would not finish within its budget, is answered
-503 with ``Retry-After`` at once, and a client or CDN can try again.
-
-Background work (the AVIF of a fast first view, produced after its response) waits behind every
-visitor's request and never takes the last free slot: it fills idle time only.
-
-Whether a queued request can finish in time is judged from the plan of every transform ahead of
-it, not from an average: a 3840 px AVIF of a 5K photo takes 50x longer than a 640 px WebP, so
-with an average, requests queued behind a run of big AVIFs learn only seconds later that they
-can no longer start in time. Each plan says how long it takes on a reference core
-(``Plan.seconds``); a running pace (measured time / planned time) scales that to this machine
-under its current load; the queue's start times come from playing the queue out over the slots
-and the memory budget (a request whose plan does not fit beside what runs waits for it to end).
-The pace is kept per transform running alone: a transform uses more than one core when it can,
-so once the queue fills every slot, each runs slower than a lone one did, and the plans ahead
-of a queued request are scaled by that crowding (a lone warm-up transform would otherwise make
-a burst look faster than it will be).
-
-The pace is robust to one stall (an image decoded whole, CPU steal): it is an average of the
-log of each transform's measured / planned time, weighted by its planned time (big transforms
-say the most), and each transform's ratio counts as at most ``_OUTLIER_CAP`` times the pace it
-finds, with at most ``_MOST_WEIGHT`` of the average. So one transform moves the pace by at most
-2 ** 0.5 (1.41x), one of usual size by 2 ** 0.2 (1.15x), however long it stalls; a machine that
-really got slower moves it with every transform. A running transform already past the pace
-counts as if it finished now, with that most weight (at the start of a burst nothing has
-finished; the running ones already tell): one stall raises it 1.41x at most, two slots running
-slow 2x; its slot is expected to stay busy as long again as it has overrun its plan.
+Without it a burst starts one libvips pipeline per request, and they all slow down and run out
+of time together. A transform reserves a slot and the memory its plan needs before it decodes a
+pixel; a request that finds the queue full, or would not finish within its budget, is answered
+503 with ``Retry-After`` at once. Waits are predicted from each plan ahead of it at a measured
+pace: docs/architecture.md, "Admission control".
 """
 
 from __future__ import annotations
@@ -143,7 +117,8 @@ class Admission:
     @property
     def pace(self) -> float:
         """Measured time per planned second of a transform running alone, weighted by size
-        (big transforms say the most), one outlier bounded (module docstring)."""
+        (big transforms say the most), one outlier bounded (docs/architecture.md, "Admission
+        control")."""
         return math.exp(self._log_pace)
 
     def _crowding(self, running: int) -> float:

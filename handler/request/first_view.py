@@ -1,26 +1,10 @@
 """Fast first view: a slow AVIF miss is answered with WebP now, and the AVIF is deferred.
 
-One vocabulary: the *first view* is the WebP answered now (``FirstView.stand_in``), cached for
-seconds only; its AVIF is *deferred* (``FirstView.defer``): made after the response by a
-background task under ``serve``, or on Lambda by an asynchronous invocation of the function
-itself, queued during the request (the ``Deferral``). Deciding from the plan, before any encode,
-keeps the first visitor from paying for two encodes at once.
-
-Nobody waits for the deferred AVIF, so a failure would pass unseen. Each one is a warning record
-with structured fields (``extra``; on Lambda the handler's JSON logger, so they are keys of the
-log line):
-
-- ``first_view``: ``defer`` (queuing the work: the asynchronous invocation could not be sent) or
-  ``produce`` (making and storing the AVIF);
-- ``category``: ``timeout`` (the transform or the call ran out of time, including a transform
-  stopped by its own timeout, whose result is never stored), ``overload`` (admission control
-  refused it, or Lambda throttled the invocation), ``store`` (the AVIF was made but the store did
-  not confirm its write), ``transform`` (libvips could not make it: Next's fallback, the
-  original, is stored instead), ``upstream`` (the source could not be read again), ``invoke``
-  (the asynchronous invocation failed otherwise) or ``internal`` (a bug);
-- ``url``, ``w``, ``q``, ``format`` (the request it was for) and ``detail``.
-
-Nothing is retried here: the next request for the image finds no AVIF and defers it again.
+The *first view* is the WebP answered now (``FirstView.stand_in``), cached for seconds only; its
+AVIF is *deferred* (``FirstView.defer``): made after the response by a background task under
+``serve``, or on Lambda by an asynchronous invocation of the function (the ``Deferral``).
+Deciding from the plan, before any encode, keeps the first visitor from paying for two encodes
+at once. How a deferred AVIF's failure is logged: docs/architecture.md, "Fast first view".
 """
 
 from __future__ import annotations
