@@ -1,1 +1,2 @@
-"""Where finished variants and source pointers live: memory, filesystem, S3."""
+"""Where pointers, variants and kept sources live: one backend per module, named in
+``registry.py``, each reached through ``guarded.py``."""

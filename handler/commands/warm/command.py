@@ -27,6 +27,7 @@ from handler.contract.config import load_images_config
 from handler.entry import machine
 from handler.entry.settings import SETTINGS, Settings
 from handler.entry.wiring import build_store
+from handler.stores import registry
 
 FAILURES_LISTED = 20  # more are counted, not listed
 
@@ -109,7 +110,8 @@ def _processes(count: int) -> str:
 def _plan(args: argparse.Namespace, settings: Settings) -> tuple[list[str], list[Job]]:
     """The images and their variants; refuses what could not work before any process starts."""
     if settings.store == "memory":
-        raise UsageError("the memory store ends with the run: use --store filesystem, s3 or redis")
+        others = ", ".join(name for name in registry.NAMES if name != "memory")
+        raise UsageError(f"the memory store ends with the run: use --store one of {others}")
     config = load_images_config(settings.images_config)
     widths: Sequence[int] = args.widths or ()
     qualities: Sequence[int] = args.qualities or ()
