@@ -84,28 +84,39 @@ class Setting:
             raise ValueError(f"{self.env} must be {self.expected}, got {raw!r}") from None
 
 
+def _parser_for(default: object) -> Callable[[str], object]:
+    """How a variable is read when its default's type says it: on/off, a number, or text."""
+    if isinstance(default, bool):
+        return _switch
+    return type(default) if isinstance(default, int | float) else str
+
+
 def _declare(
     default: _T,
     help: str,
     *,
-    parse: Callable[[str], object] = str,
-    flag: str | None = None,
+    parse: Callable[[str], object] | None = None,
+    flag: str | bool = True,
     choices: tuple[str, ...] = (),
     default_text: str | None = None,
     context: Context = "serve",
     env: str = "",
 ) -> _T:
-    """A ``Settings`` field carrying its ``Setting``: the one place a setting is described."""
-    setting = Setting(help, default, parse, flag, choices, default_text, context, env=env)
-    return field(default=default, metadata={"setting": setting})
+    """A ``Settings`` field carrying its ``Setting``: the one place a setting is described.
+
+    ``parse`` follows the default's type unless given; ``flag`` True is ``serve``'s flag named
+    after the field (``--cache-dir``), False none (environment only), a string that flag."""
+    setting = Setting(help, default, parse or _parser_for(default), None, choices, default_text)
+    setting = replace(setting, context=context, env=env)
+    return field(default=default, metadata={"setting": setting, "flag": flag})
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = _declare("127.0.0.1", "bind address", flag="--host")
-    port: int = _declare(3000, "port", parse=int, flag="--port")
-    public_dir: str | None = _declare(None, "the app's public/ folder", flag="--public-dir")
-    origin: str | None = _declare(None, "the app's origin for relative URLs", flag="--origin")
+    host: str = _declare("127.0.0.1", "bind address")
+    port: int = _declare(3000, "port")
+    public_dir: str | None = _declare(None, "the app's public/ folder")
+    origin: str | None = _declare(None, "the app's origin for relative URLs")
     images_config: str | None = _declare(
         None,
         "a .next folder, required-server-files.json, images-manifest.json, "
@@ -114,108 +125,67 @@ class Settings:
         env=ENV_PREFIX + "CONFIG",  # the variable and flag predate the field's name
         default_text="Next 16.4.6 defaults",
     )
-    store: str = _declare("memory", "variant store", flag="--store", choices=registry.NAMES)
+    store: str = _declare("memory", "variant store", choices=registry.NAMES)
     redis_url: str | None = _declare(
-        None,
-        "redis store: redis://[[user]:password@]host:port/db, or rediss:// for TLS",
-        flag="--redis-url",
+        None, "redis store: redis://[[user]:password@]host:port/db, or rediss:// for TLS"
     )
     variant_ttl: int = _declare(
         30 * 24 * 3600,  # the S3 lifecycle's 30 days
         "seconds a variant lives in the redis store",
-        parse=int,
-        flag="--variant-ttl",
     )
-    cache_dir: str = _declare("./.next-image-cache", "filesystem store folder", flag="--cache-dir")
-    cache_max_bytes: int = _declare(
-        1_000_000_000, "filesystem store bound", parse=int, flag="--cache-max-bytes"
-    )
+    cache_dir: str = _declare("./.next-image-cache", "filesystem store folder")
+    cache_max_bytes: int = _declare(1_000_000_000, "filesystem store bound")
     hot_cache_bytes: int = _declare(
         64_000_000,
         "filesystem and redis stores: bytes of recent records (redis: variants) each process"
         " keeps in memory, 0 for none",
-        parse=int,
-        flag="--hot-cache-bytes",
     )
-    timeout: float = _declare(
-        30.0, "seconds per request, fetch + transform", parse=float, flag="--timeout"
-    )
-    max_attempts: int = _declare(
-        3, "tries of a transient upstream failure", parse=int, flag="--max-attempts"
-    )
-    fetch_timeout: float = _declare(7.0, "seconds per upstream hop (Next's 7 s)", parse=float)
+    timeout: float = _declare(30.0, "seconds per request, fetch + transform")
+    max_attempts: int = _declare(3, "tries of a transient upstream failure")
+    fetch_timeout: float = _declare(7.0, "seconds per upstream hop (Next's 7 s)", flag=False)
     max_transforms: int | None = _declare(
-        None,
-        "transforms running at once",
-        parse=int,
-        flag="--max-transforms",
-        default_text="one per CPU",
+        None, "transforms running at once", parse=int, default_text="one per CPU"
     )
-    max_queue: int = _declare(
-        32, "requests waiting for a transform; more get 503", parse=int, flag="--max-queue"
-    )
+    max_queue: int = _declare(32, "requests waiting for a transform; more get 503")
     memory_budget: int | None = _declare(
         None,
         "bytes running transforms may reserve",
         parse=int,
-        flag="--memory-budget",
         default_text="half the memory limit",
     )
     fast_first_view: float = _declare(
         0.0,
         "seconds an AVIF miss may take (by its plan) before it is answered with WebP, cached "
         "10 s, while the AVIF is produced after the response; 0 for off (Next's behaviour)",
-        parse=float,
-        flag="--fast-first-view",
     )
     animated: AnimatedMode = _declare(  # noqa: RUF009 (ruff cannot see the Literal alias is immutable)
         "passthrough",
         "animated GIF and WebP: passthrough (served as they are, Next's behaviour) or webp "
         "(resized frame by frame to animated WebP for a browser that accepts WebP)",
-        flag="--animated",
         choices=MODES,
     )
     animated_max_frames: int = _declare(
-        DEFAULT_MAX_FRAMES,
-        "animated webp: an animation with more frames is served as it is",
-        parse=int,
-        flag="--animated-max-frames",
+        DEFAULT_MAX_FRAMES, "animated webp: an animation with more frames is served as it is"
     )
     animated_max_pixels: int = _declare(
         DEFAULT_MAX_PIXELS,
         "animated webp: an animation whose frames decode to more pixels in all is served as it is",
-        parse=int,
-        flag="--animated-max-pixels",
     )
-    store_timeout: float = _declare(
-        3.0,
-        "seconds per store call before it counts as failed",
-        parse=float,
-        flag="--store-timeout",
-    )
-    strict_redirects: bool = _declare(
-        False,
-        "re-apply remotePatterns on every redirect hop",
-        parse=_switch,
-        flag="--strict-redirects",
-    )
+    store_timeout: float = _declare(3.0, "seconds per store call before it counts as failed")
+    strict_redirects: bool = _declare(False, "re-apply remotePatterns on every redirect hop")
     docs: bool = _declare(
-        False,
-        "also serve the OpenAPI schema (/openapi.json) and interactive docs (/docs)",
-        parse=_switch,
-        flag="--docs",
+        False, "also serve the OpenAPI schema (/openapi.json) and interactive docs (/docs)"
     )
     workers: str = _declare(
         "1",
         "worker processes on the one port, a number or auto (one per CPU); a worker that "
         "dies is replaced",
-        flag="--workers",
     )
     access_log: bool = _declare(
         True,
         "a line per request on stdout (uvicorn's access log); false where a CDN's logs suffice: "
         "the line is about a tenth of a cache hit's CPU",
-        parse=_switch,
+        flag=False,
     )
     isolate_transforms: bool | None = _declare(
         None,
@@ -223,18 +193,17 @@ class Settings:
         "limit or past its deadline fails only its own request; false to run them in the worker",
         parse=_switch,
         default_text="on for serve, off on Lambda",
+        flag=False,
     )
     transforms_per_child: int = _declare(
-        500,
-        "transforms an isolated child process runs before it is replaced",
-        parse=int,
-        flag="--transforms-per-child",
+        500, "transforms an isolated child process runs before it is replaced"
     )
     deploy_generation: str = _declare(
         "",
         "this deploy's generation (the construct sets it to a hash of the app's public/, "
         "static media and images config): a pointer written under another generation is "
         "revalidated with a conditional request before it is trusted",
+        flag=False,
     )
     bucket: str | None = _declare(
         None, "the variants bucket; naming one selects the S3 store", context="lambda"
@@ -270,10 +239,17 @@ class Settings:
         return settings
 
 
+def _flag(name: str, declared: str | bool, context: Context) -> str | None:
+    if isinstance(declared, str):
+        return declared
+    return "--" + name.replace("_", "-") if declared and context == "serve" else None
+
+
 SETTINGS: tuple[Setting, ...] = tuple(
     replace(
         f.metadata["setting"],
         name=f.name,
+        flag=_flag(f.name, f.metadata["flag"], f.metadata["setting"].context),
         env=f.metadata["setting"].env or ENV_PREFIX + f.name.upper(),
     )
     for f in fields(Settings)
