@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Literal, TypeGuard, get_args
 
 import anyio
@@ -125,32 +125,23 @@ def _detail(exc: BaseException) -> str:
     return repr(exc) if not isinstance(exc, TimeoutError) else "no result within the budget"
 
 
+@dataclass(eq=False)
 class FirstView:
     """The policy, off unless ``seconds`` is set: which miss gets a first view, and its AVIF's
     deferral. ``background_survives``: work started here outlives the response (``serve``);
     where it does not (Lambda), the AVIF is deferred by ``deferral``, or never put off."""
 
-    def __init__(
-        self,
-        seconds: float,
-        transforms: Transforms,
-        store: GuardedStore,
-        background: Background,
-        *,
-        timeout: float,
-        background_survives: bool,
-        deferral: Deferral | None = None,
-        report: Report = report,
-    ) -> None:
-        self.seconds = seconds
-        self._transforms = transforms
-        self._store = store
-        self._background = background
-        self._timeout = timeout
-        self._background_survives = background_survives
-        self._deferral = deferral
-        self._report = report
-        self._deferred: set[str] = set()  # flight keys of AVIFs a background task is making
+    seconds: float
+    transforms: Transforms
+    store: GuardedStore
+    background: Background
+    _: KW_ONLY
+    timeout: float
+    background_survives: bool
+    deferral: Deferral | None = None
+    report: Report = report
+    # Flight keys of the AVIFs a background task is making.
+    _deferred: set[str] = field(default_factory=set, init=False)
 
     @property
     def on(self) -> bool:
@@ -160,9 +151,9 @@ class FirstView:
         """An AVIF whose plan, at this machine's pace, takes longer than a first view may wait."""
         if not self.on or not isinstance(plan, Plan) or plan.content_type != AVIF:
             return False
-        if not self._background_survives and self._deferral is None:
+        if not self.background_survives and self.deferral is None:
             return False  # nothing here could make the AVIF after the response
-        return plan.seconds * self._transforms.admission.pace > self.seconds
+        return plan.seconds * self.transforms.admission.pace > self.seconds
 
     @staticmethod
     def stand_in(params: ImageParams) -> ImageParams:
@@ -185,20 +176,20 @@ class FirstView:
         if self.pending(params, vkey):
             return  # asked again before its AVIF is stored: that one is on its way
         key = flight_key("deferred", params, vkey)
-        if not self._background_survives:
-            assert self._deferral is not None
+        if not self.background_survives:
+            assert self.deferral is not None
             try:
-                await self._deferral(params)
+                await self.deferral(params)
             except Exception as exc:
-                self._report(failed("defer", params, exc))
+                self.report(failed("defer", params, exc))
             return
 
         async def make_deferred() -> None:
-            deadline = anyio.current_time() + self._timeout
+            deadline = anyio.current_time() + self.timeout
             try:
-                with anyio.fail_after(self._timeout):
-                    result = await self._transforms.run(plan, deadline, background=True)
-                    stored = not result.transient and await self._store.put_variant(
+                with anyio.fail_after(self.timeout):
+                    result = await self.transforms.run(plan, deadline, background=True)
+                    stored = not result.transient and await self.store.put_variant(
                         vkey, variant_of(result)
                     )
                 failure = unproduced(
@@ -209,7 +200,7 @@ class FirstView:
             finally:
                 self._deferred.discard(key)
             if failure is not None:
-                self._report(failure)
+                self.report(failure)
 
         self._deferred.add(key)
-        self._background.start(make_deferred())
+        self.background.start(make_deferred())

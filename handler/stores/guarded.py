@@ -79,18 +79,12 @@ class GuardedStore:
         self.on_failure: Callable[[str], None] | None = None
 
     async def get_pointer(self, key: str) -> Pointer | None:
-        if (at_hand := self.pointer_now(key)) is not None:
-            return at_hand
-        if self._awaited is not None:
-            return await self._await_or_miss("get_pointer", self._awaited.await_pointer, key)
-        return await self._call_or_miss(self.store.get_pointer, key)
+        awaited = self._awaited.await_pointer if self._awaited else None
+        return self.pointer_now(key) or await self._read(self.store.get_pointer, awaited, key)
 
     async def get_variant(self, key: str) -> Variant | None:
-        if (at_hand := self.variant_now(key)) is not None:
-            return at_hand
-        if self._awaited is not None:
-            return await self._await_or_miss("get_variant", self._awaited.await_variant, key)
-        return await self._call_or_miss(self.store.get_variant, key)
+        awaited = self._awaited.await_variant if self._awaited else None
+        return self.variant_now(key) or await self._read(self.store.get_variant, awaited, key)
 
     def pointer_now(self, key: str) -> Pointer | None:
         """The pointer if the store has it at hand (a ``MemoryTier``'s, or an ``in_process``
@@ -208,14 +202,20 @@ class GuardedStore:
             ),
         )
 
-    async def _await_or_miss(
-        self, name: str, read: Callable[[str], Awaitable[T | None]], key: str
+    async def _read(
+        self,
+        call: Callable[[str], T | None],
+        awaited: Callable[[str], Awaitable[T | None]] | None,
+        key: str,
     ) -> T | None:
-        """As ``_call_or_miss``, for a read awaited on the event loop (``AwaitedReads``): no
-        thread; past the call timeout it is cancelled, and counted as a hung call."""
+        """A read not at hand, as ``_call_or_miss``; awaited on the event loop where the store
+        can (``AwaitedReads``): no thread, and past the call timeout it is cancelled and
+        counted as a hung call."""
+        if awaited is None:
+            return await self._call_or_miss(call, key)
         if not self.available:
             return None
-        return await self._counted(name, functools.partial(read, key))
+        return await self._counted(call.__name__, functools.partial(awaited, key))
 
     async def _counted(
         self,

@@ -88,6 +88,9 @@ COMPRESS_MIN, COMPRESS_MAX = 1_000, 10_000_000
 
 @dataclass(frozen=True)
 class Outcome:
+    """What the edge made of one viewer request, before it is sent: the answer, CloudFront's
+    ``X-Cache`` words, and the behaviour, request and cached age its viewer headers follow."""
+
     response: Response
     x_cache: str
     behaviour: Behaviour | None = None
