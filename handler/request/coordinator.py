@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -28,7 +28,6 @@ from handler.request.admission import Admission
 from handler.request.background import Background
 from handler.request.fetch import Fetch
 from handler.request.first_view import Deferral, FirstView
-from handler.request.freshness import Terms
 from handler.request.keys import pointer_key
 from handler.request.miss import Miss
 from handler.request.revalidation import Revalidation, RevalidationMode
@@ -92,7 +91,6 @@ class Coordinator:
         self.admission = admission
         self.isolation = isolation
         self._timeout = timeout
-        self._terms = Terms(config.minimum_cache_ttl, generation)
         self._clock = clock
         self._background = Background()
         self._transforms = Transforms(
@@ -114,7 +112,7 @@ class Coordinator:
             deferral=defer_first_view,
             report=report_first_view,
         )
-        self._miss = Miss(store, fetch, self._transforms, self._first_view, self._terms, clock)
+        self._miss = Miss(store, fetch, self._transforms, self._first_view, generation, clock)
         self._revalidation = Revalidation(
             revalidation,
             store,
@@ -123,7 +121,7 @@ class Coordinator:
             self._miss,
             self._flights,
             self._background,
-            terms=self._terms,
+            generation=generation,
             clock=clock,
             timeout=timeout,
         )
@@ -138,8 +136,6 @@ class Coordinator:
     def config(self, config: ImagesConfig) -> None:
         """Another config for every step from now on (a test tightens its timeout)."""
         self._transforms.config = config
-        self._terms = replace(self._terms, ttl=config.minimum_cache_ttl)
-        self._miss.terms = self._revalidation.terms = self._terms
 
     async def serve(
         self, params: ImageParams, stats: Stats | None = None, *, first_view: bool = False
@@ -225,16 +221,16 @@ class Coordinator:
         found = await self._look_up(params, Found())
         if found.pointer is None or found.variant is None:
             return None
-        if found.pointer.generation != self._terms.generation:
+        if found.pointer.generation != self._miss.generation:
             return None
         return self._served(found, "MISS")
 
     def _trusted(self, found: Found) -> bool:
         pointer = found.pointer
-        return pointer is not None and freshness.trusted(pointer, self._terms, self._clock())
+        return pointer is not None and freshness.trusted(pointer, self._miss.terms, self._clock())
 
     def _served(self, found: Found, cache: CacheStatus) -> Served:
         pointer, variant = found.pointer, found.variant
         assert pointer is not None and variant is not None
         now = self._clock()
-        return freshness.served(variant, found.variant_key, pointer, cache, self._terms, now)
+        return freshness.served(variant, found.variant_key, pointer, cache, self._miss.terms, now)

@@ -21,7 +21,6 @@ from handler.pipeline.transform import Plan, Transformed
 from handler.request import freshness
 from handler.request.fetch import Fetch
 from handler.request.first_view import FirstView
-from handler.request.freshness import Terms
 from handler.request.keys import pointer_key
 from handler.request.step import Step
 from handler.request.transforms import Transforms, variant_of
@@ -62,10 +61,10 @@ class Miss(Step):
         fetch: Fetch,
         transforms: Transforms,
         first_view: FirstView,
-        terms: Terms,
+        generation: str,
         clock: Callable[[], float],
     ) -> None:
-        super().__init__(store, fetch, transforms, terms, clock)
+        super().__init__(store, fetch, transforms, generation, clock)
         self._first_view = first_view
 
     async def source(

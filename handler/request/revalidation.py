@@ -19,7 +19,6 @@ from handler.model import ImageParams, Pointer, Served, Stats, Variant
 from handler.request import freshness
 from handler.request.background import Background
 from handler.request.fetch import Fetch
-from handler.request.freshness import Terms
 from handler.request.keys import pointer_key
 from handler.request.miss import Miss, MissPlan
 from handler.request.single_flight import SingleFlight, flight_key
@@ -43,11 +42,11 @@ class Revalidation(Step):
         flights: SingleFlight,
         background: Background,
         *,
-        terms: Terms,
+        generation: str,
         clock: Callable[[], float],
         timeout: float,
     ) -> None:
-        super().__init__(store, fetch, transforms, terms, clock)
+        super().__init__(store, fetch, transforms, generation, clock)
         self.mode = mode
         self._miss = miss
         self._flights = flights

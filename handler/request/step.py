@@ -1,5 +1,6 @@
-"""What the miss and the revalidation share: the store, the fetch, the transforms, the freshness
-terms and the clock, and the answer they make of a stored or new variant."""
+"""What the miss and the revalidation share: the store, the fetch, the transforms, this deploy's
+generation and the clock; the freshness terms they follow, and the answer they make of a stored
+or new variant."""
 
 from __future__ import annotations
 
@@ -21,8 +22,14 @@ class Step:
     _store: GuardedStore
     _fetch: Fetch
     _transforms: Transforms
-    terms: Terms
+    generation: str
     _clock: Callable[[], float]
+
+    @property
+    def terms(self) -> Terms:
+        """Next's freshness terms: the images config's ``minimumCacheTTL`` as the transforms
+        hold it now, and this deploy's generation (``NEXT_IMAGE_DEPLOY_GENERATION``)."""
+        return Terms(self._transforms.config.minimum_cache_ttl, self.generation)
 
     def _served(
         self, variant: Variant, vkey: str, pointer: Pointer, cache: CacheStatus, **flags: bool
