@@ -50,7 +50,7 @@ import pyvips
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo
 from bench.common import PHOTOS, UKUI_PICKS, download_ukui
 from handler.contract.config import ImagesConfig
-from handler.formats import AVIF, WEBP
+from handler.formats import AVIF, WEBP, pipeline_version
 from handler.pipeline import transform as pipeline
 
 # overload's pictures (the package's richest) and its dark gradient, where banding shows first.
@@ -284,7 +284,7 @@ def scores(
 
     def key(job: Job, body: bytes) -> str:
         digest = hashlib.sha256(body).hexdigest()[:32]
-        return f"{pipeline.PIPELINE_VERSION}/{photo_ids[job.photo]}/{job.width}/{digest}"
+        return f"{pipeline_version()}/{photo_ids[job.photo]}/{job.width}/{digest}"
 
     missing = {key(job, body): (job, body) for (job, _), body in bodies.items()}
     missing = {k: v for k, v in missing.items() if k not in cache}
@@ -466,7 +466,7 @@ def main() -> None:
                 "quality": args.quality,
                 "reps": args.reps,
                 "parallel": args.parallel,
-                "libvips": pipeline.PIPELINE_VERSION,
+                "libvips": pipeline_version(),
                 "loadavg_before": load_before,
                 "loadavg_after": load(),
                 **summary,

@@ -35,16 +35,11 @@ from handler.formats import (
     SVG,
     WEBP,
     OutputFormat,
-    pipeline_version,
 )
-from handler.formats import avif_quality as avif_quality
 from handler.model import VariantKind
 from handler.pipeline import animated as animation
 from handler.pipeline.animated import PASSTHROUGH, AnimatedOptions
 from handler.pipeline.sniff import detect_content_type, is_animated
-
-# The libvips version is part of it: another libvips build may encode different bytes.
-PIPELINE_VERSION = pipeline_version()
 
 # Next 16.3+ (``getSharp`` in transform.ts): block every loader, then allow only these.
 _ALLOWED_LOADERS = (

@@ -60,7 +60,7 @@ from processes import Proxy, free_port
 from devtools.fault_proxy import FaultProxy, Mode, fault_proxy
 from devtools.pictures import CARDS, HUGE, LOGO, MOUNTAIN, PHOTO, STREET, remote
 from handler.entry.settings import Settings
-from handler.pipeline.transform import PIPELINE_VERSION
+from handler.formats import pipeline_version
 from handler.request.keys import pointer_key
 from handler.stores.records import decode_pointer
 from handler.stores.s3 import POINTERS, SOURCES, VARIANTS
@@ -669,7 +669,7 @@ def test_the_store_holds_only_correct_variants(stack: Stack, remote_server: Serv
         name = key.removeprefix(stack.prefix + VARIANTS)
         match = VARIANT_KEY.match(name)
         assert match is not None, key
-        assert match["pipeline"] == PIPELINE_VERSION, key
+        assert match["pipeline"] == pipeline_version(), key
         stored = stack.s3.get_object(Bucket=stack.variants, Key=key)
         body = stored["Body"].read()
         assert match["hash"] in sources, key

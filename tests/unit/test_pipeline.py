@@ -19,11 +19,10 @@ from devtools.crafted import png_claiming
 from handler.contract import errors
 from handler.contract.config import ImagesConfig, load_images_config
 from handler.contract.errors import ImageError
+from handler.formats import avif_quality, pipeline_version
 from handler.pipeline.transform import (
-    PIPELINE_VERSION,
     Plan,
     Transformed,
-    avif_quality,
     plan_transform,
     run_transform,
     setup_libvips,
@@ -49,7 +48,9 @@ def close(actual: list[int], expected: tuple[int, ...] | list[int], tolerance: i
 
 
 def test_pipeline_version_names_libvips() -> None:
-    assert PIPELINE_VERSION.endswith("-vips{}.{}.{}".format(*(pyvips.version(i) for i in range(3))))
+    assert pipeline_version().endswith(
+        "-vips{}.{}.{}".format(*(pyvips.version(i) for i in range(3)))
+    )
 
 
 # --- Orientation --------------------------------------------------------------------------------
