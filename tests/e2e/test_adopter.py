@@ -25,6 +25,7 @@ from harness import APP, CHROMIUM, CHROMIUM_ARGS, REPORT, ROOT, timed
 from processes import LocalCdn, Proxy, local_cdn
 
 from devtools.pictures import Picture
+from kit.synth import cfn_lint
 
 STACK = "AdopterSite"
 CDK_CLI = re.findall(r"CDK_CLI_VERSION \?= (\S+)", (ROOT / "Makefile").read_text())[0]
@@ -133,13 +134,7 @@ def adopter_template(adopter: Path, built_app: dict[str, Picture]) -> Path:
 def test_the_template_passes_cdk_nag_and_cfn_lint(adopter_template: Path) -> None:
     report = json.loads((adopter_template.parent / "validation-report.json").read_text())
     assert report["pluginReports"] == []
-    done = subprocess.run(
-        [sys.executable, "-m", "cfnlint", "--format", "json", str(adopter_template)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    findings = json.loads(done.stdout or "[]")
+    findings = cfn_lint(adopter_template)
     assert [f for f in findings if f["Level"] == "Error"] == []
     assert {f["Rule"]["Id"] for f in findings} <= {"W3005"}
     template = json.loads(adopter_template.read_text())

@@ -33,8 +33,9 @@ from harness import APP, ARTIFACTS, REPORT, ROOT, timed
 from processes import Proxy
 
 from devtools.pictures import MOUNTAIN, STREET, Picture, scene
-from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+from kit.local_cdn_process import LocalCdn, local_cdn
 from kit.support import wait_for
+from kit.synth import cdk_synth
 from kit.upstream_server import Handler, Server
 
 STACK = "NextImageRedeployE2E"
@@ -75,25 +76,9 @@ class Stack:
 def synthesize(root: Path, public: Path) -> Path:
     """``cdk synth`` against the app's build and this module's ``public/`` (a new process each
     time, as the CLI is: the asset hashes are computed again)."""
-    from aws_cdk import App, AssetStaging
-
-    from infra.app import build
-
-    AssetStaging.clear_asset_hash_cache()
-    layers = root / "layers"
-    if not layers.exists():
-        stand_in_layers(root)
-    context = {
-        "appOrigin": "127.0.0.1",
-        "nextDir": str(APP / ".next"),
-        "publicDir": str(public),
-        "layersDir": str(layers),
-        "stackName": STACK,
-    }
-    app = App(outdir=str(root / "cdk.out"), context=context)
-    build(app)
-    app.synth()
-    return root / "cdk.out" / f"{STACK}.template.json"
+    return cdk_synth(
+        root, STACK, appOrigin="127.0.0.1", nextDir=str(APP / ".next"), publicDir=str(public)
+    )
 
 
 def mean_colour(data: bytes) -> tuple[float, ...]:

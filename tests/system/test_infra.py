@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from handler.entry.self_invoke import SelfInvoker
 from handler.http import metrics as handler_metrics
 from handler.http import observability
 from infra.app import build, props_from_context
+from kit.synth import cdk_synth, cfn_lint
 from layers.build_layer import ROOT, ensure_layers
 from next_image_cdk import NextImageOptimizer, NextImageOptimizerProps, layer_zips
 from next_image_cdk.construct import validate
@@ -51,10 +50,14 @@ class Synth:
         return props
 
 
+def loaded(template: Path) -> Synth:
+    raw = json.loads(template.read_text())
+    return Synth(Template.from_json(raw), raw, template.parent)
+
+
 def synthesize(app: App, stack_name: str, outdir: Path) -> Synth:
     app.synth()  # raises ValidationFailed on any unacknowledged cdk-nag finding
-    raw = json.loads((outdir / f"{stack_name}.template.json").read_text())
-    return Synth(Template.from_json(raw), raw, outdir)
+    return loaded(outdir / f"{stack_name}.template.json")
 
 
 @pytest.fixture(scope="session")
@@ -79,11 +82,9 @@ def full(layers: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "animated": "webp",
         "originShieldRegion": "eu-west-1",
         "layersDir": str(layers),
-        "stackName": "NextImageTest",
     }
-    app = App(outdir=str(outdir), context=context)
-    build(app)
-    return synthesize(app, "NextImageTest", outdir)
+    # raises ValidationFailed on any unacknowledged cdk-nag finding
+    return loaded(cdk_synth(outdir, "NextImageTest", outdir=outdir, **context))
 
 
 @pytest.fixture(scope="session")
@@ -648,14 +649,7 @@ def test_cdk_nag_has_no_unacknowledged_findings(both: list[Synth]) -> None:
 @pytest.mark.parametrize("stack", ["full", "attached"])
 def test_cfn_lint_finds_no_errors(stack: str, request: pytest.FixtureRequest) -> None:
     synth: Synth = request.getfixturevalue(stack)
-    template = next(synth.outdir.glob("*.template.json"))
-    done = subprocess.run(
-        [sys.executable, "-m", "cfnlint", "--format", "json", str(template)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    findings = json.loads(done.stdout or "[]")
+    findings = cfn_lint(next(synth.outdir.glob("*.template.json")))
     errors = [f for f in findings if f["Level"] == "Error"]
     assert errors == [], errors
     # The only warnings are CDK's own redundant DependsOn next to a GetAtt (W3005).

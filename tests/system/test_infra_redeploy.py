@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +18,13 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from aws_cdk import Acknowledgment, App, AssetStaging, Stack, Validations
+from aws_cdk import Acknowledgment, App, Stack, Validations
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from cdk_nag import AwsSolutionsChecks
 
-from infra.app import build
 from kit.local_cdn_process import stand_in_layers
+from kit.synth import cdk_synth, cfn_lint
 from next_image_cdk import NextImageOptimizer
 from next_image_cdk.bundled_config import bundle_images_config
 from next_image_cdk.redeploy import GENERATION_ENV, deploy_generation
@@ -60,17 +58,15 @@ class Synthesized:
 def synthesize(root: Path, name: str, public: Path, layers: Path) -> Synthesized:
     """The repository's CDK app, as ``cdk synth -c publicDir=...`` runs it (cdk-nag included)."""
     outdir = root / name
-    AssetStaging.clear_asset_hash_cache()  # a new process each time, as `cdk synth` is
-    context = {
-        "appOrigin": ORIGIN,
-        "publicDir": str(public),
-        "layersDir": str(layers),
-        "stackName": "Redeploy",
-    }
-    app = App(outdir=str(outdir), context=context)
-    build(app)
-    app.synth()  # raises on any unacknowledged cdk-nag finding
-    return Synthesized(json.loads((outdir / "Redeploy.template.json").read_text()), outdir)
+    template = cdk_synth(
+        root,
+        "Redeploy",
+        outdir=outdir,
+        appOrigin=ORIGIN,
+        publicDir=str(public),
+        layersDir=str(layers),
+    )
+    return Synthesized(json.loads(template.read_text()), outdir)
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +149,7 @@ def test_cdk_nag_and_cfn_lint_pass(deploys: dict[str, Synthesized]) -> None:
     synth = deploys["first"]
     report = json.loads((synth.outdir / "validation-report.json").read_text())
     assert report["pluginReports"] == []
-    template = synth.outdir / "Redeploy.template.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "cfnlint", "--format", "json", str(template)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    findings = json.loads(done.stdout or "[]")
+    findings = cfn_lint(synth.outdir / "Redeploy.template.json")
     assert {f["Rule"]["Id"] for f in findings} <= {"W3005"}, findings
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 
 from kit import imagegen
 from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+from kit.synth import cdk_synth, cfn_lint
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
@@ -67,22 +67,10 @@ def export(root: Path, *, trailing_slash: bool = False) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``cdk synth -c staticSiteDir=out -c nextDir=.next``; the cloud assembly."""
-    from aws_cdk import App
-
-    from infra.app import build
-
     root = tmp_path_factory.mktemp("static-site")
     out, next_dir = export(root)
-    context = {
-        "staticSiteDir": str(out),
-        "nextDir": str(next_dir),
-        "layersDir": str(stand_in_layers(root)),
-        "stackName": STACK,
-    }
-    app = App(outdir=str(root / "cdk.out"), context=context)
-    build(app)
-    app.synth()  # raises on any unacknowledged cdk-nag finding
-    return root / "cdk.out"
+    # raises on any unacknowledged cdk-nag finding
+    return cdk_synth(root, STACK, staticSiteDir=str(out), nextDir=str(next_dir)).parent
 
 
 @pytest.fixture(scope="module")
@@ -170,20 +158,7 @@ def test_out_is_uploaded_to_the_site_bucket_and_read_as_the_functions_assets(
 
 
 def test_cfn_lint_finds_no_errors(synthesized: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cfnlint",
-            "--format",
-            "json",
-            str(synthesized / f"{STACK}.template.json"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    findings = json.loads(done.stdout or "[]")
+    findings = cfn_lint(synthesized / f"{STACK}.template.json")
     assert [f for f in findings if f["Level"] == "Error"] == []
     assert {f["Rule"]["Id"] for f in findings} <= {"W3005"}
     report = json.loads((synthesized / "validation-report.json").read_text())

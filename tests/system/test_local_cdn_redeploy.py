@@ -22,8 +22,9 @@ import pytest
 from devtools.moto_server import loopback_client
 from handler.commands.local_cdn.redeploy import path_matches
 from kit import imagegen
-from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+from kit.local_cdn_process import LocalCdn, local_cdn
 from kit.support import HANG_SECONDS, wait_for
+from kit.synth import cdk_synth
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
@@ -35,24 +36,7 @@ API = "local-cdn: CloudFront API for distribution (\\S+) at (http://\\S+) "
 
 def synthesize(root: Path) -> Path:
     """``cdk synth`` into ``root/cdk.out`` (the same folder each time, as a user re-runs it)."""
-    from aws_cdk import App, AssetStaging
-
-    from infra.app import build
-
-    AssetStaging.clear_asset_hash_cache()  # a new process each time, as `cdk synth` is
-    layers = root / "layers"
-    if not layers.exists():
-        stand_in_layers(root)
-    context = {
-        "appOrigin": "127.0.0.1",
-        "publicDir": str(root / "public"),
-        "layersDir": str(layers),
-        "stackName": STACK,
-    }
-    app = App(outdir=str(root / "cdk.out"), context=context)
-    build(app)
-    app.synth()
-    return root / "cdk.out" / f"{STACK}.template.json"
+    return cdk_synth(root, STACK, appOrigin="127.0.0.1", publicDir=str(root / "public"))
 
 
 def get(cdn: LocalCdn, name: str) -> tuple[str, str, bytes]:

@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from kit import imagegen
-from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+from kit.local_cdn_process import LocalCdn, local_cdn
 from kit.support import Route, Upstream
+from kit.synth import cdk_synth
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
@@ -31,10 +32,6 @@ STATIC_IMPORT = "hero.4f1c2a.jpg"  # in .next/static/media, uploaded by the stac
 
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from aws_cdk import App
-
-    from infra.app import build
-
     root = tmp_path_factory.mktemp("local-cdn-stack")
     public = root / "public"
     public.mkdir()
@@ -43,7 +40,6 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Variants over 50 kB are answered with a redirect to the variants behaviour, as over
     # Lambda's payload limit: --env-file changes the function's environment like a deploy would.
     (root / "function.env").write_text("NEXT_IMAGE_MAX_INLINE_BYTES=50000\n")
-    layers = stand_in_layers(root)
     build_dir = root / ".next"
     (build_dir / "static" / "media").mkdir(parents=True)
     (build_dir / "static" / "media" / STATIC_IMPORT).write_bytes(imagegen.jpeg(1280, 960))
@@ -51,16 +47,9 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (build_dir / "required-server-files.json").write_text(
         json.dumps({"version": 1, "config": {"images": images, "basePath": ""}})
     )
-    context = {
-        "appOrigin": "app.example.com",
-        "nextDir": str(build_dir),
-        "publicDir": str(public),
-        "layersDir": str(layers),
-        "stackName": STACK,
-    }
-    app = App(outdir=str(root / "cdk.out"), context=context)
-    build(app)
-    app.synth()
+    cdk_synth(
+        root, STACK, appOrigin="app.example.com", nextDir=str(build_dir), publicDir=str(public)
+    )
     return root
 
 
