@@ -17,7 +17,6 @@ from typing import Any, Literal, TypeVar
 from handler.pipeline.animated import DEFAULT_MAX_FRAMES, DEFAULT_MAX_PIXELS, MODES, AnimatedMode
 from handler.stores import registry
 
-StoreKind = str  # a store's name: one of ``handler.stores.registry.NAMES``
 Context = Literal["serve", "lambda"]
 
 ENV_PREFIX = "NEXT_IMAGE_"

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import ada_url
 
 from handler.contract.config import load_images_config
-from handler.entry.settings import SETTINGS, Settings, StoreKind
+from handler.entry.settings import SETTINGS, Settings
 from handler.entry.wiring import build_store
 from handler.http.replay import REPLAY_SECONDS
 from handler.request.keys import pointer_key
@@ -40,7 +40,7 @@ class UsageError(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    store: StoreKind
+    store: str  # a name in handler.stores.registry
     urls: tuple[str, ...]  # as given; empty for --all
     keys: tuple[str, ...]  # their pointer keys
     paths: tuple[str, ...]  # the CloudFront invalidation paths
@@ -127,7 +127,7 @@ def invalidation_path(image_path: str, url: str) -> str:
     return f"{image_path}?url={encoded.split('*', 1)[0]}*"
 
 
-def settle_seconds(store: StoreKind) -> float:
+def settle_seconds(store: str) -> float:
     """How long a process reading this store may still use a pointer it holds in memory."""
     from handler.stores.s3 import POINTER_MEMORY_SECONDS
 
