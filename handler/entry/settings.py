@@ -105,8 +105,8 @@ def _declare(
 
     ``parse`` follows the default's type unless given; ``flag`` True is ``serve``'s flag named
     after the field (``--cache-dir``), False none (environment only), a string that flag."""
-    setting = Setting(help, default, parse or _parser_for(default), None, choices, default_text)
-    setting = replace(setting, context=context, env=env)
+    parser = parse or _parser_for(default)
+    setting = Setting(help, default, parser, None, choices, default_text, context, env=env)
     return field(default=default, metadata={"setting": setting, "flag": flag})
 
 
