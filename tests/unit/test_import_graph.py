@@ -99,3 +99,13 @@ def test_the_neutral_modules_import_no_part() -> None:
     }
     assert "handler.model" in neutral
     assert {part: graph[part] - neutral for part in neutral} == {part: set() for part in neutral}
+
+
+def test_the_request_path_is_told_in_one_short_method() -> None:
+    """``Coordinator.serve`` reads top to bottom (issue #20: under ~50 lines); each step it names
+    is an object of its own in ``handler/request/``."""
+    import inspect
+
+    from handler.request.coordinator import Coordinator
+
+    assert len(inspect.getsource(Coordinator.serve).splitlines()) <= 50
