@@ -27,7 +27,7 @@ from processes import LocalCdn, Proxy, local_cdn, logging_proxy, next_start
 
 from devtools.moto_server import moto_server
 from devtools.pictures import MOUNTAIN, Picture, draw, remote
-from kit.local_cdn_process import stand_in_layers
+from kit.synth import cdk_synth
 from kit.upstream_server import Handler, Server, serve
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -126,24 +126,15 @@ def synthesized(built_app: dict[str, Picture], tmp_path_factory: pytest.TempPath
     ``--app-origin`` gives the port. The two Lambda layers are stand-in zips: opaque assets to the
     template, and local-cdn runs the handler from this checkout.
     """
-    from aws_cdk import App
-
-    from infra.app import build
-
     root = tmp_path_factory.mktemp("e2e-stack")
-    layers = stand_in_layers(root)
-    context = {
-        "appOrigin": "127.0.0.1",
-        "nextDir": str(APP / ".next"),
-        "publicDir": str(APP / "public"),
-        "layersDir": str(layers),
-        "stackName": STACK,
-    }
     with timed("cdk synth (in-process)"):
-        app = App(outdir=str(root / "cdk.out"), context=context)
-        build(app)
-        app.synth()
-    return root / "cdk.out" / f"{STACK}.template.json"
+        return cdk_synth(
+            root,
+            STACK,
+            appOrigin="127.0.0.1",
+            nextDir=str(APP / ".next"),
+            publicDir=str(APP / "public"),
+        )
 
 
 @pytest.fixture(scope="session")

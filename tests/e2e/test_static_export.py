@@ -35,7 +35,8 @@ from harness import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HERE, NEXT, REPORT, ROOT
 from devtools.pictures import Picture, logo, save, scene
 from handler.commands.loopback import serving
 from kit import imagegen
-from kit.local_cdn_process import LocalCdn, local_cdn, stand_in_layers
+from kit.local_cdn_process import LocalCdn, local_cdn
+from kit.synth import cdk_synth
 
 EXPORT_APP = HERE / "export_app"
 LOADER_CASES = HERE.parent / "kit" / "data" / "loader_cases.json"
@@ -148,22 +149,14 @@ def static_cdn(
 ) -> Iterator[LocalCdn]:
     """The CDK app synthesized for the export (``staticSiteDir``, ``nextDir``, no app origin),
     served by ``local-cdn --moto``: its BucketDeployment puts ``out/`` in the site bucket."""
-    from aws_cdk import App
-
-    from infra.app import build
-
     root = tmp_path_factory.mktemp("export-stack")
-    context = {
-        "staticSiteDir": str(optimizer_build.out),
-        "nextDir": str(optimizer_build.next_dir),
-        "layersDir": str(stand_in_layers(root)),
-        "stackName": STACK,
-    }
     with timed("export app: cdk synth (in-process)"):
-        app = App(outdir=str(root / "cdk.out"), context=context)
-        build(app)
-        app.synth()
-    template = root / "cdk.out" / f"{STACK}.template.json"
+        template = cdk_synth(
+            root,
+            STACK,
+            staticSiteDir=str(optimizer_build.out),
+            nextDir=str(optimizer_build.next_dir),
+        )
     with ExitStack() as stack:
         with timed("export app: local-cdn start"):
             cdn = stack.enter_context(local_cdn("--template", str(template), start_timeout=120))

@@ -24,7 +24,7 @@ from handler.commands.local_cdn.template import Distribution, read_template
 from handler.contract.config import load_images_config
 from handler.sources.s3_assets import S3AssetsSource
 from kit import imagegen
-from kit.local_cdn_process import stand_in_layers
+from kit.synth import cdk_synth
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
@@ -36,10 +36,6 @@ CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthesized stack's template, its cloud assembly beside it."""
-    from aws_cdk import App
-
-    from infra.app import build
-
     root = tmp_path_factory.mktemp("deploy-stack")
     public = root / "public"
     public.mkdir()
@@ -50,18 +46,14 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (build_dir / "required-server-files.json").write_text(
         json.dumps({"version": 1, "config": {"images": {}, "basePath": ""}})
     )
-    context = {
-        "appOrigin": "app.example.com",
-        "nextDir": str(build_dir),
-        "publicDir": str(public),
-        "assetsPrefix": "site/",
-        "layersDir": str(stand_in_layers(root)),
-        "stackName": STACK,
-    }
-    app = App(outdir=str(root / "cdk.out"), context=context)
-    build(app)
-    app.synth()
-    return root / "cdk.out" / f"{STACK}.template.json"
+    return cdk_synth(
+        root,
+        STACK,
+        appOrigin="app.example.com",
+        nextDir=str(build_dir),
+        publicDir=str(public),
+        assetsPrefix="site/",
+    )
 
 
 def assets_bucket(distribution: Distribution) -> tuple[str, str]:
