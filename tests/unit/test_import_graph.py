@@ -1,10 +1,13 @@
-"""The modules of ``handler/`` import one another one way: no circle, not even one that only
-type hints or a function-level import close. A circle means two modules that cannot be read, or
-moved, apart."""
+"""The floor plan holds: the modules and the parts of ``handler/`` import one another one way
+(no circle, not even one that only type hints or a function-level import close: a circle means
+two modules that cannot be read, or moved, apart); the request path is told in one short method;
+keys load no libvips; tests share helpers through the kit, never through one another."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from kit.paths import REPO
@@ -109,3 +112,35 @@ def test_the_request_path_is_told_in_one_short_method() -> None:
     from handler.request.coordinator import Coordinator
 
     assert len(inspect.getsource(Coordinator.serve).splitlines()) <= 50
+
+
+def test_keys_are_made_without_loading_libvips() -> None:
+    """Hashing is vocabulary, not pixels: ``handler.request.keys`` imports no pyvips (the
+    pipeline version it names is read from libvips only when the first key is made)."""
+    probe = "import sys, handler.request.keys; print('pyvips' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def imported_names(path: Path) -> set[str]:
+    """The top-level module names ``path`` imports (absolute imports only)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+    return names
+
+
+def test_no_test_module_imports_another_and_bench_imports_no_test() -> None:
+    """What tests share lives in ``tests/kit`` (or ``devtools``, shared with the benches)."""
+    tests = REPO / "tests"
+    modules = [path for path in tests.rglob("test_*.py") if "node_modules" not in path.parts]
+    test_names = {path.stem for path in modules}
+    assert {path.name: imported_names(path) & test_names for path in modules} == {
+        path.name: set() for path in modules
+    }
+    assert {
+        path.name: imported_names(path) & {"tests", "kit"} for path in (REPO / "bench").glob("*.py")
+    } == {path.name: set() for path in (REPO / "bench").glob("*.py")}
